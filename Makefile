@@ -1,0 +1,44 @@
+# claude-gateway: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TOOLS := $(CURDIR)/.tools
+export PATH := $(TOOLS)/bin:$(PATH)
+
+.PHONY: help install run test lint format bench
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the gateway with its dev tools
+
+run: $(STAMP) ## serve the gateway on http://127.0.0.1:8000 (the bundled simulator when ANTHROPIC_API_KEY is unset)
+	$(BIN)/claude-gateway dev --host 127.0.0.1 --port 8000
+
+test: $(STAMP) ## run every test (starts its own redis-server, simulator, ... on free ports)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff + mypy
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
+	$(BIN)/mypy service tests
+	$(BIN)/python -c 'import claude_gateway'
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix service tests bench
+	$(BIN)/ruff format service tests bench
+
+bench: $(STAMP) ## the benchmarks, side by side in one run, printing ratios
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+-include make/*.mk
