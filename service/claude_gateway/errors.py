@@ -1,0 +1,217 @@
+"""Every error the gateway answers with, each carrying its status, its outcome and its headers.
+
+    GatewayError
+    ├── ClientError                       the caller's request is at fault
+    │   ├── MissingKey          401
+    │   ├── UnknownKey          403
+    │   ├── InvalidRequest      400 / 422
+    │   ├── NotFound            404
+    │   ├── PayloadTooLarge     413
+    │   └── RateLimited         429 (our own limits; Retry-After, X-RateLimit-*)
+    ├── Overloaded              503 (our own backpressure, Redis fail-closed)
+    └── UpstreamError                     Anthropic failed us
+        ├── UpstreamRateLimited     429 rate_limited
+        ├── UpstreamOverloaded      503 overloaded
+        ├── UpstreamUnreachable     503 unreachable
+        ├── UpstreamTimeout         504 timeout
+        ├── UpstreamMisconfigured   500 error   "Internal configuration error"
+        ├── UpstreamRejected        400/404/413 error (the request was bad for Anthropic: safe to pass on)
+        └── UpstreamFailed          502 error
+
+One `classify()` turns any exception of the anthropic SDK into one of these; the HTTP handlers render it as
+`{"detail": ...}` or as Anthropic's `{"type": "error", "error": {...}}` depending on the route (see `render`),
+and the `outcome` feeds `claude_gateway_upstream_requests_total{outcome}`.
+No upstream error text reaches a client: messages here are ours.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import anthropic
+
+Outcome = Literal["ok", "rate_limited", "overloaded", "timeout", "unreachable", "error"]
+
+
+class GatewayError(Exception):
+    status_code: ClassVar[int] = 500
+    # Anthropic's error `type` for this error on /v1/messages.
+    anthropic_type: ClassVar[str] = "api_error"
+    outcome: ClassVar[Outcome] = "error"
+    default_message: ClassVar[str] = "Internal error"
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        self.message = message or self.default_message
+        self.headers: dict[str, str] = headers or {}
+        super().__init__(self.message)
+
+
+class ClientError(GatewayError):
+    status_code = 400
+    anthropic_type = "invalid_request_error"
+    default_message = "Invalid request"
+
+
+class MissingKey(ClientError):
+    status_code = 401
+    anthropic_type = "authentication_error"
+    default_message = "Missing API key: send it in X-API-Key or Authorization: Bearer"
+
+
+class UnknownKey(ClientError):
+    status_code = 403
+    anthropic_type = "permission_error"
+    default_message = "Invalid API key"
+
+
+class InvalidRequest(ClientError):
+    status_code = 400
+
+
+class NotFound(ClientError):
+    status_code = 404
+    anthropic_type = "not_found_error"
+    default_message = "Not found"
+
+
+class PayloadTooLarge(ClientError):
+    status_code = 413
+    anthropic_type = "request_too_large"
+    default_message = "Request body too large"
+
+
+class RateLimited(ClientError):
+    status_code = 429
+    anthropic_type = "rate_limit_error"
+    default_message = "Rate limit exceeded"
+
+
+class Overloaded(GatewayError):
+    status_code = 503
+    anthropic_type = "overloaded_error"
+    default_message = "The gateway is busy. Try again shortly."
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    default_message = "Claude API error"
+
+
+class UpstreamRateLimited(UpstreamError):
+    status_code = 429
+    anthropic_type = "rate_limit_error"
+    outcome = "rate_limited"
+    default_message = "Claude rate limit reached. Try again in a moment."
+
+
+class UpstreamOverloaded(UpstreamError):
+    status_code = 503
+    anthropic_type = "overloaded_error"
+    outcome = "overloaded"
+    default_message = "Claude is overloaded. Try again."
+
+
+class UpstreamUnreachable(UpstreamError):
+    status_code = 503
+    anthropic_type = "api_error"
+    outcome = "unreachable"
+    default_message = "Could not reach Claude API."
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    anthropic_type = "timeout_error"
+    outcome = "timeout"
+    default_message = "Claude API timed out."
+
+
+class UpstreamMisconfigured(UpstreamError):
+    status_code = 500
+    anthropic_type = "api_error"
+    default_message = "Internal configuration error"
+
+
+class UpstreamRejected(UpstreamError):
+    """Anthropic refused the request itself (400, 404, 413, 422): the caller can fix it, so say so."""
+
+    status_code = 400
+    anthropic_type = "invalid_request_error"
+    default_message = "Claude API rejected the request"
+
+    def __init__(
+        self, message: str | None = None, *, status_code: int = 400, anthropic_type: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code  # type: ignore[misc]
+        if anthropic_type:
+            self.anthropic_type = anthropic_type  # type: ignore[misc]
+
+
+class UpstreamFailed(UpstreamError):
+    status_code = 502
+
+
+# Messages for the caller's own mistakes that Anthropic reports: its wording is about the request, not about us,
+# but we still do not relay it verbatim (it may quote the request back); the type is enough to act on.
+_REJECTED_MESSAGES: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "Claude API rejected the request as invalid"),
+    404: ("not_found_error", "Claude API does not know the requested model or resource"),
+    413: ("request_too_large", "Request too large for Claude API"),
+    422: ("invalid_request_error", "Claude API could not process the request"),
+}
+
+# Anthropic asks callers to wait this long when a 429 names no time.
+DEFAULT_UPSTREAM_RETRY_AFTER_S = 60
+
+
+def retry_after_seconds(reset_at: float, now: float) -> int:
+    """Whole seconds until `reset_at`, rounded up, never below 1: a `Retry-After` a client can obey."""
+    return max(1, math.ceil(reset_at - now))
+
+
+def _upstream_retry_after(exc: anthropic.APIStatusError) -> str:
+    value = exc.response.headers.get("retry-after")
+    if value is not None:
+        try:
+            return str(max(1, math.ceil(float(value))))
+        except ValueError:
+            pass
+    return str(DEFAULT_UPSTREAM_RETRY_AFTER_S)
+
+
+def classify(exc: BaseException) -> GatewayError:
+    """Map an exception met while calling Anthropic onto the gateway's own error (a flat ladder, most specific first)."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, anthropic.APITimeoutError):
+        return UpstreamTimeout()
+    if isinstance(exc, anthropic.APIConnectionError):
+        return UpstreamUnreachable()
+    if isinstance(exc, anthropic.RateLimitError):
+        return UpstreamRateLimited(headers={"Retry-After": _upstream_retry_after(exc)})
+    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
+        return UpstreamMisconfigured()
+    if isinstance(exc, anthropic.APIStatusError):
+        if exc.status_code == 529 or exc.type == "overloaded_error":
+            return UpstreamOverloaded()
+        if exc.status_code in _REJECTED_MESSAGES:
+            kind, message = _REJECTED_MESSAGES[exc.status_code]
+            return UpstreamRejected(message, status_code=exc.status_code, anthropic_type=kind)
+        return UpstreamFailed()
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout()
+    return UpstreamFailed()
+
+
+def classify_stream_error(error_type: str | None) -> GatewayError:
+    """An in-band SSE `error` event (after a 200) mapped like its HTTP equivalent."""
+    if error_type == "overloaded_error":
+        return UpstreamOverloaded()
+    if error_type == "rate_limit_error":
+        return UpstreamRateLimited()
+    if error_type in {"authentication_error", "permission_error"}:
+        return UpstreamMisconfigured()
+    if error_type == "timeout_error":
+        return UpstreamTimeout()
+    return UpstreamFailed()

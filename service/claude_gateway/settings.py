@@ -1,0 +1,174 @@
+"""The gateway's configuration: one `Settings`, read from the environment, loud on bad input.
+
+A bad value stops start-up with one line naming the variable, e.g.
+``RATE_LIMIT: '10/minit' is not a valid limit (expected e.g. 10/minute)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from limits import RateLimitItem, parse_many
+from pydantic import (
+    AnyUrl,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def parse_limits(value: Any) -> list[RateLimitItem]:
+    """`10/minute;1000/day` -> rate limit items (the `limits` syntax, several separated by `;`)."""
+    if isinstance(value, list):
+        return value
+    if value is None or str(value).strip() == "":
+        return []
+    text = str(value)
+    try:
+        items = parse_many(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a valid limit (expected e.g. 10/minute or 10/minute;500/day)") from None
+    if any(item.amount < 1 for item in items):
+        raise ValueError(f"{text!r}: a limit's amount must be at least 1")
+    return items
+
+
+def parse_csv(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    if value is None:
+        return []
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def parse_bool(value: Any) -> Any:
+    if isinstance(value, str) and value.strip() == "":
+        return False
+    return value
+
+
+RateLimits = Annotated[list[RateLimitItem], NoDecode, BeforeValidator(parse_limits)]
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(parse_csv)]
+Flag = Annotated[bool, BeforeValidator(parse_bool)]
+
+
+class Settings(BaseSettings):
+    """Every environment variable the gateway reads (INTERFACE.md and docs/CONTRACTS.md)."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        arbitrary_types_allowed=True,
+    )
+
+    # -- upstream
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: AnyUrl | None = None
+    upstream_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    upstream_max_retries: int = Field(default=2, ge=0, le=10)
+    default_model: str = Field(default="claude-sonnet-4-6", min_length=1)
+    health_model: str = Field(default="claude-haiku-4-5-20251001", min_length=1)
+
+    # -- clients
+    valid_api_keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(parse_csv)] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    cors_origins: CsvList = Field(default_factory=list)
+
+    # -- limits
+    redis_url: SecretStr | None = None
+    redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    rate_limit: RateLimits = Field(default_factory=lambda: parse_limits("10/minute"))
+    token_rate_limit: RateLimits = Field(default_factory=list)
+    rate_limit_fail_mode: Literal["open", "closed"] = "open"
+
+    # -- request bounds
+    max_message_chars: int = Field(default=10_000, ge=1)
+    max_tokens_limit: int = Field(default=8192, ge=1)
+    max_document_chars: int = Field(default=1_000_000, ge=1)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_inflight_upstream: int = Field(default=256, ge=1)
+    backpressure_wait_s: float = Field(default=1.0, ge=0)
+
+    # -- jobs
+    job_result_ttl_s: int = Field(default=3600, ge=1)
+    job_max_tries: int = Field(default=5, ge=1, le=100)
+
+    # -- server
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    graceful_timeout_s: float = Field(default=600.0, ge=0)
+
+    # -- exposure and telemetry
+    expose_docs: Flag = False
+    metrics_enabled: Flag = True
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    otel_instrumentation_genai_capture_message_content: Flag = False
+
+    @field_validator("log_level", "log_format", "rate_limit_fail_mode", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin (expected e.g. https://app.example.com)")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("anthropic_api_key")
+    @classmethod
+    def _empty_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value().strip() == "":
+            return None
+        return value
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.redis_url is not None
+
+
+class SettingsError(Exception):
+    """A bad environment variable, rendered as one line naming it."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (plus `overrides`, for tests); raise `SettingsError` with one clear line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc, overrides)) from None
+
+
+def describe_validation_error(exc: ValidationError, overrides: dict[str, Any]) -> str:
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        name = field.upper()
+        value = overrides.get(field, os.environ.get(name, os.environ.get(field)))
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if name in {"ANTHROPIC_API_KEY", "VALID_API_KEYS", "REDIS_URL"}:
+            lines.append(f"{name}: {message}")
+        elif value is not None and repr(str(value)) not in message:
+            lines.append(f"{name}: {str(value)!r}: {message}")
+        else:
+            lines.append(f"{name}: {message}")
+    return "; ".join(lines)
