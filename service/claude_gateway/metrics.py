@@ -158,7 +158,7 @@ def render() -> bytes:
 
         return generate_latest(REGISTRY)
     registry = CollectorRegistry()
-    _multiprocess.MultiProcessCollector(registry, path=directory)
+    _multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     return generate_latest(registry)
 
 
