@@ -1,0 +1,123 @@
+"""OpenTelemetry: the tracer provider from the standard `OTEL_*` variables, and the `chat {model}` span.
+
+With no `OTEL_EXPORTER_OTLP_ENDPOINT` (nor `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) nothing is exported and no span
+processor runs, so tracing costs next to nothing. Spans carry the OpenTelemetry GenAI attributes and never the
+prompt or completion text unless `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` is on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from claude_gateway import __version__
+from claude_gateway.errors import GatewayError
+from claude_gateway.usage import Usage
+
+TRACER_NAME = "claude_gateway"
+PROVIDER = "anthropic"
+
+tracer = trace.get_tracer(TRACER_NAME, __version__)
+
+_configured = False
+
+
+def exporting() -> bool:
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def setup_tracing(service_name: str = "claude-gateway") -> None:
+    """Install a tracer provider once per process; export over OTLP/HTTP only when an endpoint is set."""
+    global _configured
+    if _configured or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return
+    _configured = True
+    if not exporting():
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create(
+        {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name), "service.version": __version__}
+    )
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def shutdown_tracing() -> None:
+    provider = trace.get_tracer_provider()
+    shutdown = getattr(provider, "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+
+
+def start_chat_span(model: str, max_tokens: int | None, *, stream: bool, context: Context | None = None) -> Span:
+    """The child span of one upstream call, named `chat {model}` as the GenAI conventions name it."""
+    span = tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, context=context)
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "gen_ai.provider.name": PROVIDER,
+                "gen_ai.system": PROVIDER,
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": model,
+                "gen_ai.request.stream": stream,
+            }
+        )
+        if max_tokens is not None:
+            span.set_attribute("gen_ai.request.max_tokens", max_tokens)
+    return span
+
+
+def end_chat_span(
+    span: Span,
+    *,
+    usage: Usage | None,
+    response_id: str | None = None,
+    response_model: str | None = None,
+    finish_reason: str | None = None,
+    error: GatewayError | None = None,
+) -> None:
+    if span.is_recording():
+        attributes: dict[str, Any] = {}
+        if usage is not None:
+            attributes.update(
+                {
+                    "gen_ai.usage.input_tokens": usage.input,
+                    "gen_ai.usage.output_tokens": usage.output,
+                    "gen_ai.usage.cache_read.input_tokens": usage.cache_read,
+                    "gen_ai.usage.cache_creation.input_tokens": usage.cache_write,
+                }
+            )
+        if response_id:
+            attributes["gen_ai.response.id"] = response_id
+        if response_model:
+            attributes["gen_ai.response.model"] = response_model
+        if finish_reason:
+            attributes["gen_ai.response.finish_reasons"] = (finish_reason,)
+        if error is not None:
+            attributes["error.type"] = type(error).__name__
+            span.set_status(Status(StatusCode.ERROR, error.message))
+        span.set_attributes(attributes)
+    span.end()
+
+
+def inject_context() -> dict[str, str]:
+    """The current trace context as W3C headers, for a job to continue the enqueuing request's trace."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def extract_context(carrier: Mapping[str, str]) -> Context:
+    return propagate.extract(dict(carrier))

@@ -1,0 +1,168 @@
+"""The one Anthropic client of a process, and the accounting every upstream call goes through.
+
+`UpstreamCall` is the lifecycle of one call: it opens the `chat {model}` span, counts the call in flight, and on
+`finish` / `fail` records outcome, duration, time to first token, tokens and overhead in one place, whichever route
+(or job) made the call.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+
+import anthropic
+import httpx2
+from anthropic.types import Message, MessageParam
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from claude_gateway import metrics, tracing
+from claude_gateway.errors import GatewayError, Outcome, classify
+from claude_gateway.settings import Settings
+from claude_gateway.usage import Usage, record_usage
+
+# Connecting to Anthropic should take well under a second; a slow connect is a network fault, not a slow model.
+CONNECT_TIMEOUT_S = 5.0
+# Keep-alive connections per worker: enough for the upstream concurrency we allow (MAX_INFLIGHT_UPSTREAM), so a
+# burst does not pay new TLS handshakes.
+KEEPALIVE_CONNECTIONS = 256
+# A key the SDK accepts when none is configured: the simulator takes any key, and the real API answers 401,
+# which the gateway maps to "Internal configuration error" and logs at start-up.
+PLACEHOLDER_KEY = "sk-ant-unset"
+
+
+def create_client(settings: Settings) -> anthropic.AsyncAnthropic:
+    """The process's `AsyncAnthropic`: configured timeout and retries, pooled connections, the SDK's own spans off
+    (the gateway writes its own `chat {model}` span with the attributes INTERFACE.md names)."""
+    timeout = httpx2.Timeout(settings.upstream_timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.upstream_timeout_s))
+    limits = httpx2.Limits(
+        max_connections=max(settings.max_inflight_upstream, KEEPALIVE_CONNECTIONS) * 2,
+        max_keepalive_connections=KEEPALIVE_CONNECTIONS,
+    )
+    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else PLACEHOLDER_KEY
+    return anthropic.AsyncAnthropic(
+        api_key=key,
+        base_url=str(settings.anthropic_base_url).rstrip("/") if settings.anthropic_base_url else None,
+        timeout=timeout,
+        max_retries=settings.upstream_max_retries,
+        open_telemetry=False,
+        http_client=httpx2.AsyncClient(timeout=timeout, limits=limits),
+    )
+
+
+class UpstreamCall:
+    """One call to Anthropic, from request to last byte: span, in-flight gauge and every metric it feeds."""
+
+    __slots__ = ("_done", "client", "model", "model_label", "span", "started", "stream", "ttft_recorded", "usage")
+
+    def __init__(self, *, model: str, max_tokens: int | None, client: str, stream: bool) -> None:
+        self.model = model
+        self.model_label = metrics.model_label(model)
+        self.client = client
+        self.stream = stream
+        self.started = time.perf_counter()
+        self.ttft_recorded = False
+        self.usage = Usage()
+        self._done = False
+        self.span: Span = tracing.start_chat_span(model, max_tokens, stream=stream)
+        metrics.UPSTREAM_INFLIGHT.inc()
+
+    def context(self) -> Any:
+        """Use the call's span as the current span (httpx instrumentation then nests under it)."""
+        return trace.use_span(self.span, end_on_exit=False)
+
+    def first_token(self, request_started: float) -> None:
+        if not self.ttft_recorded:
+            self.ttft_recorded = True
+            metrics.TIME_TO_FIRST_TOKEN.labels(model=self.model_label).observe(time.perf_counter() - request_started)
+
+    def seen(self, usage: Usage) -> None:
+        """Usage reported so far (streams report it in two events)."""
+        self.usage = self.usage.merge(usage)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def finish(
+        self,
+        usage: Usage | None = None,
+        *,
+        response_id: str | None = None,
+        finish_reason: str | None = None,
+        response_model: str | None = None,
+    ) -> None:
+        if usage is not None:
+            self.seen(usage)
+        self._end("ok")
+        tracing.end_chat_span(
+            self.span,
+            usage=self.usage,
+            response_id=response_id,
+            response_model=response_model,
+            finish_reason=finish_reason,
+        )
+
+    def fail(self, error: GatewayError, *, response_id: str | None = None) -> None:
+        self._end(error.outcome)
+        tracing.end_chat_span(self.span, usage=self.usage, response_id=response_id, error=error)
+
+    def cancelled(self) -> None:
+        """The client went away: what was billed so far is still recorded; the call is not an upstream failure."""
+        self._end(None)
+        tracing.end_chat_span(self.span, usage=self.usage)
+
+    def _end(self, outcome: Outcome | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        metrics.UPSTREAM_INFLIGHT.dec()
+        if outcome is not None:
+            metrics.UPSTREAM_REQUESTS.labels(model=self.model_label, outcome=outcome).inc()
+        metrics.UPSTREAM_DURATION.labels(model=self.model_label, stream="true" if self.stream else "false").observe(
+            self.elapsed()
+        )
+        record_usage(self.model, self.client, self.usage)
+
+    def __enter__(self) -> UpstreamCall:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._done:
+            return
+        if exc is None:
+            self.finish()
+        elif isinstance(exc, Exception):
+            self.fail(classify(exc))
+        else:  # cancelled: the client left
+            self.cancelled()
+
+
+async def create_message(
+    upstream: anthropic.AsyncAnthropic,
+    *,
+    client: str,
+    model: str,
+    max_tokens: int,
+    messages: list[MessageParam],
+    system: str | None = None,
+) -> tuple[Message, UpstreamCall]:
+    """A non-streaming call through the SDK, fully accounted; raises `GatewayError` on failure."""
+    call = UpstreamCall(model=model, max_tokens=max_tokens, client=client, stream=False)
+    with call, call.context():
+        try:
+            kwargs: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+            if system:
+                kwargs["system"] = system
+            message = await upstream.messages.create(**kwargs)
+        except anthropic.APIError as exc:
+            raise classify(exc) from exc
+        call.finish(
+            Usage.from_wire(message.usage),
+            response_id=message.id,
+            finish_reason=message.stop_reason,
+            response_model=message.model,
+        )
+    return message, call
