@@ -30,6 +30,7 @@ import math
 from typing import ClassVar, Literal
 
 import anthropic
+import httpx2
 
 Outcome = Literal["ok", "rate_limited", "overloaded", "timeout", "unreachable", "error"]
 
@@ -199,8 +200,11 @@ def classify(exc: BaseException) -> GatewayError:
             kind, message = _REJECTED_MESSAGES[exc.status_code]
             return UpstreamRejected(message, status_code=exc.status_code, anthropic_type=kind)
         return UpstreamFailed()
-    if isinstance(exc, TimeoutError):
+    # Raw reads of a stream (after the SDK has handed over the response) raise the transport's own errors.
+    if isinstance(exc, httpx2.TimeoutException | TimeoutError):
         return UpstreamTimeout()
+    if isinstance(exc, httpx2.ConnectError):
+        return UpstreamUnreachable()
     return UpstreamFailed()
 
 

@@ -124,20 +124,25 @@ class UpstreamCall:
         )
         record_usage(self.model, self.client, self.usage)
 
+    def abort(self, exc: BaseException) -> None:
+        """End the call on an exception: a classified failure, or (on cancellation) a client that left."""
+        if self._done:
+            return
+        if isinstance(exc, Exception):
+            self.fail(classify(exc))
+        else:
+            self.cancelled()
+
     def __enter__(self) -> UpstreamCall:
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        if self._done:
-            return
-        if exc is None:
+        if exc is not None:
+            self.abort(exc)
+        elif not self._done:
             self.finish()
-        elif isinstance(exc, Exception):
-            self.fail(classify(exc))
-        else:  # cancelled: the client left
-            self.cancelled()
 
 
 async def create_message(

@@ -1,0 +1,3 @@
+from claude_gateway.cli import main
+
+raise SystemExit(main())

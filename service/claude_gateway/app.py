@@ -1,0 +1,132 @@
+"""The app factory: `create_app(settings)` builds a gateway; its lifespan owns every long-lived resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from starlette.middleware.cors import CORSMiddleware
+
+from claude_gateway import __version__, handlers, tracing
+from claude_gateway.auth import KeyStore
+from claude_gateway.backpressure import UpstreamSlots
+from claude_gateway.deps import State
+from claude_gateway.health import HealthCheck
+from claude_gateway.jobs import create_job_queue
+from claude_gateway.logs import configure_logging, get_logger
+from claude_gateway.middleware import GatewayMiddleware
+from claude_gateway.ratelimit import RateLimiter
+from claude_gateway.routes import analyze, chat, health, messages, ops
+from claude_gateway.settings import Settings, load_settings
+from claude_gateway.upstream import create_client
+
+log = get_logger("claude_gateway.app")
+
+CORS_ALLOWED_HEADERS = [
+    "authorization",
+    "content-type",
+    "x-api-key",
+    "anthropic-version",
+    "anthropic-beta",
+    "idempotency-key",
+    "x-request-id",
+]
+CORS_EXPOSED_HEADERS = [
+    "retry-after",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "x-request-id",
+    "request-id",
+    "x-gateway-overhead-ms",
+]
+# Spans for every ASGI send/receive would add one span per SSE chunk; the request span is the one that matters.
+TRACING_EXCLUDED_SPANS = ["receive", "send"]
+TRACING_EXCLUDED_URLS = "health,metrics"
+
+
+def _startup_notes(settings: Settings, keys: KeyStore) -> None:
+    if settings.redis_url is None:
+        log.warning("no REDIS_URL: rate limits and jobs are held in this process only (one worker, no restarts)")
+    if settings.anthropic_api_key is None:
+        log.warning("no ANTHROPIC_API_KEY: upstream calls carry a placeholder key (fine for the simulator only)")
+    if len(keys) == 0:
+        log.warning("no client keys configured (VALID_API_KEYS, API_KEYS_FILE): every request will get 401/403")
+
+
+def _lifespan(settings: Settings) -> object:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        keys = KeyStore(settings)
+        keys.load_file_now()
+        upstream = create_client(settings)
+        limiter = RateLimiter.from_settings(settings)
+        jobs = create_job_queue(settings, upstream)
+        health_check = HealthCheck(upstream, settings.health_model)
+        if settings.redis_url is not None:
+            health_check.readiness_checks["redis"] = limiter.ping
+        _startup_notes(settings, keys)
+        keys.start_watching()
+        app.state.health = health_check
+        try:
+            yield State(
+                settings=settings,
+                upstream=upstream,
+                keys=keys,
+                limiter=limiter,
+                jobs=jobs,
+                slots=UpstreamSlots(settings.max_inflight_upstream, settings.backpressure_wait_s),
+                health=health_check,
+            )
+        finally:
+            await keys.stop_watching()
+            await jobs.aclose()
+            await limiter.aclose()
+            await upstream.close()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    app = FastAPI(
+        title="claude-gateway",
+        version=__version__,
+        debug=False,
+        lifespan=_lifespan(settings),  # type: ignore[arg-type]
+        docs_url="/docs" if settings.expose_docs else None,
+        redoc_url="/redoc" if settings.expose_docs else None,
+        openapi_url="/openapi.json" if settings.expose_docs else None,
+    )
+    handlers.install(app)
+    app.include_router(chat.build_router(settings))
+    app.include_router(messages.router)
+    app.include_router(analyze.router)
+    app.include_router(health.router)
+    if settings.metrics_enabled:
+        app.include_router(ops.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=CORS_ALLOWED_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls=TRACING_EXCLUDED_URLS, exclude_spans=TRACING_EXCLUDED_SPANS  # type: ignore[arg-type]
+    )
+    # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Gunicorn's entry point in every worker: settings, logging and tracing from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    tracing.setup_tracing()
+    return create_app(settings)

@@ -1,0 +1,99 @@
+"""Two renderers, one error: `{"detail": ...}` on the gateway's routes, Anthropic's error shape on `/v1/*`.
+
+The style comes from the route (its router sets `RequestContext.error_style`), never from the message text.
+Nothing here shows a stack trace or an upstream message: unexpected exceptions become a bare 500 and a log line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from claude_gateway.context import ErrorStyle, request_context
+from claude_gateway.errors import GatewayError
+from claude_gateway.logs import get_logger
+
+log = get_logger("claude_gateway.errors")
+
+_HTTP_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(style: ErrorStyle, anthropic_type: str, message: str, request_id: str | None = None) -> bytes:
+    if style == "anthropic":
+        body: dict[str, Any] = {"type": "error", "error": {"type": anthropic_type, "message": message}}
+        if request_id:
+            body["request_id"] = request_id
+        return orjson.dumps(body)
+    return orjson.dumps({"detail": message})
+
+
+def render(request: Request, error: GatewayError) -> Response:
+    context = request_context(request)
+    return Response(
+        error_body(context.error_style, error.anthropic_type, error.message, context.request_id),
+        status_code=error.status_code,
+        headers=error.headers,
+        media_type="application/json",
+    )
+
+
+async def gateway_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return render(request, exc)
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    context = request_context(request)
+    message = exc.detail if isinstance(exc.detail, str) else "Request failed"
+    body = error_body(context.error_style, _HTTP_TYPES.get(exc.status_code, "api_error"), message, context.request_id)
+    return Response(body, status_code=exc.status_code, headers=exc.headers, media_type="application/json")
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    """422 naming each bad field; the offending input itself is not echoed back (it may be megabytes, or private)."""
+    assert isinstance(exc, RequestValidationError)
+    context = request_context(request)
+    errors = [
+        {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "")), "type": str(error.get("type", ""))}
+        for error in exc.errors()
+    ]
+    if context.error_style == "anthropic":
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        field = ".".join(str(part) for part in first["loc"] if part != "body")
+        body = error_body("anthropic", "invalid_request_error", f"{field}: {first['msg']}", context.request_id)
+        return Response(body, status_code=400, media_type="application/json")
+    return Response(orjson.dumps({"detail": errors}), status_code=422, media_type="application/json")
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    context = request_context(request)
+    log.error(
+        "unhandled error",
+        exc_info=exc,
+        extra={"request_id": context.request_id, "path": request.url.path, "client": context.client},
+    )
+    body = error_body(context.error_style, "api_error", "Internal error", context.request_id)
+    return Response(body, status_code=500, media_type="application/json")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(GatewayError, gateway_error_handler)
+    app.add_exception_handler(HTTPException, http_exception_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)

@@ -1,0 +1,150 @@
+"""The gateway's one pure-ASGI middleware: request id, body bound, metrics, and the access log line.
+
+Pure ASGI (no `BaseHTTPMiddleware`) so that streamed bodies pass through untouched, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from claude_gateway import metrics
+from claude_gateway.context import SCOPE_KEY, RequestContext
+from claude_gateway.errors import PayloadTooLarge
+from claude_gateway.logs import get_logger
+
+access_log = get_logger("claude_gateway.access")
+
+# Probes and scrapes: not counted in the request metrics and logged at debug only, or they would drown the rest.
+QUIET_PREFIXES = ("/health", "/metrics")
+UNMATCHED_ROUTE = "unmatched"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class BodyTooLarge(PayloadTooLarge):
+    """Raised from `receive()` once a body read so far passes the bound."""
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = ""
+        content_length = -1
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID.match(candidate):
+                    request_id = candidate
+            elif name == b"content-length":
+                try:
+                    content_length = int(value)
+                except ValueError:
+                    content_length = -1
+        context = RequestContext(request_id=request_id or uuid.uuid4().hex)
+        scope[SCOPE_KEY] = context
+        status_code = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status_code, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status_code = message["status"]
+                headers = list(message.get("headers", ()))
+                headers.append((b"x-request-id", context.request_id.encode()))
+                for name, value in context.extra_headers.items():
+                    headers.append((name.lower().encode(), value.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            if content_length > self.max_body_bytes:
+                # Refused from its Content-Length: not one byte of the body is read.
+                await _send_too_large(scope, send_wrapper)
+                return
+            await self.app(scope, self._bounded(receive) if scope["method"] != "GET" else receive, send_wrapper)
+        finally:
+            self._record(scope, context, status_code if response_started else 500)
+
+    def _bounded(self, receive: Receive) -> Receive:
+        """Count body bytes as they are read; past the bound, the read fails with 413 (chunked bodies too)."""
+        received = 0
+        limit = self.max_body_bytes
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge()
+            return message
+
+        return bounded_receive
+
+    def _record(self, scope: Scope, context: RequestContext, status_code: int) -> None:
+        now = time.perf_counter()
+        duration = now - context.started
+        path: str = scope["path"]
+        route = scope.get("route")
+        template = getattr(route, "path", None) or UNMATCHED_ROUTE
+        quiet = path.startswith(QUIET_PREFIXES)
+        if not quiet:
+            method = scope["method"]
+            metrics.HTTP_REQUESTS.labels(route=template, method=method, status=str(status_code)).inc()
+            metrics.HTTP_DURATION.labels(route=template, method=method).observe(duration)
+            if context.upstream_s > 0:
+                metrics.OVERHEAD.labels(route=template).observe(context.overhead_s(now))
+            if context.disconnected:
+                metrics.CLIENT_DISCONNECTS.labels(route=template).inc()
+        level = logging.DEBUG if quiet and status_code < 500 else logging.INFO
+        if not access_log.isEnabledFor(level):
+            return
+        usage = context.usage
+        access_log.log(
+            level,
+            "request",
+            extra={
+                "method": scope["method"],
+                "path": path,
+                "route": template,
+                "status_code": status_code,
+                "duration_ms": round(duration * 1000, 2),
+                "client": context.client,
+                "model": context.model,
+                "input_tokens": usage.input if usage else None,
+                "output_tokens": usage.output if usage else None,
+                "cache_read_tokens": usage.cache_read if usage else None,
+                "cache_write_tokens": usage.cache_write if usage else None,
+                "disconnected": context.disconnected or None,
+                "request_id": context.request_id,
+            },
+        )
+
+
+async def _send_too_large(scope: Scope, send: Send) -> None:
+    error = PayloadTooLarge()
+    if scope["path"].startswith("/v1/"):
+        body = orjson.dumps({"type": "error", "error": {"type": error.anthropic_type, "message": error.message}})
+    else:
+        body = orjson.dumps({"detail": error.message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status_code,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,148 @@
+"""Raw calls to `POST /v1/messages`: the request body goes up as bytes, the answer comes back as bytes.
+
+The SDK still owns the connection pool, the key, timeouts and retries (`AsyncAnthropic.post(..., cast_to=
+httpx2.Response)`), but none of its object parsing runs: `/v1/messages` relays Anthropic's bytes verbatim and
+`/chat/stream` reads only the events it needs. `AnthropicStream` is a stream with a lifecycle: it watches the events
+go by for what accounting needs (usage, first token, the last event) and settles its `UpstreamCall` when it ends,
+however it ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import anthropic
+import anyio
+import httpx2
+import orjson
+
+from claude_gateway.errors import GatewayError, UpstreamFailed, classify, classify_stream_error
+from claude_gateway.sse import SSEEvent, SSEParser
+from claude_gateway.upstream import UpstreamCall
+from claude_gateway.usage import Usage
+
+MESSAGES_PATH = "/v1/messages"
+# Client headers passed on to Anthropic: the API version and beta flags change what Anthropic accepts and returns.
+FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+# Upstream headers passed back: the request id is what Anthropic support asks for.
+RETURNED_HEADERS = ("request-id",)
+
+
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    out = {"content-type": "application/json"}
+    for name in FORWARDED_HEADERS:
+        value = headers.get(name)
+        if value:
+            out[name] = value
+    return out
+
+
+def returned_headers(response: httpx2.Response) -> dict[str, str]:
+    return {name: value for name in RETURNED_HEADERS if (value := response.headers.get(name))}
+
+
+async def post_messages(
+    upstream: anthropic.AsyncAnthropic, body: bytes, headers: dict[str, str], *, stream: bool
+) -> httpx2.Response:
+    """One raw call; the SDK retries what it may and raises its own errors, mapped here to `GatewayError`s."""
+    try:
+        return await upstream.post(
+            MESSAGES_PATH,
+            cast_to=httpx2.Response,
+            content=body,
+            options={"headers": headers},
+            stream=stream,
+        )
+    except anthropic.APIError as exc:
+        raise classify(exc) from exc
+    except httpx2.HTTPError as exc:
+        raise classify(exc) from exc
+
+
+async def open_stream(
+    upstream: anthropic.AsyncAnthropic, body: bytes, headers: dict[str, str], call: UpstreamCall
+) -> httpx2.Response:
+    """Start a streamed call; a failure before the first byte ends `call` and raises a `GatewayError`."""
+    try:
+        with call.context():
+            return await post_messages(upstream, body, headers, stream=True)
+    except BaseException as exc:
+        call.abort(exc)
+        raise
+
+
+class AnthropicStream:
+    """Anthropic's SSE answer, chunk by chunk, with the call's accounting kept as it goes."""
+
+    def __init__(self, response: httpx2.Response, call: UpstreamCall, request_started: float) -> None:
+        self.response = response
+        self.call = call
+        self.request_started = request_started
+        self.message_id: str | None = None
+        self.stop_reason: str | None = None
+        self.completed = False
+        self.error: GatewayError | None = None
+        # True when the error came in Anthropic's own `error` event (already relayed), not from the transport.
+        self.error_from_event = False
+        self._first_token = False
+
+    @property
+    def usage(self) -> Usage:
+        return self.call.usage
+
+    async def chunks(self) -> AsyncIterator[tuple[bytes, list[SSEEvent]]]:
+        """Each chunk as it arrived, with the whole events it completed."""
+        parser = SSEParser()
+        try:
+            async for chunk in self.response.aiter_bytes():
+                events = list(parser.feed(chunk))
+                for event in events:
+                    self._observe(event)
+                yield chunk, events
+        except httpx2.HTTPError as exc:
+            self.error = classify(exc)
+            return
+        if not self.completed and self.error is None:
+            self.error = UpstreamFailed("Claude API stream ended early")
+
+    def _observe(self, event: SSEEvent) -> None:
+        kind = event.event
+        if kind == "content_block_delta":
+            if not self._first_token:
+                self._first_token = True
+                self.call.first_token(self.request_started)
+        elif kind == "message_start":
+            message: dict[str, Any] = event.json().get("message") or {}
+            self.message_id = message.get("id")
+            self.call.seen(Usage.from_wire(message.get("usage")))
+        elif kind == "message_delta":
+            data = event.json()
+            self.stop_reason = (data.get("delta") or {}).get("stop_reason") or self.stop_reason
+            self.call.seen(Usage.from_wire(data.get("usage")))
+        elif kind == "message_stop":
+            self.completed = True
+        elif kind == "error":
+            try:
+                error_type = (event.json().get("error") or {}).get("type")
+            except orjson.JSONDecodeError:
+                error_type = None
+            self.error = classify_stream_error(error_type)
+            self.error_from_event = True
+
+    async def close(self, *, cancelled: bool = False) -> None:
+        """Settle the call by the stream's last event, then free the connection (closing it if unread)."""
+        with anyio.CancelScope(shield=True):
+            if cancelled and not self.completed and self.error is None:
+                self.call.cancelled()
+            elif self.error is not None:
+                self.call.fail(self.error, response_id=self.message_id)
+            elif self.completed:
+                self.call.finish(response_id=self.message_id, finish_reason=self.stop_reason)
+            else:  # left before it ended, but not cancelled: the reader stopped early
+                self.call.cancelled()
+            await self.response.aclose()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.call.started

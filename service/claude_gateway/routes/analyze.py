@@ -1,0 +1,61 @@
+"""`/analyze`: long document jobs, run by the ARQ workers (or in-process without Redis)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path
+
+from claude_gateway.deps import Client, Config, Jobs, LimitedClient
+from claude_gateway.errors import InvalidRequest, NotFound, PayloadTooLarge
+from claude_gateway.jobs import JobView
+from claude_gateway.models import AnalyzeRequest, ErrorDetail, TaskAccepted, TaskStatus
+from claude_gateway.responses import JSONResponse
+
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+# Task ids are uuid4 hex; anything else cannot be a task, so it is a 404 without a Redis round trip.
+TaskId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+router = APIRouter(tags=["jobs"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorDetail} for status in (401, 403, 404, 413, 429)}
+
+
+def _view(job: JobView) -> dict[str, Any]:
+    return TaskStatus(task_id=job.task_id, status=job.status, result=job.result, error=job.error).model_dump(
+        exclude_none=True
+    )
+
+
+@router.post("/analyze", status_code=202, response_model=TaskAccepted, responses=_ERRORS)
+async def submit(
+    body: AnalyzeRequest,
+    client: LimitedClient,
+    jobs: Jobs,
+    config: Config,
+    idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX_CHARS)] = None,
+) -> JSONResponse:
+    """Queue a document for summarising; poll `GET /analyze/{task_id}` for the result."""
+    if len(body.document) > config.max_document_chars:
+        raise PayloadTooLarge(f"Document longer than {config.max_document_chars} characters")
+    if idempotency_key is not None and not idempotency_key.strip():
+        raise InvalidRequest("Idempotency-Key must not be blank")
+    job = await jobs.submit(client=client.name, document=body.document, idempotency_key=idempotency_key)
+    return JSONResponse({"task_id": job.task_id, "status": "processing"}, status_code=202)
+
+
+@router.get("/analyze/{task_id}", response_model=TaskStatus, responses=_ERRORS)
+async def status(task_id: TaskId, client: Client, jobs: Jobs) -> JSONResponse:
+    """A task's status, and its result or error once it has one. Another client's task is a 404."""
+    job = await jobs.get(client=client.name, task_id=task_id)
+    if job is None:
+        raise NotFound("Task not found")
+    return JSONResponse(_view(job))
+
+
+@router.delete("/analyze/{task_id}", responses=_ERRORS)
+async def cancel(task_id: TaskId, client: Client, jobs: Jobs) -> JSONResponse:
+    """Cancel a queued or running task of this client."""
+    if not await jobs.cancel(client=client.name, task_id=task_id):
+        raise NotFound("Task not found")
+    return JSONResponse({"task_id": task_id, "status": "cancelled"})

@@ -1,0 +1,164 @@
+"""`POST /chat` and `POST /chat/stream`: the seed design's simple chat, bounded, limited and accounted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from claude_gateway import metrics
+from claude_gateway.budget import estimate_input_tokens
+from claude_gateway.context import RequestContext
+from claude_gateway.deps import Config, Ctx, LimitedClient, Limiter, Slots, Upstream
+from claude_gateway.errors import UpstreamFailed
+from claude_gateway.lease import Lease, upstream_lease
+from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
+from claude_gateway.relay import AnthropicStream, forwarded_headers, open_stream
+from claude_gateway.settings import Settings
+from claude_gateway.sse import DONE, EventStreamResponse, data_event
+from claude_gateway.upstream import UpstreamCall, create_message
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorDetail} for status in (401, 403, 413, 429, 500, 502, 503, 504)
+}
+
+
+def _cost(body: ChatRequest) -> int:
+    """The worst case a request can spend: its input, estimated, plus every token it allows the answer."""
+    return estimate_input_tokens(len(body.message) + len(body.system_prompt)) + body.max_tokens
+
+
+def overhead_header(context: RequestContext) -> dict[str, str]:
+    return {"X-Gateway-Overhead-Ms": f"{context.overhead_s() * 1000:.3f}"}
+
+
+def build_router(settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["chat"])
+    ChatBody = bounded_chat_request(settings.max_message_chars, settings.max_tokens_limit)
+
+    @router.post("/chat", response_model=ChatResponse, responses=ERROR_RESPONSES)
+    async def chat(
+        body: ChatBody,  # type: ignore[valid-type]
+        client: LimitedClient,
+        upstream: Upstream,
+        limiter: Limiter,
+        slots: Slots,
+        config: Config,
+        context: Ctx,
+    ) -> Response:
+        """One answer from Claude, with its token counts."""
+        assert isinstance(body, ChatRequest)
+        model = context.model = body.model or config.default_model
+        async with upstream_lease(
+            route="/chat", client=client, cost=_cost(body), limiter=limiter, slots=slots, context=context
+        ) as lease:
+            message, call = await create_message(
+                upstream,
+                client=client.name,
+                model=model,
+                max_tokens=body.max_tokens,
+                system=body.system_prompt,
+                messages=[{"role": "user", "content": body.message}],
+            )
+            lease.usage = call.usage
+        text = next((block.text for block in message.content if block.type == "text"), None)
+        if text is None:
+            raise UpstreamFailed("No text in response")
+        answer = ChatResponse(
+            text=text,
+            input_tokens=call.usage.input,
+            output_tokens=call.usage.output,
+            cache_read_input_tokens=call.usage.cache_read,
+            cache_creation_input_tokens=call.usage.cache_write,
+            model=message.model,
+            stop_reason=message.stop_reason,
+            id=message.id,
+        )
+        return Response(
+            answer.model_dump_json().encode(), media_type="application/json", headers=overhead_header(context)
+        )
+
+    @router.post(
+        "/chat/stream",
+        responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
+        response_class=Response,
+    )
+    async def chat_stream(
+        request: Request,
+        body: ChatBody,  # type: ignore[valid-type]
+        client: LimitedClient,
+        upstream: Upstream,
+        limiter: Limiter,
+        slots: Slots,
+        config: Config,
+        context: Ctx,
+    ) -> EventStreamResponse:
+        """Server-sent events: `{"text": ...}` per delta, then `{"done": true, "usage": ...}`, then `[DONE]`."""
+        assert isinstance(body, ChatRequest)
+        model = context.model = body.model or config.default_model
+        upstream_body = orjson.dumps(
+            {
+                "model": model,
+                "max_tokens": body.max_tokens,
+                "system": body.system_prompt,
+                "messages": [{"role": "user", "content": body.message}],
+                "stream": True,
+            }
+        )
+        resources = AsyncExitStack()
+        lease = await resources.enter_async_context(
+            upstream_lease(
+                route="/chat/stream", client=client, cost=_cost(body), limiter=limiter, slots=slots, context=context
+            )
+        )
+        call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=True)
+        try:
+            response = await open_stream(upstream, upstream_body, forwarded_headers(request.headers), call)
+        except BaseException:
+            await resources.aclose()
+            raise
+        stream = AnthropicStream(response, call, context.started)
+        metrics.ACTIVE_STREAMS.inc()
+        return EventStreamResponse(
+            translate(stream), on_close=partial(finish_stream, stream, lease, resources, context)
+        )
+
+    return router
+
+
+async def translate(stream: AnthropicStream) -> AsyncIterator[bytes]:
+    """Anthropic's events -> the gateway's `data:` events, one per text delta, each sent as it arrives."""
+    async for _chunk, events in stream.chunks():
+        out = [
+            data_event({"text": delta.get("text", "")})
+            for event in events
+            if event.event == "content_block_delta"
+            and (delta := event.json().get("delta") or {}).get("type") == "text_delta"
+        ]
+        if out:
+            yield b"".join(out)
+        if stream.error is not None:
+            break
+    if stream.error is None:
+        usage = stream.usage
+        yield data_event({"done": True, "usage": {"input": usage.input, "output": usage.output}}) + DONE
+    else:
+        error = stream.error
+        yield data_event({"error": {"type": error.anthropic_type, "message": error.message}}) + DONE
+
+
+async def finish_stream(
+    stream: AnthropicStream, lease: Lease, resources: AsyncExitStack, context: RequestContext, disconnected: bool
+) -> None:
+    """However a stream ended: settle its call, free its connection and slot, give back unused tokens."""
+    context.disconnected = disconnected and not stream.completed
+    await stream.close(cancelled=context.disconnected)
+    lease.usage = stream.usage
+    metrics.ACTIVE_STREAMS.dec()
+    await resources.aclose()

@@ -1,0 +1,182 @@
+"""`POST /v1/messages`: Anthropic's Messages API, so that official SDKs work against the gateway unchanged.
+
+The body is checked for what the gateway enforces (model, `max_tokens` bound, messages present) and otherwise
+relayed as bytes; the answer comes back verbatim, streamed events included (unknown event types too), with
+Anthropic's `request-id`. Errors take Anthropic's shape so the SDK raises its usual exception classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import Response
+
+from claude_gateway import metrics
+from claude_gateway.budget import estimate_input_tokens
+from claude_gateway.context import request_context
+from claude_gateway.deps import Config, Ctx, LimitedClient, Limiter, Slots, Upstream
+from claude_gateway.errors import InvalidRequest, UpstreamFailed
+from claude_gateway.lease import upstream_lease
+from claude_gateway.relay import (
+    AnthropicStream,
+    forwarded_headers,
+    open_stream,
+    post_messages,
+    returned_headers,
+)
+from claude_gateway.routes.chat import finish_stream, overhead_header
+from claude_gateway.settings import Settings
+from claude_gateway.sse import EventStreamResponse, named_event
+from claude_gateway.upstream import UpstreamCall
+from claude_gateway.usage import Usage
+
+MODEL_NAME_MAX_CHARS = 128
+
+
+def anthropic_errors(request: Request) -> None:
+    """Router dependency: errors on these routes render in Anthropic's shape."""
+    request_context(request).error_style = "anthropic"
+
+
+router = APIRouter(tags=["anthropic"], dependencies=[Depends(anthropic_errors)])
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model", "max_tokens", "messages"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1, "maxLength": MODEL_NAME_MAX_CHARS},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+        "system": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+        "stream": {"type": "boolean"},
+    },
+}
+_OPENAPI: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _REQUEST_SCHEMA}}},
+    "responses": {
+        "200": {
+            "description": "An Anthropic Message, or its event stream when `stream` is true",
+            "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {}},
+        },
+        **{
+            str(status): {"description": "Error", "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+            for status in (400, 401, 403, 404, 413, 429, 500, 502, 503, 504)
+        },
+    },
+}
+
+
+def parse_request(body: bytes, settings: Settings) -> tuple[dict[str, Any], str, int, bool]:
+    """The request object with the fields the gateway enforces: (request, model, max_tokens, stream)."""
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("Request body is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise InvalidRequest("Request body must be a JSON object")
+    model = request.get("model")
+    if not isinstance(model, str) or not 0 < len(model) <= MODEL_NAME_MAX_CHARS:
+        raise InvalidRequest("model: a model name is required")
+    max_tokens = request.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise InvalidRequest("max_tokens: an integer is required")
+    if not 1 <= max_tokens <= settings.max_tokens_limit:
+        raise InvalidRequest(f"max_tokens: must be between 1 and {settings.max_tokens_limit}")
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages: at least one message is required")
+    stream = request.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("stream: must be a boolean")
+    return request, model, max_tokens, stream
+
+
+@router.post("/v1/messages", openapi_extra=_OPENAPI, response_class=Response)
+async def create_message(
+    request: Request,
+    client: LimitedClient,
+    upstream: Upstream,
+    limiter: Limiter,
+    slots: Slots,
+    config: Config,
+    context: Ctx,
+) -> Response:
+    """Create a Message (Anthropic's API), streamed when the body says `"stream": true`."""
+    body = await request.body()
+    _, model, max_tokens, stream = parse_request(body, config)
+    context.model = model
+    cost = estimate_input_tokens(len(body)) + max_tokens
+    headers = forwarded_headers(request.headers)
+    lease_cm = upstream_lease(
+        route="/v1/messages", client=client, cost=cost, limiter=limiter, slots=slots, context=context
+    )
+    call = UpstreamCall(model=model, max_tokens=max_tokens, client=client.name, stream=stream)
+    if not stream:
+        async with lease_cm as lease:
+            with call, call.context():
+                response = await post_messages(upstream, body, headers, stream=False)
+                answer = response.content
+                _finish_call(call, answer)
+            lease.usage = call.usage
+        return Response(
+            answer,
+            media_type="application/json",
+            headers={**returned_headers(response), **overhead_header(context)},
+        )
+
+    resources = AsyncExitStack()
+    try:
+        lease = await resources.enter_async_context(lease_cm)
+        response = await open_stream(upstream, body, headers, call)
+    except BaseException as exc:
+        call.abort(exc)
+        await resources.aclose()
+        raise
+    anthropic_stream = AnthropicStream(response, call, context.started)
+    metrics.ACTIVE_STREAMS.inc()
+    return EventStreamResponse(
+        relay(anthropic_stream),
+        on_close=partial(finish_stream, anthropic_stream, lease, resources, context),
+        headers=[(name.encode(), value.encode()) for name, value in returned_headers(response).items()],
+    )
+
+
+def _finish_call(call: UpstreamCall, answer: bytes) -> None:
+    try:
+        message = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        raise UpstreamFailed() from None
+    call.finish(
+        Usage.from_wire(message.get("usage")),
+        response_id=message.get("id"),
+        finish_reason=message.get("stop_reason"),
+        response_model=message.get("model"),
+    )
+
+
+async def relay(stream: AnthropicStream) -> AsyncIterator[bytes]:
+    """Anthropic's bytes, verbatim and as they come. A transport failure mid-way becomes an in-band `error` event,
+    the way Anthropic itself reports errors after a 200, so the SDK raises as it would against Anthropic."""
+    async for chunk, _events in stream.chunks():
+        yield chunk
+    if stream.error is not None and not stream.error_from_event:
+        error = stream.error
+        yield named_event("error", {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}})

@@ -1,0 +1,134 @@
+"""Server-sent events both ways: reading Anthropic's stream and writing ours, with nothing buffered in between.
+
+`SSEParser` splits upstream bytes into events without copying the bytes it relays. `EventStreamResponse` is a pure
+ASGI response that sends each chunk the moment it is produced and, at the same time, listens for the client going
+away, so a departed client cancels its generator (and with it the upstream call) at once rather than at the next write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+DONE = b"data: [DONE]\n\n"
+
+SSE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # Tells nginx (and ingress-nginx) not to buffer this response, whatever its proxy_buffering says.
+    (b"x-accel-buffering", b"no"),
+)
+
+
+def data_event(payload: Any) -> bytes:
+    """`data: {json}\\n\\n`: one event of the gateway's own `/chat/stream` protocol."""
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def named_event(name: str, payload: Any) -> bytes:
+    """`event: name\\ndata: {json}\\n\\n`: an event in Anthropic's own format."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    event: str
+    data: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.data)
+
+
+class SSEParser:
+    """Incremental parser of `event:` / `data:` blocks separated by a blank line (LF or CRLF)."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        start = 0
+        while True:
+            end = buffer.find(b"\n\n", start)
+            if end < 0:
+                break
+            event = _parse_block(buffer[start:end])
+            start = end + 2
+            if event is not None:
+                yield event
+        self._buffer = buffer[start:]
+
+
+def _parse_block(block: bytes) -> SSEEvent | None:
+    name = "message"
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line[5:6] == b" " else line[5:])
+        elif line.startswith(b"event:"):
+            name = (line[7:] if line[6:7] == b" " else line[6:]).decode("utf-8", "replace")
+    if not data:
+        return None
+    return SSEEvent(name, b"\n".join(data))
+
+
+class EventStreamResponse:
+    """Streams `chunks` as `text/event-stream`; cancels them as soon as the client disconnects.
+
+    `on_close(disconnected)` runs exactly once when the response ends, however it ends (even if the client left
+    before the first chunk was asked for), shielded from cancellation: it is where a stream gives back what it holds.
+    """
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        on_close: Callable[[bool], Awaitable[None]] | None = None,
+        status_code: int = 200,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.chunks = chunks
+        self.on_close = on_close
+        self.status_code = status_code
+        self.headers = list(SSE_HEADERS) + (headers or [])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        disconnected = False
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def watch_disconnect() -> None:
+                    nonlocal disconnected
+                    while True:
+                        message: Message = await receive()
+                        if message["type"] == "http.disconnect":
+                            disconnected = True
+                            group.cancel_scope.cancel()
+                            return
+
+                group.start_soon(watch_disconnect)
+                try:
+                    await send({"type": "http.response.start", "status": self.status_code, "headers": self.headers})
+                    async for chunk in self.chunks:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                except OSError:
+                    # The client went away between two writes (uvicorn raises ClientDisconnected, an OSError).
+                    disconnected = True
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self.chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                if self.on_close is not None:
+                    await self.on_close(disconnected)
