@@ -1,0 +1,67 @@
+"""A bad setting stops start-up with one line naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from claude_gateway.settings import SettingsError, load_settings
+
+
+def run_serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "claude_gateway", "serve", "--port", "1"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class TestStartupValidation:
+    @pytest.mark.parametrize(
+        ("variable", "value", "expected"),
+        [
+            ("RATE_LIMIT", "10/minit", "RATE_LIMIT: '10/minit' is not a valid limit"),
+            ("UPSTREAM_TIMEOUT_S", "soon", "UPSTREAM_TIMEOUT_S: 'soon'"),
+            ("MAX_TOKENS_LIMIT", "0", "MAX_TOKENS_LIMIT: '0'"),
+            ("LOG_FORMAT", "xml", "LOG_FORMAT: 'xml'"),
+            ("REDIS_URL", "http://cache:6379", "REDIS_URL: expected a redis://"),
+            ("CORS_ORIGINS", "example.com", "CORS_ORIGINS: 'example.com' is not an origin"),
+        ],
+    )
+    def test_serve_refuses_a_bad_value_in_one_line(self, variable: str, value: str, expected: str) -> None:
+        result = run_serve({variable: value})
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert expected in lines[0]
+        assert "Traceback" not in result.stderr
+
+    def test_secrets_are_not_echoed(self) -> None:
+        result = run_serve({"REDIS_URL": "http://user:hunter2-secret@cache:6379"})
+        assert result.returncode == 2
+        assert "hunter2-secret" not in result.stderr
+
+    def test_defaults_are_those_of_the_interface(self) -> None:
+        settings = load_settings()
+        assert str(settings.rate_limit[0]) == "10 per 1 minute"
+        assert settings.upstream_timeout_s == 30
+        assert settings.max_message_chars == 10_000
+        assert settings.max_tokens_limit == 8192
+        assert settings.default_model == "claude-sonnet-4-6"
+        assert settings.health_model == "claude-haiku-4-5-20251001"
+        assert (settings.log_level, settings.log_format) == ("info", "json")
+
+    def test_several_limits_separated_by_semicolons(self) -> None:
+        settings = load_settings(rate_limit="10/minute;500/day", token_rate_limit="200000/minute")
+        assert [str(item) for item in settings.rate_limit] == ["10 per 1 minute", "500 per 1 day"]
+        assert settings.token_rate_limit[0].amount == 200_000
+
+    def test_load_settings_raises_one_line(self) -> None:
+        with pytest.raises(SettingsError, match=r"^RATE_LIMIT: '0/minute'"):
+            load_settings(rate_limit="0/minute")

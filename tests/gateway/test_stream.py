@@ -1,0 +1,141 @@
+"""`POST /chat/stream`: events as they come, the done event, in-band errors, and clients that leave."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from tests.conftest import Gateway
+from tests.gateway.sse_client import collect, data_events
+from tests.support.servers import Process
+
+UPSTREAM_CLOSE_DEADLINE_S = 1.0
+
+
+async def sim_stats(simulator: Process) -> dict[str, int]:
+    async with httpx.AsyncClient(base_url=simulator.url) as http:
+        return (await http.get("/_sim/stats")).json()  # type: ignore[no-any-return]
+
+
+class TestChatStream:
+    async def test_streams_text_then_usage_then_done(self, gateway: Gateway) -> None:
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            async with http.stream(
+                "POST", "/chat/stream", json={"message": "hi [[sim:tokens=12]]"}, headers=gateway.headers()
+            ) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/event-stream")
+                assert response.headers["cache-control"] == "no-cache"
+                assert response.headers["x-accel-buffering"] == "no"
+                events = await collect(response)
+        texts = [event["text"] for event in events[:-2]]
+        assert len(texts) == 12
+        assert all(isinstance(text, str) and text for text in texts)
+        done = events[-2]
+        assert done["done"] is True
+        assert done["usage"]["output"] == 12
+        assert done["usage"]["input"] > 0
+        assert events[-1] == "[DONE]"
+
+    async def test_first_event_arrives_while_upstream_still_generates(
+        self, gateway: Gateway, simulator: Process
+    ) -> None:
+        body = {"message": "long one [[sim:tokens=40 tokens_per_s=20]]"}
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            async with http.stream("POST", "/chat/stream", json=body, headers=gateway.headers()) as response:
+                events = data_events(response)
+                first = await anext(events)
+                stats = await sim_stats(simulator)
+                assert "text" in first
+                # The simulator has not finished this stream: nothing between it and us held the first token back.
+                assert stats["streams_open"] >= 1
+                rest = [event async for event in events]
+        assert rest[-1] == "[DONE]"
+        assert rest[-2]["usage"]["output"] == 40
+
+    async def test_upstream_error_midstream_becomes_an_error_event(self, gateway: Gateway) -> None:
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            async with http.stream(
+                "POST",
+                "/chat/stream",
+                json={"message": "[[sim:fault=midstream_overloaded tokens=30]]"},
+                headers=gateway.headers(),
+            ) as response:
+                assert response.status_code == 200
+                events = await collect(response)
+        assert any("text" in event for event in events[:-2])
+        assert events[-2] == {"error": {"type": "overloaded_error", "message": "Claude is overloaded. Try again."}}
+        assert events[-1] == "[DONE]"
+
+    async def test_upstream_dying_midstream_becomes_an_error_event(self, gateway: Gateway) -> None:
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            async with http.stream(
+                "POST",
+                "/chat/stream",
+                json={"message": "[[sim:fault=midstream_disconnect tokens=30]]"},
+                headers=gateway.headers(),
+            ) as response:
+                events = await collect(response)
+        assert "error" in events[-2]
+        assert events[-2]["error"]["type"] == "api_error"
+        assert events[-1] == "[DONE]"
+
+    async def test_error_before_first_byte_is_an_http_error(self, gateway: Gateway) -> None:
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            response = await http.post(
+                "/chat/stream", json={"message": "[[sim:fault=overloaded]]"}, headers=gateway.headers()
+            )
+        assert response.status_code == 503
+        assert response.json() == {"detail": "Claude is overloaded. Try again."}
+
+
+class TestClientDisconnect:
+    async def test_upstream_stream_closes_within_a_second(self, gateway: Gateway, simulator: Process) -> None:
+        before = await sim_stats(simulator)
+        body = {"message": "[[sim:tokens=2000 tokens_per_s=50]]"}  # 40 s if nobody stopped it
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            async with http.stream("POST", "/chat/stream", json=body, headers=gateway.headers()) as response:
+                events = data_events(response)
+                await anext(events)
+                await anext(events)
+        left_at = time.monotonic()
+        deadline = left_at + UPSTREAM_CLOSE_DEADLINE_S
+        while True:
+            stats = await sim_stats(simulator)
+            if stats["streams_cancelled"] > before["streams_cancelled"]:
+                break
+            assert time.monotonic() < deadline, f"upstream stream still open a second after the client left: {stats}"
+            await asyncio.sleep(0.02)
+
+    async def test_disconnect_is_counted_and_logged_with_usage_so_far(
+        self, gateway: Gateway, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        before = REGISTRY.get_sample_value("claude_gateway_client_disconnects_total", {"route": "/chat/stream"}) or 0
+        body = {"message": "[[sim:tokens=2000 tokens_per_s=100]]"}
+        with caplog.at_level(logging.INFO, logger="claude_gateway.access"):
+            async with httpx.AsyncClient(base_url=gateway.url) as http:
+                async with http.stream("POST", "/chat/stream", json=body, headers=gateway.headers()) as response:
+                    events = data_events(response)
+                    for _ in range(3):
+                        await anext(events)
+            record = await _wait_for_access_record(caplog, "/chat/stream")
+        after = REGISTRY.get_sample_value("claude_gateway_client_disconnects_total", {"route": "/chat/stream"})
+        assert after == before + 1
+        assert record.disconnected is True  # type: ignore[attr-defined]
+        assert record.output_tokens >= 3  # type: ignore[attr-defined]
+        assert record.input_tokens > 0  # type: ignore[attr-defined]
+
+
+async def _wait_for_access_record(caplog: pytest.LogCaptureFixture, path: str) -> logging.LogRecord:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for record in caplog.records:
+            if record.name == "claude_gateway.access" and getattr(record, "path", None) == path:
+                return record
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no access log line for {path}")
