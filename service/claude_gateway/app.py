@@ -117,7 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     FastAPIInstrumentor.instrument_app(
-        app, excluded_urls=TRACING_EXCLUDED_URLS, exclude_spans=TRACING_EXCLUDED_SPANS  # type: ignore[arg-type]
+        app,
+        excluded_urls=TRACING_EXCLUDED_URLS,
+        exclude_spans=TRACING_EXCLUDED_SPANS,  # type: ignore[arg-type]
     )
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -60,9 +60,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from claude_gateway.simulator import SimulatorConfig, serve
 
-    config = SimulatorConfig(
-        ttft_ms=args.ttft_ms, tokens_per_s=args.tokens_per_s, seed=args.seed, api_key=args.api_key
-    )
+    config = SimulatorConfig(ttft_ms=args.ttft_ms, tokens_per_s=args.tokens_per_s, seed=args.seed, api_key=args.api_key)
     serve(args.host, args.port, config)
     return 0
 

@@ -67,7 +67,8 @@ class HealthCheck:
             claude = classify(exc).outcome
         else:
             return HealthResult(
-                True, {"status": "healthy", "claude": "connected", "model": self._model, "checked_at": checked_at}
+                True,
+                {"status": "healthy", "claude": "connected", "model": self._model, "checked_at": checked_at},
             )
         return HealthResult(
             False, {"status": "degraded", "claude": claude, "model": self._model, "checked_at": checked_at}
@@ -76,9 +77,7 @@ class HealthCheck:
     async def ready(self) -> HealthResult:
         """Ready unless draining or a configured dependency (Redis) does not answer."""
         results = await asyncio.gather(*(check() for check in self.readiness_checks.values()))
-        checks = {
-            name: "ok" if ok else "unavailable" for name, ok in zip(self.readiness_checks, results, strict=True)
-        }
+        checks = {name: "ok" if ok else "unavailable" for name, ok in zip(self.readiness_checks, results, strict=True)}
         healthy = not self.draining and all(results)
         body: dict[str, Any] = {"status": "ready" if healthy else "not_ready", "checks": checks}
         if self.draining:

@@ -16,7 +16,7 @@ from opentelemetry import trace
 LOGGER_NAME = "claude_gateway"
 
 # LogRecord attributes that are not user-supplied `extra` fields.
-_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
 
 
 def _trace_ids() -> dict[str, str]:
@@ -33,6 +33,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,
         }
         entry.update(_trace_ids())
         for key, value in record.__dict__.items():

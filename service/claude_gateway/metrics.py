@@ -84,19 +84,18 @@ TIME_TO_FIRST_TOKEN = Histogram(
     buckets=_TTFT_BUCKETS,
 )
 TOKENS = Counter(
-    "tokens", "Tokens used, by model, direction and client.", ["model", "direction", "client"], namespace=NAMESPACE
+    "tokens",
+    "Tokens used, by model, direction and client.",
+    ["model", "direction", "client"],
+    namespace=NAMESPACE,
 )  # direction: input (uncached), output, cache_read, cache_write
-ACTIVE_STREAMS = Gauge(
-    "active_streams", "SSE streams open now.", namespace=NAMESPACE, multiprocess_mode="livesum"
-)
+ACTIVE_STREAMS = Gauge("active_streams", "SSE streams open now.", namespace=NAMESPACE, multiprocess_mode="livesum")
 RATE_LIMITED = Counter(
     "rate_limited", "Requests refused by the gateway's own limits.", ["client", "limit"], namespace=NAMESPACE
 )  # limit: requests, tokens
 JOBS = Counter("jobs", "Background jobs by status.", ["status"], namespace=NAMESPACE)
 # status: enqueued, complete, failed, retried
-JOB_DURATION = Histogram(
-    "job_duration_seconds", "Background job run time.", namespace=NAMESPACE, buckets=_JOB_BUCKETS
-)
+JOB_DURATION = Histogram("job_duration_seconds", "Background job run time.", namespace=NAMESPACE, buckets=_JOB_BUCKETS)
 CLIENT_DISCONNECTS = Counter(
     "client_disconnects", "Clients that went away before their answer ended.", ["route"], namespace=NAMESPACE
 )
@@ -108,14 +107,15 @@ OVERHEAD = Histogram(
     buckets=_OVERHEAD_BUCKETS,
 )
 REDIS_UP = Gauge(
-    "redis_up", "1 when the last Redis call succeeded, else 0.", namespace=NAMESPACE, multiprocess_mode="livemin"
+    "redis_up",
+    "1 when the last Redis call succeeded, else 0.",
+    namespace=NAMESPACE,
+    multiprocess_mode="livemin",
 )
 REDIS_ERRORS = Counter(
     "redis_errors", "Redis calls that failed or timed out.", ["operation"], namespace=NAMESPACE
 )  # operation: ratelimit, jobs, health
-JOBS_QUEUED = Gauge(
-    "jobs_queued", "Jobs waiting in the queue.", namespace=NAMESPACE, multiprocess_mode="livemax"
-)
+JOBS_QUEUED = Gauge("jobs_queued", "Jobs waiting in the queue.", namespace=NAMESPACE, multiprocess_mode="livemax")
 UPSTREAM_INFLIGHT = Gauge(
     "upstream_inflight", "Calls to Anthropic in flight.", namespace=NAMESPACE, multiprocess_mode="livesum"
 )
@@ -126,7 +126,11 @@ BACKPRESSURE_REJECTED = Counter(
     namespace=NAMESPACE,
 )
 BUILD_INFO = Gauge(
-    "build_info", "Always 1; the version is a label.", ["version"], namespace=NAMESPACE, multiprocess_mode="max"
+    "build_info",
+    "Always 1; the version is a label.",
+    ["version"],
+    namespace=NAMESPACE,
+    multiprocess_mode="max",
 )
 BUILD_INFO.labels(version=__version__).set(1)
 

@@ -86,7 +86,8 @@ class AnthropicStream:
         self.error: GatewayError | None = None
         # True when the error came in Anthropic's own `error` event (already relayed), not from the transport.
         self.error_from_event = False
-        self._first_token = False
+        # Deltas relayed: the output spent so far when a stream ends before Anthropic's final usage arrives.
+        self.deltas = 0
 
     @property
     def usage(self) -> Usage:
@@ -110,8 +111,8 @@ class AnthropicStream:
     def _observe(self, event: SSEEvent) -> None:
         kind = event.event
         if kind == "content_block_delta":
-            if not self._first_token:
-                self._first_token = True
+            self.deltas += 1
+            if self.deltas == 1:
                 self.call.first_token(self.request_started)
         elif kind == "message_start":
             message: dict[str, Any] = event.json().get("message") or {}
@@ -134,6 +135,10 @@ class AnthropicStream:
     async def close(self, *, cancelled: bool = False) -> None:
         """Settle the call by the stream's last event, then free the connection (closing it if unread)."""
         with anyio.CancelScope(shield=True):
+            if not self.completed:
+                # Anthropic reports output usage only at the end; a stream cut short still spent at least a token
+                # per delta, which is what gets recorded (and settled against the token limit).
+                self.call.seen(Usage(output=self.deltas))
             if cancelled and not self.completed and self.error is None:
                 self.call.cancelled()
             elif self.error is not None:

@@ -12,6 +12,7 @@ the master process must set `PROMETHEUS_MULTIPROC_DIR` before the workers, which
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -86,7 +87,7 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int) -> 
         "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
         "workers": workers,
         "worker_class": f"{GatewayWorker.__module__}.{GatewayWorker.__qualname__}",
-        "graceful_timeout": settings.graceful_timeout_s,
+        "graceful_timeout": math.ceil(settings.graceful_timeout_s),
         "timeout": WORKER_HEARTBEAT_TIMEOUT_S,
         "keepalive": KEEPALIVE_S,
         "backlog": BACKLOG,
@@ -99,6 +100,29 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int) -> 
         "proc_name": "claude-gateway",
         "worker_tmp_dir": tempfile.gettempdir(),
         "forwarded_allow_ips": "*",
+        # Gunicorn 27's control socket lives in $HOME, which a read-only root filesystem does not have; unused here.
+        "control_socket_disable": True,
+        "logconfig_dict": logging_config(settings),
+    }
+
+
+def logging_config(settings: Settings) -> dict[str, Any]:
+    """The master's own lines (boot, worker deaths) in the same format as the workers'."""
+    formatter = (
+        "claude_gateway.logs.JsonFormatter" if settings.log_format == "json" else "claude_gateway.logs.TextFormatter"
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"gateway": {"()": formatter}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "gateway", "stream": "ext://sys.stderr"}
+        },
+        "root": {"level": settings.log_level.upper(), "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": settings.log_level.upper(), "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+        },
     }
 
 

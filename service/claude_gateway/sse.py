@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import orjson
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 DONE = b"data: [DONE]\n\n"
@@ -81,7 +82,7 @@ def _parse_block(block: bytes) -> SSEEvent | None:
     return SSEEvent(name, b"\n".join(data))
 
 
-class EventStreamResponse:
+class EventStreamResponse(Response):
     """Streams `chunks` as `text/event-stream`; cancels them as soon as the client disconnects.
 
     `on_close(disconnected)` runs exactly once when the response ends, however it ends (even if the client left
@@ -99,7 +100,8 @@ class EventStreamResponse:
         self.chunks = chunks
         self.on_close = on_close
         self.status_code = status_code
-        self.headers = list(SSE_HEADERS) + (headers or [])
+        self.background = None
+        self.raw_headers = list(SSE_HEADERS) + (headers or [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         disconnected = False
@@ -117,7 +119,7 @@ class EventStreamResponse:
 
                 group.start_soon(watch_disconnect)
                 try:
-                    await send({"type": "http.response.start", "status": self.status_code, "headers": self.headers})
+                    await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
                     async for chunk in self.chunks:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -54,7 +54,17 @@ def create_client(settings: Settings) -> anthropic.AsyncAnthropic:
 class UpstreamCall:
     """One call to Anthropic, from request to last byte: span, in-flight gauge and every metric it feeds."""
 
-    __slots__ = ("_done", "client", "model", "model_label", "span", "started", "stream", "ttft_recorded", "usage")
+    __slots__ = (
+        "_done",
+        "client",
+        "model",
+        "model_label",
+        "span",
+        "started",
+        "stream",
+        "ttft_recorded",
+        "usage",
+    )
 
     def __init__(self, *, model: str, max_tokens: int | None, client: str, stream: bool) -> None:
         self.model = model

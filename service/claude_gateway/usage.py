@@ -27,6 +27,7 @@ class Usage:
         """From a `usage` mapping (or SDK object); missing and null counts are zero."""
         if usage is None:
             return cls()
+
         def get(name: str) -> Any:
             return usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
 

@@ -47,7 +47,9 @@ class TestKeyHeaders:
 
     async def test_other_authorization_schemes_are_not_keys(self, gateway: Gateway) -> None:
         async with httpx.AsyncClient(base_url=gateway.url) as http:
-            response = await http.post("/chat", json={"message": "hi"}, headers={"Authorization": f"Basic {CLIENT_KEY}"})
+            response = await http.post(
+                "/chat", json={"message": "hi"}, headers={"Authorization": f"Basic {CLIENT_KEY}"}
+            )
         assert response.status_code == 401
 
 

@@ -25,7 +25,11 @@ class TestChat:
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             response = await http.post(
                 "/chat",
-                json={"message": "count [[sim:tokens=500]]", "model": "claude-haiku-4-5-20251001", "max_tokens": 7},
+                json={
+                    "message": "count [[sim:tokens=500]]",
+                    "model": "claude-haiku-4-5-20251001",
+                    "max_tokens": 7,
+                },
                 headers=gateway.headers(),
             )
         body = response.json()
@@ -61,7 +65,9 @@ class TestChatValidation:
             ({"message": 42}, "message"),
         ],
     )
-    async def test_bad_bodies_get_a_422_naming_the_field(self, gateway: Gateway, body: dict[str, object], field: str) -> None:
+    async def test_bad_bodies_get_a_422_naming_the_field(
+        self, gateway: Gateway, body: dict[str, object], field: str
+    ) -> None:
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             response = await http.post("/chat", json=body, headers=gateway.headers())
         assert response.status_code == 422
@@ -80,6 +86,8 @@ class TestChatValidation:
     async def test_malformed_json_is_a_422(self, gateway: Gateway) -> None:
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             response = await http.post(
-                "/chat", content=b'{"message": "hi"', headers={**gateway.headers(), "content-type": "application/json"}
+                "/chat",
+                content=b'{"message": "hi"',
+                headers={**gateway.headers(), "content-type": "application/json"},
             )
         assert response.status_code == 422

@@ -42,7 +42,9 @@ class TestHealth:
         assert deep.json()["claude"] == "unreachable"
         assert live.status_code == 200
 
-    async def test_deep_check_reports_bad_credentials(self, simulator: Process, make_gateway: Callable[..., Gateway]) -> None:
+    async def test_deep_check_reports_bad_credentials(
+        self, simulator: Process, make_gateway: Callable[..., Gateway]
+    ) -> None:
         # A simulator that accepts only one key: the gateway's key is wrong.
         from tests.support.servers import start_simulator
 

@@ -30,9 +30,7 @@ async def sdk(gateway: Gateway) -> AsyncIterator[anthropic.AsyncAnthropic]:
 
 class TestCreate:
     async def test_create_returns_a_message(self, sdk: anthropic.AsyncAnthropic) -> None:
-        message = await sdk.messages.create(
-            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
-        )
+        message = await sdk.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Hello"}])
         assert message.type == "message"
         assert message.role == "assistant"
         assert message.content[0].type == "text"
@@ -116,7 +114,9 @@ class TestCreate:
 class TestStream:
     async def test_stream_text_and_final_usage(self, sdk: anthropic.AsyncAnthropic) -> None:
         async with sdk.messages.stream(
-            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Stream please [[sim:tokens=20]]"}]
+            model=MODEL,
+            max_tokens=64,
+            messages=[{"role": "user", "content": "Stream please [[sim:tokens=20]]"}],
         ) as stream:
             pieces = [text async for text in stream.text_stream]
             final = await stream.get_final_message()
@@ -139,8 +139,9 @@ class TestStream:
         assert any(block.type == "tool_use" for block in final.content)
 
     async def test_raw_event_sequence_is_relayed(self, gateway: Gateway) -> None:
-        async with httpx.AsyncClient(base_url=gateway.url) as http:
-            async with http.stream(
+        async with (
+            httpx.AsyncClient(base_url=gateway.url) as http,
+            http.stream(
                 "POST",
                 "/v1/messages",
                 json={
@@ -150,8 +151,9 @@ class TestStream:
                     "messages": [{"role": "user", "content": "hi [[sim:tokens=3]]"}],
                 },
                 headers={"authorization": f"Bearer {CLIENT_KEY}", "anthropic-version": "2026-10-21"},
-            ) as response:
-                raw = b"".join([chunk async for chunk in response.aiter_raw()])
+            ) as response,
+        ):
+            raw = b"".join([chunk async for chunk in response.aiter_raw()])
         names = [line[7:].decode() for line in raw.split(b"\n") if line.startswith(b"event: ")]
         assert names == [
             "message_start",
@@ -226,15 +228,23 @@ class TestErrors:
             (b"[]", "JSON object"),
             (b'{"max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}', "model"),
             (b'{"model": "m", "messages": [{"role": "user", "content": "x"}]}', "max_tokens"),
-            (b'{"model": "m", "max_tokens": 100000, "messages": [{"role": "user", "content": "x"}]}', "max_tokens"),
-            (b'{"model": "m", "max_tokens": true, "messages": [{"role": "user", "content": "x"}]}', "max_tokens"),
+            (
+                b'{"model": "m", "max_tokens": 100000, "messages": [{"role": "user", "content": "x"}]}',
+                "max_tokens",
+            ),
+            (
+                b'{"model": "m", "max_tokens": true, "messages": [{"role": "user", "content": "x"}]}',
+                "max_tokens",
+            ),
             (b'{"model": "m", "max_tokens": 8, "messages": []}', "messages"),
         ],
     )
     async def test_invalid_bodies_are_400_invalid_request(self, gateway: Gateway, body: bytes, message: str) -> None:
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             response = await http.post(
-                "/v1/messages", content=body, headers={"x-api-key": CLIENT_KEY, "content-type": "application/json"}
+                "/v1/messages",
+                content=body,
+                headers={"x-api-key": CLIENT_KEY, "content-type": "application/json"},
             )
         assert response.status_code == 400
         error = response.json()["error"]

@@ -24,15 +24,17 @@ async def sim_stats(simulator: Process) -> dict[str, int]:
 
 class TestChatStream:
     async def test_streams_text_then_usage_then_done(self, gateway: Gateway) -> None:
-        async with httpx.AsyncClient(base_url=gateway.url) as http:
-            async with http.stream(
+        async with (
+            httpx.AsyncClient(base_url=gateway.url) as http,
+            http.stream(
                 "POST", "/chat/stream", json={"message": "hi [[sim:tokens=12]]"}, headers=gateway.headers()
-            ) as response:
-                assert response.status_code == 200
-                assert response.headers["content-type"].startswith("text/event-stream")
-                assert response.headers["cache-control"] == "no-cache"
-                assert response.headers["x-accel-buffering"] == "no"
-                events = await collect(response)
+            ) as response,
+        ):
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["cache-control"] == "no-cache"
+            assert response.headers["x-accel-buffering"] == "no"
+            events = await collect(response)
         texts = [event["text"] for event in events[:-2]]
         assert len(texts) == 12
         assert all(isinstance(text, str) and text for text in texts)
@@ -59,28 +61,32 @@ class TestChatStream:
         assert rest[-2]["usage"]["output"] == 40
 
     async def test_upstream_error_midstream_becomes_an_error_event(self, gateway: Gateway) -> None:
-        async with httpx.AsyncClient(base_url=gateway.url) as http:
-            async with http.stream(
+        async with (
+            httpx.AsyncClient(base_url=gateway.url) as http,
+            http.stream(
                 "POST",
                 "/chat/stream",
                 json={"message": "[[sim:fault=midstream_overloaded tokens=30]]"},
                 headers=gateway.headers(),
-            ) as response:
-                assert response.status_code == 200
-                events = await collect(response)
+            ) as response,
+        ):
+            assert response.status_code == 200
+            events = await collect(response)
         assert any("text" in event for event in events[:-2])
         assert events[-2] == {"error": {"type": "overloaded_error", "message": "Claude is overloaded. Try again."}}
         assert events[-1] == "[DONE]"
 
     async def test_upstream_dying_midstream_becomes_an_error_event(self, gateway: Gateway) -> None:
-        async with httpx.AsyncClient(base_url=gateway.url) as http:
-            async with http.stream(
+        async with (
+            httpx.AsyncClient(base_url=gateway.url) as http,
+            http.stream(
                 "POST",
                 "/chat/stream",
                 json={"message": "[[sim:fault=midstream_disconnect tokens=30]]"},
                 headers=gateway.headers(),
-            ) as response:
-                events = await collect(response)
+            ) as response,
+        ):
+            events = await collect(response)
         assert "error" in events[-2]
         assert events[-2]["error"]["type"] == "api_error"
         assert events[-1] == "[DONE]"
@@ -118,11 +124,13 @@ class TestClientDisconnect:
         before = REGISTRY.get_sample_value("claude_gateway_client_disconnects_total", {"route": "/chat/stream"}) or 0
         body = {"message": "[[sim:tokens=2000 tokens_per_s=100]]"}
         with caplog.at_level(logging.INFO, logger="claude_gateway.access"):
-            async with httpx.AsyncClient(base_url=gateway.url) as http:
-                async with http.stream("POST", "/chat/stream", json=body, headers=gateway.headers()) as response:
-                    events = data_events(response)
-                    for _ in range(3):
-                        await anext(events)
+            async with (
+                httpx.AsyncClient(base_url=gateway.url) as http,
+                http.stream("POST", "/chat/stream", json=body, headers=gateway.headers()) as response,
+            ):
+                events = data_events(response)
+                for _ in range(3):
+                    await anext(events)
             record = await _wait_for_access_record(caplog, "/chat/stream")
         after = REGISTRY.get_sample_value("claude_gateway_client_disconnects_total", {"route": "/chat/stream"})
         assert after == before + 1

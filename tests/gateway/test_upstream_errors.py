@@ -40,7 +40,9 @@ class TestUpstreamErrors:
     async def test_retry_after_is_passed_on(self, gateway: Gateway) -> None:
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             response = await http.post(
-                "/chat", json={"message": "[[sim:fault=rate_limit retry_after=17]]"}, headers=gateway.headers()
+                "/chat",
+                json={"message": "[[sim:fault=rate_limit retry_after=17]]"},
+                headers=gateway.headers(),
             )
         assert response.status_code == 429
         assert response.headers["retry-after"] == "17"

@@ -119,9 +119,7 @@ class Process:
         return int(self.popen.returncode)
 
 
-def start_command(
-    args: Sequence[str], *, port: int, env: dict[str, str] | None = None, wait: bool = True
-) -> Process:
+def start_command(args: Sequence[str], *, port: int, env: dict[str, str] | None = None, wait: bool = True) -> Process:
     """`python -m claude_gateway <args>` as a subprocess, its stdout and stderr captured in a file."""
     log_path = Path(tempfile.mkstemp(prefix="cgw-proc-", suffix=".log")[1])
     full_env = {**os.environ, **(env or {})}

@@ -1,6 +1,8 @@
-"""`POST /chat` and `POST /chat/stream`: the seed design's simple chat, bounded, limited and accounted."""
+"""`POST /chat` and `POST /chat/stream`: the seed design's simple chat, bounded, limited and accounted.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: the body model is built per app from its settings, and FastAPI
+must see that local class itself, not its name.
+"""
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -88,6 +90,7 @@ def build_router(settings: Settings) -> APIRouter:
         "/chat/stream",
         responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
         response_class=Response,
+        response_model=None,
     )
     async def chat_stream(
         request: Request,
@@ -114,7 +117,12 @@ def build_router(settings: Settings) -> APIRouter:
         resources = AsyncExitStack()
         lease = await resources.enter_async_context(
             upstream_lease(
-                route="/chat/stream", client=client, cost=_cost(body), limiter=limiter, slots=slots, context=context
+                route="/chat/stream",
+                client=client,
+                cost=_cost(body),
+                limiter=limiter,
+                slots=slots,
+                context=context,
             )
         )
         call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=True)
@@ -154,7 +162,11 @@ async def translate(stream: AnthropicStream) -> AsyncIterator[bytes]:
 
 
 async def finish_stream(
-    stream: AnthropicStream, lease: Lease, resources: AsyncExitStack, context: RequestContext, disconnected: bool
+    stream: AnthropicStream,
+    lease: Lease,
+    resources: AsyncExitStack,
+    context: RequestContext,
+    disconnected: bool,
 ) -> None:
     """However a stream ended: settle its call, free its connection and slot, give back unused tokens."""
     context.disconnected = disconnected and not stream.completed

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from claude_gateway.responses import JSONResponse
 
 from claude_gateway.deps import Health
+from claude_gateway.responses import JSONResponse
 
 router = APIRouter(tags=["health"])
 

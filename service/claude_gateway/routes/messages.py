@@ -109,7 +109,7 @@ def parse_request(body: bytes, settings: Settings) -> tuple[dict[str, Any], str,
     return request, model, max_tokens, stream
 
 
-@router.post("/v1/messages", openapi_extra=_OPENAPI, response_class=Response)
+@router.post("/v1/messages", openapi_extra=_OPENAPI, response_class=Response, response_model=None)
 async def create_message(
     request: Request,
     client: LimitedClient,
