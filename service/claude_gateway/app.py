@@ -38,6 +38,10 @@ CORS_EXPOSED_HEADERS = [
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "x-should-retry",
     "x-request-id",
     "request-id",
     "x-gateway-overhead-ms",
@@ -91,6 +95,7 @@ def _lifespan(settings: Settings) -> object:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    tracing.set_content_capture(settings.otel_instrumentation_genai_capture_message_content)
     app = FastAPI(
         title="claude-gateway",
         version=__version__,

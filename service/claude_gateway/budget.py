@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from claude_gateway.auth import ClientKey
 from claude_gateway.ratelimit import RateLimiter, TokenReservation
+from claude_gateway.ratelimit.quota import TOKENS_SUFFIX
 from claude_gateway.usage import Usage
 
 # English text averages about four characters a token; over-estimating only holds budget until settlement.
@@ -31,6 +32,12 @@ class TokenBudget:
         if not client.token_limits:
             return cls(limiter, None)
         return cls(limiter, await limiter.reserve_tokens(client.name, client.token_limits, cost))
+
+    def headers(self) -> dict[str, str]:
+        """`X-RateLimit-*-Tokens`: where the token limit stands after this reservation."""
+        if self._reservation is None or self._reservation.headers.tokens is None:
+            return {}
+        return self._reservation.headers.tokens.as_headers(TOKENS_SUFFIX)
 
     async def settle(self, usage: Usage | None) -> None:
         if self._reservation is not None:

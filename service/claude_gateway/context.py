@@ -39,7 +39,7 @@ def context_of(scope: Scope) -> RequestContext:
     context = scope.get(SCOPE_KEY)
     if context is None:  # an app built without the middleware (never in production)
         context = scope[SCOPE_KEY] = RequestContext(request_id="-")
-    return context  # type: ignore[no-any-return]
+    return context
 
 
 def request_context(request: Request) -> RequestContext:

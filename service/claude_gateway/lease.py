@@ -38,6 +38,7 @@ async def upstream_lease(
     context: RequestContext,
 ) -> AsyncIterator[Lease]:
     budget = await TokenBudget.reserve(limiter, client, cost)
+    context.extra_headers.update(budget.headers())
     lease = Lease()
     try:
         await slots.acquire(route)

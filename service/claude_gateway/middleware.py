@@ -63,9 +63,13 @@ class GatewayMiddleware:
                 response_started = True
                 status_code = message["status"]
                 headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
                 headers.append((b"x-request-id", context.request_id.encode()))
+                # The response's own values win (a 429 states the limit that refused it).
                 for name, value in context.extra_headers.items():
-                    headers.append((name.lower().encode(), value.encode()))
+                    encoded = name.lower().encode()
+                    if encoded not in present:
+                        headers.append((encoded, value.encode()))
                 message["headers"] = headers
             await send(message)
 

@@ -18,6 +18,7 @@ import anyio
 import httpx2
 import orjson
 
+from claude_gateway import tracing
 from claude_gateway.errors import GatewayError, UpstreamFailed, classify, classify_stream_error
 from claude_gateway.sse import SSEEvent, SSEParser
 from claude_gateway.upstream import UpstreamCall
@@ -88,6 +89,8 @@ class AnthropicStream:
         self.error_from_event = False
         # Deltas relayed: the output spent so far when a stream ends before Anthropic's final usage arrives.
         self.deltas = 0
+        # The answer's text, kept only when an operator has turned on content capture for spans.
+        self.text: list[str] | None = [] if tracing.capturing_content() else None
 
     @property
     def usage(self) -> Usage:
@@ -114,6 +117,8 @@ class AnthropicStream:
             self.deltas += 1
             if self.deltas == 1:
                 self.call.first_token(self.request_started)
+            if self.text is not None:
+                self.text.append((event.json().get("delta") or {}).get("text") or "")
         elif kind == "message_start":
             message: dict[str, Any] = event.json().get("message") or {}
             self.message_id = message.get("id")
@@ -144,7 +149,11 @@ class AnthropicStream:
             elif self.error is not None:
                 self.call.fail(self.error, response_id=self.message_id)
             elif self.completed:
-                self.call.finish(response_id=self.message_id, finish_reason=self.stop_reason)
+                self.call.finish(
+                    response_id=self.message_id,
+                    finish_reason=self.stop_reason,
+                    output_text="".join(self.text) if self.text is not None else None,
+                )
             else:  # left before it ended, but not cancelled: the reader stopped early
                 self.call.cancelled()
             await self.response.aclose()

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -27,6 +29,31 @@ PROVIDER = "anthropic"
 tracer = trace.get_tracer(TRACER_NAME, __version__)
 
 _configured = False
+# Prompt and completion text on spans: off unless OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT turns it on.
+_capture_content = False
+
+
+def set_content_capture(enabled: bool) -> None:
+    global _capture_content
+    _capture_content = enabled
+
+
+def capturing_content() -> bool:
+    return _capture_content
+
+
+def record_input(span: Span, messages: Any, system: str | None) -> None:
+    """The prompt as GenAI `gen_ai.input.messages` / `gen_ai.system_instructions`, only when capture is on."""
+    if _capture_content and span.is_recording():
+        span.set_attribute("gen_ai.input.messages", orjson.dumps(messages).decode())
+        if system:
+            span.set_attribute("gen_ai.system_instructions", system)
+
+
+def record_output(span: Span, text: str | None) -> None:
+    if _capture_content and text is not None and span.is_recording():
+        message = [{"role": "assistant", "parts": [{"type": "text", "content": text}]}]
+        span.set_attribute("gen_ai.output.messages", orjson.dumps(message).decode())
 
 
 def exporting() -> bool:

@@ -101,9 +101,11 @@ class UpstreamCall:
         response_id: str | None = None,
         finish_reason: str | None = None,
         response_model: str | None = None,
+        output_text: str | None = None,
     ) -> None:
         if usage is not None:
             self.seen(usage)
+        tracing.record_output(self.span, output_text)
         self._end("ok")
         tracing.end_chat_span(
             self.span,
@@ -166,6 +168,7 @@ async def create_message(
 ) -> tuple[Message, UpstreamCall]:
     """A non-streaming call through the SDK, fully accounted; raises `GatewayError` on failure."""
     call = UpstreamCall(model=model, max_tokens=max_tokens, client=client, stream=False)
+    tracing.record_input(call.span, messages, system)
     with call, call.context():
         try:
             kwargs: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
@@ -179,5 +182,6 @@ async def create_message(
             response_id=message.id,
             finish_reason=message.stop_reason,
             response_model=message.model,
+            output_text="".join(block.text for block in message.content if block.type == "text"),
         )
     return message, call

@@ -1,8 +1,6 @@
-"""`POST /chat` and `POST /chat/stream`: the seed design's simple chat, bounded, limited and accounted.
+"""`POST /chat` and `POST /chat/stream`: the seed design's simple chat, bounded, limited and accounted."""
 
-No `from __future__ import annotations` here: the body model is built per app from its settings, and FastAPI
-must see that local class itself, not its name.
-"""
+from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -14,7 +12,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from claude_gateway import metrics
+from claude_gateway import metrics, tracing
 from claude_gateway.budget import estimate_input_tokens
 from claude_gateway.context import RequestContext
 from claude_gateway.deps import Config, Ctx, LimitedClient, Limiter, Slots, Upstream
@@ -42,11 +40,9 @@ def overhead_header(context: RequestContext) -> dict[str, str]:
 
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["chat"])
-    ChatBody = bounded_chat_request(settings.max_message_chars, settings.max_tokens_limit)
 
-    @router.post("/chat", response_model=ChatResponse, responses=ERROR_RESPONSES)
     async def chat(
-        body: ChatBody,  # type: ignore[valid-type]
+        body: ChatRequest,
         client: LimitedClient,
         upstream: Upstream,
         limiter: Limiter,
@@ -55,7 +51,6 @@ def build_router(settings: Settings) -> APIRouter:
         context: Ctx,
     ) -> Response:
         """One answer from Claude, with its token counts."""
-        assert isinstance(body, ChatRequest)
         model = context.model = body.model or config.default_model
         async with upstream_lease(
             route="/chat", client=client, cost=_cost(body), limiter=limiter, slots=slots, context=context
@@ -86,15 +81,9 @@ def build_router(settings: Settings) -> APIRouter:
             answer.model_dump_json().encode(), media_type="application/json", headers=overhead_header(context)
         )
 
-    @router.post(
-        "/chat/stream",
-        responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
-        response_class=Response,
-        response_model=None,
-    )
     async def chat_stream(
         request: Request,
-        body: ChatBody,  # type: ignore[valid-type]
+        body: ChatRequest,
         client: LimitedClient,
         upstream: Upstream,
         limiter: Limiter,
@@ -103,7 +92,6 @@ def build_router(settings: Settings) -> APIRouter:
         context: Ctx,
     ) -> EventStreamResponse:
         """Server-sent events: `{"text": ...}` per delta, then `{"done": true, "usage": ...}`, then `[DONE]`."""
-        assert isinstance(body, ChatRequest)
         model = context.model = body.model or config.default_model
         upstream_body = orjson.dumps(
             {
@@ -126,6 +114,7 @@ def build_router(settings: Settings) -> APIRouter:
             )
         )
         call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=True)
+        tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
         try:
             response = await open_stream(upstream, upstream_body, forwarded_headers(request.headers), call)
         except BaseException:
@@ -137,6 +126,21 @@ def build_router(settings: Settings) -> APIRouter:
             translate(stream), on_close=partial(finish_stream, stream, lease, resources, context)
         )
 
+    # The body model carries this deployment's bounds; FastAPI validates against (and documents) that class.
+    bounded = bounded_chat_request(settings.max_message_chars, settings.max_tokens_limit)
+    for handler in (chat, chat_stream):
+        handler.__annotations__["body"] = bounded
+    router.add_api_route(
+        "/chat", chat, methods=["POST"], response_model=ChatResponse, responses=ERROR_RESPONSES
+    )
+    router.add_api_route(
+        "/chat/stream",
+        chat_stream,
+        methods=["POST"],
+        responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
+        response_class=Response,
+        response_model=None,
+    )
     return router
 
 

@@ -1,0 +1,60 @@
+"""Per-client rate limits, requests and tokens, shared by every worker and pod through Redis.
+
+How routes use it::
+
+    limiter = RateLimiter.from_settings(settings)     # lifespan; `await limiter.aclose()` at the end
+    headers = await limiter.hit_requests(client.name, client.request_limits)  # raises LimitExceeded
+    reservation = await limiter.reserve_tokens(client.name, client.token_limits, estimate + max_tokens)
+    try:
+        ...                                            # call Claude, stream the answer
+    finally:
+        await limiter.settle(reservation, usage.total) # also when a stream is cut short; never raises
+    ready = await limiter.ping()                       # /health/ready
+
+`acquire(client, requests=..., tokens=..., cost=...)` does both in one atomic round trip (a request
+refused for its tokens then does not count as a request). Every call on the request path answers
+within REDIS_TIMEOUT_S or applies RATE_LIMIT_FAIL_MODE; none blocks the event loop (`limits.aio` on
+redis-py's asyncio client, never slowapi's synchronous path).
+
+- Refusals raise `LimitExceeded`, an `errors.RateLimited` (429) whose `limit` is ``requests`` or
+  ``tokens``, with `Retry-After` (whole seconds until the refusing window resets, when the request
+  would pass), the X-RateLimit-* headers, and ``x-should-retry: false`` when an SDK's own retry is
+  futile (a wait over 60 s, or a request whose possible cost exceeds the token limit itself).
+  Each refusal counts in ``claude_gateway_rate_limited_total{client,limit}``.
+- X-RateLimit-Reset is delta-seconds until the window resets (the IETF draft's meaning): see `quota`.
+- Tokens: a request reserves its worst case before it runs; `settle` refunds what it did not use
+  into the window it was charged to (while that window lasts) or charges what it used beyond, so
+  parallel requests cannot overrun a budget. Counted: input + cache reads + cache writes + output.
+- Strategy: fixed windows in `limits`' own keys, checked and charged by one Lua script (`windows`).
+- Redis down: RATE_LIMIT_FAIL_MODE=open (default) serves, the limits held per process in memory
+  until Redis answers; ``closed`` answers 503 (`errors.Overloaded`) with Retry-After. Either way a
+  failure counts in ``claude_gateway_redis_errors_total{operation="ratelimit"}``, sets
+  ``claude_gateway_redis_up`` to 0 and logs one warning per outage (logger
+  ``claude_gateway.ratelimit``, never the URL). Redis is then tried again once a second, by one
+  request at a time; its first answer restores shared limits and ``redis_up`` 1. A call that timed
+  out may still be applied when a hung Redis wakes up: that over-counts (never under-counts) until
+  its window ends.
+"""
+
+from claude_gateway.ratelimit.limiter import (
+    REDIS_RETRY_INTERVAL_S,
+    Admission,
+    LimitExceeded,
+    RateLimiter,
+    TokenReservation,
+)
+from claude_gateway.ratelimit.quota import SDK_MAX_RETRY_AFTER_S, LimitHeaders, Quota
+from claude_gateway.ratelimit.windows import KEY_PREFIX, LimitKind
+
+__all__ = [
+    "KEY_PREFIX",
+    "REDIS_RETRY_INTERVAL_S",
+    "SDK_MAX_RETRY_AFTER_S",
+    "Admission",
+    "LimitExceeded",
+    "LimitHeaders",
+    "LimitKind",
+    "Quota",
+    "RateLimiter",
+    "TokenReservation",
+]
