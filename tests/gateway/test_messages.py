@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import anthropic
+from anthropic.types import ToolParam
 import httpx
 import pytest
 
@@ -14,7 +15,7 @@ from tests.support.servers import Process
 
 MODEL = "claude-sonnet-4-6"
 
-WEATHER_TOOL = {
+WEATHER_TOOL: ToolParam = {
     "name": "get_weather",
     "description": "The weather in a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
@@ -37,7 +38,8 @@ class TestCreate:
         assert message.stop_reason == "end_turn"
         assert message.usage.input_tokens > 0
         assert message.usage.output_tokens > 0
-        assert message._request_id and message._request_id.startswith("req_")
+        assert message._request_id is not None
+        assert message._request_id.startswith("req_")
 
     async def test_system_prompt_and_multi_turn(self, sdk: anthropic.AsyncAnthropic) -> None:
         message = await sdk.messages.create(
@@ -63,7 +65,7 @@ class TestCreate:
         first = await sdk.messages.create(
             model=MODEL,
             max_tokens=256,
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tools=[WEATHER_TOOL],
             tool_choice={"type": "tool", "name": "get_weather"},
             messages=[{"role": "user", "content": "What is the weather in Paris?"}],
         )
@@ -73,10 +75,10 @@ class TestCreate:
         second = await sdk.messages.create(
             model=MODEL,
             max_tokens=64,
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tools=[WEATHER_TOOL],
             messages=[
                 {"role": "user", "content": "What is the weather in Paris?"},
-                {"role": "assistant", "content": first.content},  # type: ignore[typeddict-item]
+                {"role": "assistant", "content": first.content},
                 {
                     "role": "user",
                     "content": [{"type": "tool_result", "tool_use_id": tool_use.id, "content": "Sunny, 21 C"}],
@@ -130,7 +132,7 @@ class TestStream:
         async with sdk.messages.stream(
             model=MODEL,
             max_tokens=256,
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tools=[WEATHER_TOOL],
             tool_choice={"type": "tool", "name": "get_weather"},
             messages=[{"role": "user", "content": "Weather in Oslo?"}],
         ) as stream:
@@ -169,7 +171,7 @@ class TestStream:
         assert response.headers["request-id"].startswith("req_")
 
     async def test_midstream_overloaded_reaches_the_sdk(self, sdk: anthropic.AsyncAnthropic) -> None:
-        with pytest.raises(anthropic.APIStatusError) as raised:
+        async def consume() -> None:
             async with sdk.messages.stream(
                 model=MODEL,
                 max_tokens=64,
@@ -177,6 +179,9 @@ class TestStream:
             ) as stream:
                 async for _ in stream.text_stream:
                     pass
+
+        with pytest.raises(anthropic.APIStatusError) as raised:
+            await consume()
         assert raised.value.type == "overloaded_error"
 
 
