@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from claude_gateway.app import create_app
 from claude_gateway.settings import Settings, load_settings
@@ -88,3 +92,23 @@ def make_gateway(simulator: Process) -> Iterator[Callable[..., Gateway]]:
 @pytest.fixture
 def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
     return make_gateway()
+
+
+@pytest.fixture(scope="session")
+def _span_exporter() -> InMemorySpanExporter:
+    """One SDK tracer provider for the session (OpenTelemetry allows setting it once), exporting to memory."""
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+        provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider), "another kind of tracer provider is installed"
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+@pytest.fixture
+def spans(_span_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
+    """The spans finished during this test."""
+    _span_exporter.clear()
+    return _span_exporter

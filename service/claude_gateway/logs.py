@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from opentelemetry import trace
@@ -26,6 +26,15 @@ def _trace_ids() -> dict[str, str]:
     return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
 
 
+class TraceContext(logging.Filter):
+    """Stamps each record with the ids of the span current when it was logged (formatting may happen later)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "trace_id"):
+            record.__dict__.update(_trace_ids())
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -35,7 +44,6 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,
         }
-        entry.update(_trace_ids())
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value
@@ -57,10 +65,16 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def build_handler(stream: TextIO, fmt: str = "json") -> logging.Handler:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(TraceContext())
+    return handler
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Route every logger (ours, uvicorn's, gunicorn's) through one handler on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler = build_handler(sys.stderr, fmt)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource

@@ -130,9 +130,7 @@ def build_router(settings: Settings) -> APIRouter:
     bounded = bounded_chat_request(settings.max_message_chars, settings.max_tokens_limit)
     for handler in (chat, chat_stream):
         handler.__annotations__["body"] = bounded
-    router.add_api_route(
-        "/chat", chat, methods=["POST"], response_model=ChatResponse, responses=ERROR_RESPONSES
-    )
+    router.add_api_route("/chat", chat, methods=["POST"], response_model=ChatResponse, responses=ERROR_RESPONSES)
     router.add_api_route(
         "/chat/stream",
         chat_stream,
