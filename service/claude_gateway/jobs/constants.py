@@ -1,0 +1,77 @@
+"""The tunables of background jobs, with their units and the reason for each value."""
+
+from __future__ import annotations
+
+# Every Redis key the gateway's job code writes itself starts with this (ARQ's own keys keep ARQ's `arq:` prefixes,
+# which ARQ does not let us change).
+JOB_KEY_PREFIX = "claude-gateway:job:"
+# ARQ's queue (a sorted set of job ids): our own name, so that another ARQ application on the same Redis does not
+# pick up our jobs nor we theirs.
+QUEUE_NAME = "claude-gateway:queue"
+# The ARQ function name a job is enqueued under; the worker registers `analyze_document` under this name.
+JOB_FUNCTION = "analyze_document"
+
+# A chunk of a long document, in characters. Claude's context window is 200k tokens; English runs at about
+# 4 characters a token and dense scripts (Chinese, Japanese) at about 1.5 tokens a character, so 100k characters
+# stay inside the window for any text with room for the prompt and the summary. Smaller chunks would cost more
+# calls (and a longer combine step) for no better summary.
+CHUNK_CHARS = 100_000
+# A chunk is cut at the last paragraph, line or word break within its final 10%, so that no chunk is shorter
+# than 90% of CHUNK_CHARS (which keeps the number of calls predictable for the job timeout below).
+CHUNK_BOUNDARY_FRACTION = 0.1
+# Output tokens for one summary (of the document, of a chunk, or of the chunk summaries). About 750 words: a
+# summary of a 100k-character chunk, and at most ~5k characters, so that the chunk summaries of the largest
+# document fit in one combine call.
+SUMMARY_MAX_TOKENS = 1024
+# The longest a summary can be, in characters, for planning: ~6 characters a token is generous for prose.
+SUMMARY_MAX_CHARS = SUMMARY_MAX_TOKENS * 6
+# Chunk summaries requested at once by one job: enough to cut a 1M-character document's wall time by 4x,
+# few enough that one job does not take a whole upstream rate limit for itself.
+CHUNK_CONCURRENCY = 4
+# Summaries of summaries, at most: each level shrinks the text ~20x (100k characters in, <= ~5k out), so 4 levels
+# cover documents far past any MAX_DOCUMENT_CHARS; the cap only guards against a model that does not shrink.
+MAX_SUMMARY_LEVELS = 4
+
+# Backoff between tries of a job after a transient upstream error (429, 529, unreachable, timeout): exponential from
+# BACKOFF_BASE_S, doubled each try up to BACKOFF_CAP_S, with "equal jitter" (half fixed, half random) so that many
+# jobs failed by the same overload do not come back at the same instant. 2 s, 4 s, 8 s, ... gives Anthropic the tens
+# of seconds an overload usually lasts within the default 5 tries.
+BACKOFF_BASE_S = 2.0
+BACKOFF_CAP_S = 120.0
+# An upstream `retry-after` is obeyed when longer than our backoff, but never beyond this: a bogus header must not
+# park a job for hours.
+RETRY_AFTER_CAP_S = 300.0
+# The SDK's own backoff between its quick retries is at most 8 s (anthropic._constants.MAX_RETRY_DELAY).
+SDK_MAX_RETRY_DELAY_S = 8.0
+
+# A job that no worker starts within a day is dropped by ARQ (and reported failed: expired). ARQ's own default.
+JOB_EXPIRES_S = 24 * 3600
+# Chunk summaries already made are kept this long, so that a job retried after a transient error, or re-run after a
+# worker died, resumes where it stopped instead of paying for those calls again. As long as a job can wait.
+PARTS_TTL_S = JOB_EXPIRES_S
+
+# Jobs one worker process runs at once (ARQ's default): each spends its time waiting on Anthropic, so ten share a
+# process easily; more processes (pods) scale further.
+WORKER_MAX_JOBS = 10
+# The worker refreshes its health key this often; `claude-gateway worker --check` fails once the key is older than
+# this plus 1 s. 10 s matches the kubelet's default probe period, so a wedged worker is restarted within a minute
+# (failureThreshold 3 + this interval).
+HEALTH_CHECK_INTERVAL_S = 10
+# How often a worker samples the queue depth for `claude_gateway_jobs_queued` (one ZCARD): a typical scrape interval.
+QUEUE_DEPTH_SAMPLE_S = 15.0
+# `claude-gateway worker --check` gives Redis this long to answer; an exec probe's own timeout is 1 s by default.
+CHECK_TIMEOUT_S = 0.8
+
+# DELETE waits this long for a worker to act on an abort, so that the usual answer already reflects it; a worker
+# polls every 0.5 s (ARQ's poll_delay), so two polls. If no worker acts in time, the abort stays pending and a worker
+# applies it when it next looks at the job.
+CANCEL_WAIT_S = 1.0
+CANCEL_POLL_S = 0.1
+
+# `Retry-After` when Redis does not answer a job request: a Redis restart or failover takes seconds, not minutes.
+JOBS_UNAVAILABLE_RETRY_AFTER_S = 5
+
+# In-process jobs (no REDIS_URL) run at most this many at once in the API process, like one ARQ worker.
+IN_PROCESS_MAX_JOBS = WORKER_MAX_JOBS
+# Finished in-process results are swept for expiry at most this often (a sweep walks every task).
+IN_PROCESS_SWEEP_INTERVAL_S = 60.0

@@ -1,0 +1,216 @@
+"""Summarising a document with Claude: in one call when it fits in a chunk; otherwise each chunk is summarised,
+then the chunk summaries are summarised (again in chunks, should they still be too long).
+
+Every summary made is kept in a `PartStore` under a hash of its prompt, so that a job run again (after a transient
+error, or after its worker died) pays only for the calls it had not finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import anthropic
+from anthropic.types import TextBlock
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from claude_gateway import metrics
+from claude_gateway import upstream as upstream_calls
+from claude_gateway.jobs.codec import JobFailed
+from claude_gateway.jobs.constants import (
+    CHUNK_BOUNDARY_FRACTION,
+    CHUNK_CHARS,
+    CHUNK_CONCURRENCY,
+    MAX_SUMMARY_LEVELS,
+    PARTS_TTL_S,
+    SUMMARY_MAX_TOKENS,
+)
+
+logger = logging.getLogger("claude_gateway.jobs")
+
+SYSTEM_PROMPT = (
+    "You summarise documents for busy readers. Keep the names, numbers, decisions and conclusions; "
+    "leave out repetition; never add facts that are not in the text."
+)
+# Paragraph, then line, then sentence, then word breaks: the first found in a chunk's last stretch ends it.
+_BREAKS = ("\n\n", "\n", ". ", " ")
+
+
+class PartStore(Protocol):
+    """Summaries already made for one job, by prompt hash."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, summary: str) -> None: ...
+
+
+class MemoryParts:
+    """Parts kept in the process (in-process jobs: a retry happens in the same process)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self._parts.get(key)
+
+    async def put(self, key: str, summary: str) -> None:
+        self._parts[key] = summary
+
+
+class RedisParts:
+    """Parts kept in a Redis hash, so that any worker that runs the job again finds them.
+
+    Only a saving: when Redis fails here the part is made (or kept) without it, and the job goes on.
+    """
+
+    def __init__(self, redis: Redis, key: str) -> None:
+        self._redis = redis
+        self._key = key
+
+    async def get(self, key: str) -> str | None:
+        try:
+            value = await self._redis.hget(self._key, key)  # type: ignore[misc]
+        except (RedisError, OSError) as exc:
+            _redis_failed("read", exc)
+            return None
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def put(self, key: str, summary: str) -> None:
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key, key, summary)
+                pipe.expire(self._key, PARTS_TTL_S)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            _redis_failed("write", exc)
+
+    async def clear(self) -> None:
+        await self._redis.delete(self._key)
+
+
+def _redis_failed(action: str, exc: BaseException) -> None:
+    metrics.REDIS_ERRORS.labels(operation="jobs").inc()
+    logger.warning("could not %s a partial summary in Redis (%s); going on without", action, type(exc).__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    text: str
+    chunks: int  # chunks of the document itself (1: it fitted in one call)
+    levels: int  # rounds of summarising (1: the document was summarised directly)
+    calls: int  # upstream calls made by this run (parts found in the store are not counted)
+
+
+def split_document(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """Cut `text` into pieces of at most `size` characters, each ending at a natural break where there is one."""
+    chunks: list[str] = []
+    start = 0
+    floor = max(1, int(size * CHUNK_BOUNDARY_FRACTION))
+    while len(text) - start > size:
+        end = start + size
+        cut = end
+        for mark in _BREAKS:
+            found = text.rfind(mark, end - floor, end)
+            if found != -1:
+                cut = found + len(mark)
+                break
+        chunks.append(text[start:cut])
+        start = cut
+    chunks.append(text[start:])
+    return chunks
+
+
+def _prompt(text: str, *, level: int, index: int, count: int) -> str:
+    if level == 0 and count == 1:
+        return f"Summarize this document:\n\n<document>\n{text}\n</document>"
+    if level == 0:
+        return (
+            f"This is part {index + 1} of {count} of a long document. Summarize this part; the summaries of all "
+            f"parts are combined afterwards.\n\n<document_part>\n{text}\n</document_part>"
+        )
+    if count == 1:
+        return (
+            "These are summaries of consecutive parts of one document, in order. Write one summary of the whole "
+            f"document from them.\n\n<part_summaries>\n{text}\n</part_summaries>"
+        )
+    return (
+        f"These are summaries of consecutive parts of one document (group {index + 1} of {count}, in order). "
+        f"Combine them into one summary.\n\n<part_summaries>\n{text}\n</part_summaries>"
+    )
+
+
+def _part_key(model: str, prompt: str) -> str:
+    return hashlib.sha256(f"{model}\x00{prompt}".encode()).hexdigest()[:32]
+
+
+async def _bounded(factories: list[Callable[[], Awaitable[str]]], limit: int) -> list[str]:
+    """Run the calls `limit` at a time, in order; the first failure cancels the rest and is raised."""
+    gate = asyncio.Semaphore(limit)
+
+    async def run(factory: Callable[[], Awaitable[str]]) -> str:
+        async with gate:
+            return await factory()
+
+    tasks = [asyncio.create_task(run(factory)) for factory in factories]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def summarise(
+    upstream: anthropic.AsyncAnthropic,
+    document: str,
+    *,
+    client: str,
+    model: str,
+    parts: PartStore,
+    chunk_chars: int = CHUNK_CHARS,
+) -> Summary:
+    """Summarise `document`; raises `GatewayError` (from the upstream call) or `JobFailed`."""
+    calls = 0
+
+    async def summarise_part(prompt: str) -> str:
+        nonlocal calls
+        key = _part_key(model, prompt)
+        cached = await parts.get(key)
+        if cached is not None:
+            return cached
+        calls += 1
+        message, _ = await upstream_calls.create_message(
+            upstream,
+            client=client,
+            model=model,
+            max_tokens=SUMMARY_MAX_TOKENS,
+            messages=[{"role": "user", "content": prompt}],
+            system=SYSTEM_PROMPT,
+        )
+        text = "".join(block.text for block in message.content if isinstance(block, TextBlock)).strip()
+        if not text:
+            raise JobFailed("Claude returned an empty summary")
+        await parts.put(key, text)
+        return text
+
+    text = document
+    first_chunks = 0
+    for level in range(MAX_SUMMARY_LEVELS + 1):
+        chunks = split_document(text, chunk_chars)
+        if level == 0:
+            first_chunks = len(chunks)
+        prompts = [_prompt(chunk, level=level, index=i, count=len(chunks)) for i, chunk in enumerate(chunks)]
+        summaries = await _bounded([functools.partial(summarise_part, p) for p in prompts], CHUNK_CONCURRENCY)
+        if len(summaries) == 1:
+            return Summary(text=summaries[0], chunks=first_chunks, levels=level + 1, calls=calls)
+        text = "\n\n".join(f"[Part {i + 1}]\n{summary}" for i, summary in enumerate(summaries))
+    raise JobFailed("The document could not be summarised: its summaries did not get shorter")

@@ -1,0 +1,187 @@
+"""Fixtures for the jobs tests: a real redis-server, the real simulator over HTTP, and factories that clean up.
+
+- `redis_server` (session): `redis-server` on a free port (never 6379), without persistence; skipped when the
+  binary is missing, a failure when CI=true.
+- `redis` (per test): an ARQ Redis client on it, the database flushed first.
+- `simulator` (session): the Anthropic simulator on a free port, answering at once; `sim` (per test) resets its
+  counters and reads them over HTTP.
+- `make_settings(**overrides)`: `Settings` pointed at both, with no SDK retries, so that each upstream request the
+  tests count is one try of a job.
+- `make_queue()`, `make_inprocess_queue()`, `workers`: built on demand, closed at the end of the test.
+- `spans`: an in-memory span exporter on the process's tracer provider.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+from arq.connections import ArqRedis
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from claude_gateway import upstream
+from claude_gateway.jobs import ArqJobQueue, InProcessJobQueue
+from claude_gateway.jobs.arq_queue import connect
+from claude_gateway.jobs.constants import IN_PROCESS_MAX_JOBS
+from claude_gateway.settings import Settings, load_settings
+from claude_gateway.simulator import BackgroundSimulator, SimulatorConfig
+
+from .support import FAST_BACKOFF, MakeSettings, Sim, Workers, free_port
+
+REDIS_START_TIMEOUT_S = 10.0
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found is None and Path("/usr/bin/redis-server").exists():
+        found = "/usr/bin/redis-server"
+    if found is None:
+        reason = "redis-server not found (apt-get install redis-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway redis-server; yields its URL."""
+    binary = _redis_binary()
+    port = free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(
+        [*command, "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+    while not _answers_ping(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            pytest.fail(f"redis-server did not start on port {port}")
+        time.sleep(0.02)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[BackgroundSimulator]:
+    """The real simulator, answering at once (no time to first token, no pacing)."""
+    with BackgroundSimulator(SimulatorConfig(ttft_ms=0, tokens_per_s=0)) as sim:
+        yield sim
+
+
+@pytest.fixture
+async def sim(simulator: BackgroundSimulator) -> Sim:
+    counters = Sim(simulator.base_url)
+    await counters.reset()
+    return counters
+
+
+@pytest.fixture
+async def redis(redis_server: str) -> AsyncIterator[ArqRedis]:
+    client = connect(load_settings(redis_url=redis_server), timeout_s=2.0)
+    await client.flushdb()
+    yield client
+    await client.aclose(close_connection_pool=True)
+
+
+@pytest.fixture
+def make_settings(redis: ArqRedis, redis_server: str, simulator: BackgroundSimulator) -> MakeSettings:
+    """Depends on `redis`, so that every test that builds settings starts from an empty database."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": redis_server,
+            "anthropic_base_url": simulator.base_url,
+            "anthropic_api_key": "sk-ant-test",
+            "upstream_max_retries": 0,
+            "upstream_timeout_s": 10.0,
+            "job_max_tries": 3,
+            "metrics_enabled": False,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def make_queue(make_settings: MakeSettings) -> AsyncIterator[Callable[..., ArqJobQueue]]:
+    built: list[ArqJobQueue] = []
+
+    def make(settings: Settings | None = None) -> ArqJobQueue:
+        queue = ArqJobQueue(settings or make_settings())
+        built.append(queue)
+        return queue
+
+    yield make
+    for queue in built:
+        await queue.aclose()
+
+
+@pytest.fixture
+async def make_inprocess_queue(make_settings: MakeSettings) -> AsyncIterator[Callable[..., InProcessJobQueue]]:
+    built: list[tuple[InProcessJobQueue, anthropic.AsyncAnthropic]] = []
+
+    def make(*, max_jobs: int = IN_PROCESS_MAX_JOBS, **overrides: Any) -> InProcessJobQueue:
+        settings = make_settings(**{"redis_url": None, **overrides})
+        client = upstream.create_client(settings)
+        queue = InProcessJobQueue(settings, client, backoff=FAST_BACKOFF, max_jobs=max_jobs)
+        built.append((queue, client))
+        return queue
+
+    yield make
+    for queue, client in built:
+        await queue.aclose()
+        await client.close()
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[Workers]:
+    made = Workers()
+    yield made
+    await made.close()
+
+
+@pytest.fixture(scope="session")
+def _span_exporter() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+        provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider), "another kind of tracer provider is installed"
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+@pytest.fixture
+def spans(_span_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
+    _span_exporter.clear()
+    return _span_exporter
