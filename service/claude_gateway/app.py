@@ -53,7 +53,7 @@ TRACING_EXCLUDED_URLS = "health,metrics"
 
 def _startup_notes(settings: Settings, keys: KeyStore) -> None:
     if settings.redis_url is None:
-        log.warning("no REDIS_URL: rate limits and jobs are held in this process only (one worker, no restarts)")
+        log.warning("no REDIS_URL: rate limits are held in this process only (one worker, no restarts)")
     if settings.anthropic_api_key is None:
         log.warning("no ANTHROPIC_API_KEY: upstream calls carry a placeholder key (fine for the simulator only)")
     if len(keys) == 0:
@@ -71,6 +71,7 @@ def _lifespan(settings: Settings) -> object:
         health_check = HealthCheck(upstream, settings.health_model)
         if settings.redis_url is not None:
             health_check.readiness_checks["redis"] = limiter.ping
+            health_check.readiness_checks["jobs"] = jobs.ping
         _startup_notes(settings, keys)
         keys.start_watching()
         app.state.health = health_check

@@ -49,11 +49,15 @@ def _worker(args: argparse.Namespace) -> int:
     from claude_gateway.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    from claude_gateway.jobs.worker import check_worker, run_worker
+    from claude_gateway.jobs.worker import WorkerNotConfigured, check_worker, run_worker
 
-    if args.check:
-        return check_worker(settings)
-    run_worker(settings)
+    try:
+        if args.check:
+            return check_worker(settings)
+        run_worker(settings)
+    except WorkerNotConfigured as exc:
+        print(f"claude-gateway worker: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

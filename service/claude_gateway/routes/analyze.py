@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path
 
-from claude_gateway.deps import Client, Config, Jobs, LimitedClient
-from claude_gateway.errors import InvalidRequest, NotFound, PayloadTooLarge
+from claude_gateway.deps import Client, Jobs, LimitedClient
+from claude_gateway.errors import InvalidRequest, NotFound
 from claude_gateway.jobs import JobView
 from claude_gateway.models import AnalyzeRequest, ErrorDetail, TaskAccepted, TaskStatus
 from claude_gateway.responses import JSONResponse
@@ -32,12 +32,9 @@ async def submit(
     body: AnalyzeRequest,
     client: LimitedClient,
     jobs: Jobs,
-    config: Config,
     idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX_CHARS)] = None,
 ) -> JSONResponse:
     """Queue a document for summarising; poll `GET /analyze/{task_id}` for the result."""
-    if len(body.document) > config.max_document_chars:
-        raise PayloadTooLarge(f"Document longer than {config.max_document_chars} characters")
     if idempotency_key is not None and not idempotency_key.strip():
         raise InvalidRequest("Idempotency-Key must not be blank")
     job = await jobs.submit(client=client.name, document=body.document, idempotency_key=idempotency_key)
