@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import anthropic
-from anthropic.types import ToolParam
 import httpx
 import pytest
+from anthropic.types import ToolParam
 
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.test_stream import sim_stats
