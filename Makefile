@@ -28,11 +28,13 @@ run: $(STAMP) ## serve the gateway on http://127.0.0.1:8000 (the bundled simulat
 test: $(STAMP) ## run every test (starts its own redis-server, simulator, ... on free ports)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff + mypy
+lint: $(STAMP) ## ruff + mypy (and promtool on the alert rules, when it is installed; always under CI=true)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy service tests
 	$(BIN)/python -c 'import claude_gateway'
+	@if command -v promtool >/dev/null || [ "$$CI" = true ]; then $(MAKE) --no-print-directory lint-observability; \
+	else echo "promtool not found: alert rules not checked (apt-get install prometheus)"; fi
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix service tests bench

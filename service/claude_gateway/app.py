@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.middleware.cors import CORSMiddleware
 
-from claude_gateway import __version__, handlers, tracing
+from claude_gateway import __version__, handlers, metrics, tracing
 from claude_gateway.auth import KeyStore
 from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.deps import State
@@ -53,6 +53,8 @@ TRACING_EXCLUDED_URLS = "health,metrics"
 
 def _startup_notes(settings: Settings, keys: KeyStore) -> None:
     if settings.redis_url is None:
+        # Nothing to be down: the gauge would otherwise read 0 and show Redis as down on the dashboard.
+        metrics.REDIS_UP.set(1)
         log.warning("no REDIS_URL: rate limits are held in this process only (one worker, no restarts)")
     if settings.anthropic_api_key is None:
         log.warning("no ANTHROPIC_API_KEY: upstream calls carry a placeholder key (fine for the simulator only)")

@@ -1,0 +1,729 @@
+"""Write the Grafana dashboards in this folder from one description, so that every panel shares its datasource,
+variables and selectors.
+
+    python observability/dashboards/generate.py          # (re)write overview.json and usage.json
+    python observability/dashboards/generate.py --check  # exit 1 when a file differs from what would be written
+
+Edit this file, not the JSON (`make dashboards` regenerates; `make lint-observability` checks they agree).
+Every query reads only the series of docs/CONTRACTS.md / INTERFACE.md, the recording rules of
+observability/alerts/claude-gateway.rules.yaml and `up`; tests/observability checks that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Json = dict[str, Any]
+
+HERE = Path(__file__).resolve().parent
+TAG = "claude-gateway"
+OVERVIEW_UID = "claude-gateway-overview"
+USAGE_UID = "claude-gateway-usage"
+RUNBOOK_BASE = "https://github.com/claude-gateway/claude-gateway/blob/main/observability/runbooks/"
+DATASOURCE: Json = {"type": "prometheus", "uid": "${datasource}"}
+GRAFANA_SCHEMA_VERSION = 39  # Grafana 10.4 / 11; older Grafanas migrate it on import
+GRID_COLUMNS = 24
+STAT_HEIGHT = 4
+GRAPH_HEIGHT = 8
+
+# Selectors shared by the panels. `=~"$var"` with the variables' "All" value `.*` also matches series
+# without that label (Prometheus outside Kubernetes has no namespace or pod).
+SCOPE = ('namespace=~"$namespace"', 'pod=~"$pod"')
+SERVING = 'route!~"/health.*|/metrics"'  # the routes the availability SLO counts
+NON_STREAMING = 'route=~"/chat|/analyze.*"'  # the routes the latency SLO counts
+USAGE_SCOPE = ('namespace=~"$namespace"', 'model=~"$model"', 'client=~"$client"')
+GATEWAY_JOB = 'job="claude-gateway"'
+FAILED = 'status="failed"'
+FINISHED = 'status=~"complete|failed"'
+NOT_OK = 'outcome!="ok"'
+RATE = "$__rate_interval"
+PRICE_JOIN = "* on (price_model, direction) group_left () claude_gateway:token_price:usd_per_mtok"
+# Same price_model as the claude_gateway:tokens:rate5m recording rule: the model without a date or -latest.
+PRICE_MODEL = '"price_model", "$1", "model", "(.+?)(?:-[0-9]{8}|-latest)?"'
+
+
+def series(metric: str, *matchers: str) -> str:
+    """`metric{a, b}`: a selector from matcher strings, to keep the braces out of f-strings."""
+    return f"{metric}{{{', '.join(matchers)}}}"
+
+
+def target(expr: str, legend: str = "", *, instant: bool = False) -> Json:
+    return {
+        "datasource": DATASOURCE,
+        "expr": expr,
+        "legendFormat": legend or "__auto",
+        "range": not instant,
+        "instant": instant,
+        "format": "table" if instant else "time_series",
+    }
+
+
+def quantiles(histogram: str, *matchers: str, levels: tuple[float, ...] = (0.5, 0.95, 0.99)) -> list[Json]:
+    return [target(quantile_by(q, histogram, "", *matchers), f"p{round(q * 100)}") for q in levels]
+
+
+def timeseries(
+    title: str, description: str, targets: list[Json], unit: str, *, width: int = 12, stack: bool = False
+) -> Json:
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "targets": targets,
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "min": 0,
+                "custom": {
+                    "drawStyle": "line",
+                    "lineWidth": 1,
+                    "fillOpacity": 30 if stack else 10,
+                    "showPoints": "never",
+                    "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+                },
+            },
+            "overrides": [],
+        },
+        "options": {
+            "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["mean", "max", "lastNotNull"]},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+        "gridPos": {"w": width, "h": GRAPH_HEIGHT},
+    }
+
+
+def stat(
+    title: str,
+    description: str,
+    expr: str,
+    unit: str,
+    steps: list[tuple[float | None, str]],
+    *,
+    width: int = 4,
+    mappings: list[Json] | None = None,
+) -> Json:
+    return {
+        "type": "stat",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "targets": [target(expr)],
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "mappings": mappings or [],
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [{"color": color, "value": value} for value, color in steps],
+                },
+            },
+            "overrides": [],
+        },
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "area",
+            "textMode": "auto",
+        },
+        "gridPos": {"w": width, "h": STAT_HEIGHT},
+    }
+
+
+def table(title: str, description: str, expr: str, *, width: int = 12, unit: str = "none") -> Json:
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "targets": [target(expr, instant=True)],
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"showHeader": True},
+        "transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True}}}],
+        "gridPos": {"w": width, "h": GRAPH_HEIGHT},
+    }
+
+
+def row(title: str) -> Json:
+    return {
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "datasource": DATASOURCE,
+        "panels": [],
+        "gridPos": {"w": GRID_COLUMNS, "h": 1},
+    }
+
+
+def lay_out(panels: list[Json]) -> list[Json]:
+    """Give each panel an id and a place: left to right, wrapping at the grid's width, rows full width."""
+    x = y = line_height = 0
+    for panel_id, panel in enumerate(panels, start=1):
+        pos = panel["gridPos"]
+        if x + pos["w"] > GRID_COLUMNS or panel["type"] == "row":
+            x, y, line_height = 0, y + line_height, 0
+        pos["x"], pos["y"] = x, y
+        x += pos["w"]
+        line_height = max(line_height, pos["h"])
+        panel["id"] = panel_id
+        for ref, query in zip("ABCDEFGH", panel.get("targets", []), strict=False):
+            query["refId"] = ref
+    return panels
+
+
+def query_variable(name: str, label: str, query: str) -> Json:
+    return {
+        "type": "query",
+        "name": name,
+        "label": label,
+        "datasource": DATASOURCE,
+        "definition": query,
+        "query": {"query": query, "refId": f"{name}-variable"},
+        "includeAll": True,
+        "allValue": ".*",
+        "multi": True,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "refresh": 2,
+        "sort": 1,
+        "hide": 0,
+    }
+
+
+def datasource_variable() -> Json:
+    return {
+        "type": "datasource",
+        "name": "datasource",
+        "label": "Data source",
+        "query": "prometheus",
+        "regex": "",
+        "current": {},
+        "refresh": 1,
+        "hide": 0,
+    }
+
+
+def links(other_uid: str, other_title: str) -> list[Json]:
+    return [
+        {
+            "title": other_title,
+            "type": "link",
+            "url": f"/d/{other_uid}",
+            "icon": "dashboard",
+            "keepTime": True,
+            "includeVars": True,
+            "targetBlank": False,
+            "asDropdown": False,
+            "tags": [],
+            "tooltip": "",
+        },
+        {
+            "title": "Runbooks",
+            "type": "link",
+            "url": RUNBOOK_BASE,
+            "icon": "doc",
+            "keepTime": False,
+            "includeVars": False,
+            "targetBlank": True,
+            "asDropdown": False,
+            "tags": [],
+            "tooltip": "One runbook per alert",
+        },
+    ]
+
+
+def dashboard(uid: str, title: str, description: str, variables: list[Json], panels: list[Json]) -> Json:
+    other_uid, other_title = (
+        (USAGE_UID, "Claude Gateway / Usage") if uid == OVERVIEW_UID else (OVERVIEW_UID, "Claude Gateway / Overview")
+    )
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": [TAG],
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "schemaVersion": GRAFANA_SCHEMA_VERSION,
+        "time": {"from": "now-6h", "to": "now"},
+        "timepicker": {},
+        "timezone": "",
+        "version": 1,
+        "links": links(other_uid, other_title),
+        "annotations": {"list": []},
+        "templating": {"list": [datasource_variable(), *variables]},
+        "panels": lay_out(panels),
+    }
+
+
+def rate(selector: str) -> str:
+    return f"rate({selector}[{RATE}])"
+
+
+def error_ratio(by: str = "") -> str:
+    """5xx share of serving requests; 0 (not "No data") while no 5xx was ever counted."""
+    total_by = f"sum by ({by}) " if by else "sum"
+    errors = series("claude_gateway_http_requests_total", *SCOPE, SERVING, 'status=~"5.."')
+    total = f"{total_by}({rate(series('claude_gateway_http_requests_total', *SCOPE, SERVING))})"
+    return f"({total_by}({rate(errors)}) or {total} * 0) / {total}"
+
+
+def quantile_by(q: float, histogram: str, by: str, *matchers: str) -> str:
+    """The q-quantile of a histogram's rate, per `by` labels ("" for one series)."""
+    buckets = series(f"{histogram}_bucket", *matchers)
+    group = f"{by}, le" if by else "le"
+    return f"histogram_quantile({q}, sum by ({group}) ({rate(buckets)}))"
+
+
+def overview() -> Json:
+    requests = series("claude_gateway_http_requests_total", *SCOPE, SERVING)
+    budget = "scalar(1 - claude_gateway:slo_availability:objective)"
+    burn = [
+        target(
+            f"{series(f'claude_gateway:http_requests:error_ratio_rate{window}', SCOPE[0])} / {budget}",
+            f"{{{{namespace}}}} {window}",
+        )
+        for window in ("1h", "6h", "1d", "3d")
+    ]
+    panels = [
+        row("At a glance"),
+        stat(
+            "Requests per second",
+            "Requests answered on the serving routes (every route but /health* and /metrics).",
+            f"sum({rate(requests)})",
+            "reqps",
+            [(None, "blue")],
+        ),
+        stat(
+            "Error ratio (5xx)",
+            "Share of serving requests answered with a 5xx. Orange above the 0.1% error budget, red above 14.4 "
+            "times it (ClaudeGatewayErrorBudgetBurn pages there).",
+            error_ratio(),
+            "percentunit",
+            [(None, "green"), (0.001, "orange"), (0.0144, "red")],
+        ),
+        stat(
+            "p95 latency, non-streaming",
+            "95th percentile duration of /chat and /analyze* requests (the latency SLO: 99% within 10 s).",
+            quantile_by(0.95, "claude_gateway_http_request_duration_seconds", "", *SCOPE, NON_STREAMING),
+            "s",
+            [(None, "green"), (5, "orange"), (10, "red")],
+        ),
+        stat(
+            "Active streams",
+            "SSE streams open now, over every selected pod.",
+            f"sum({series('claude_gateway_active_streams', *SCOPE)})",
+            "short",
+            [(None, "blue")],
+        ),
+        stat(
+            "Pods scraped",
+            "Gateway targets answering Prometheus's scrapes (ClaudeGatewayTargetDown fires when none do).",
+            f"sum({series('up', GATEWAY_JOB, *SCOPE)})",
+            "short",
+            [(None, "red"), (1, "green")],
+        ),
+        stat(
+            "Redis",
+            "Worst pod: 1 when its last Redis call succeeded (ClaudeGatewayRedisDown). Reads 0 without REDIS_URL.",
+            f"min({series('claude_gateway_redis_up', *SCOPE)})",
+            "short",
+            [(None, "red"), (1, "green")],
+            mappings=[{"type": "value", "options": {"0": {"text": "down"}, "1": {"text": "up"}}}],
+        ),
+        row("Traffic and errors"),
+        timeseries(
+            "Requests per second by route",
+            "Every route, probes included; `route` is the route template.",
+            [target(f"sum by (route) ({rate(series('claude_gateway_http_requests_total', *SCOPE))})", "{{route}}")],
+            "reqps",
+            stack=True,
+        ),
+        timeseries(
+            "Responses by status",
+            "Serving routes by HTTP status: 429 our rate limits or Anthropic's, 503 overloaded/backpressure, "
+            "504 upstream timeout, 502 other upstream failures.",
+            [target(f"sum by (status) ({rate(requests)})", "{{status}}")],
+            "reqps",
+            stack=True,
+        ),
+        timeseries(
+            "Error ratio (5xx) against the error budget",
+            "The 5xx share of serving requests, and the budget the availability SLO allows (1 - objective).",
+            [
+                target(error_ratio(), "5xx ratio"),
+                target("1 - max(claude_gateway:slo_availability:objective)", "error budget"),
+            ],
+            "percentunit",
+        ),
+        timeseries(
+            "Error budget burn rate",
+            "Error ratio over each alert window divided by the budget: 1 spends the 30-day budget in 30 days. "
+            "ClaudeGatewayErrorBudgetBurn pages at 14.4 (1h) and 6 (6h), opens a ticket at 3 (1d) and 1 (3d).",
+            burn,
+            "short",
+        ),
+        row("Latency"),
+        timeseries(
+            "Request latency, non-streaming (p50, p95, p99)",
+            "Duration of /chat and /analyze* requests, to the last byte (ClaudeGatewayLatencyBudgetBurn).",
+            quantiles("claude_gateway_http_request_duration_seconds", *SCOPE, NON_STREAMING),
+            "s",
+        ),
+        timeseries(
+            "p95 latency by route",
+            "Streams last as long as their answer: read /chat/stream and /v1/messages with that in mind.",
+            [
+                target(
+                    quantile_by(0.95, "claude_gateway_http_request_duration_seconds", "route", *SCOPE, SERVING),
+                    "{{route}}",
+                )
+            ],
+            "s",
+        ),
+        timeseries(
+            "Time to first token (p50, p95, p99)",
+            "From the gateway receiving a request to the first text from Anthropic "
+            "(ClaudeGatewayTimeToFirstTokenHigh fires above 3 s at p95).",
+            quantiles("claude_gateway_time_to_first_token_seconds", *SCOPE),
+            "s",
+        ),
+        timeseries(
+            "Time to first token p95 by model",
+            "A single slow model points at Anthropic; every model slow points at the gateway or the network.",
+            [target(quantile_by(0.95, "claude_gateway_time_to_first_token_seconds", "model", *SCOPE), "{{model}}")],
+            "s",
+        ),
+        timeseries(
+            "Upstream call duration p95 by model",
+            "Calls to Anthropic; streams until their last event.",
+            [
+                target(
+                    quantile_by(0.95, "claude_gateway_upstream_duration_seconds", "model, stream", *SCOPE),
+                    "{{model}} stream={{stream}}",
+                )
+            ],
+            "s",
+        ),
+        timeseries(
+            "Gateway overhead (p50, p99)",
+            "Time spent in the gateway outside the upstream call: auth, rate limits, Redis, waiting for a slot.",
+            quantiles("claude_gateway_overhead_seconds", *SCOPE, levels=(0.5, 0.99)),
+            "s",
+        ),
+        row("Upstream (Anthropic)"),
+        timeseries(
+            "Upstream calls by outcome",
+            "Every call to Anthropic by outcome; a stream's outcome is its last event, not its status code.",
+            [
+                target(
+                    f"sum by (outcome) ({rate(series('claude_gateway_upstream_requests_total', *SCOPE))})",
+                    "{{outcome}}",
+                )
+            ],
+            "reqps",
+            stack=True,
+        ),
+        timeseries(
+            "Upstream errors by outcome and model",
+            "overloaded: Anthropic's 529 (ClaudeGatewayUpstreamOverloaded); rate_limited: its 429 "
+            "(ClaudeGatewayUpstreamRateLimited); timeout, unreachable, error: ClaudeGatewayUpstreamErrors. "
+            "Empty while every call succeeds.",
+            [
+                target(
+                    "sum by (model, outcome) "
+                    f"({rate(series('claude_gateway_upstream_requests_total', *SCOPE, NOT_OK))})",
+                    "{{model}} {{outcome}}",
+                )
+            ],
+            "reqps",
+        ),
+        timeseries(
+            "Upstream calls in flight by pod",
+            "Calls to Anthropic in progress; backpressure starts at MAX_INFLIGHT_UPSTREAM per worker process.",
+            [target(f"sum by (pod) ({series('claude_gateway_upstream_inflight', *SCOPE)})", "{{pod}}")],
+            "short",
+        ),
+        timeseries(
+            "Backpressure rejections by route",
+            "Requests refused with 503 because no upstream slot freed in time "
+            "(ClaudeGatewayBackpressureRejecting). Empty while none are.",
+            [
+                target(
+                    f"sum by (route) ({rate(series('claude_gateway_backpressure_rejected_total', *SCOPE))})",
+                    "{{route}}",
+                )
+            ],
+            "reqps",
+        ),
+        row("Clients"),
+        timeseries(
+            "Rate-limit rejections by client and limit",
+            "Requests the gateway refused with 429 under its own per-key limits (RATE_LIMIT, TOKEN_RATE_LIMIT, "
+            "the keys file). Empty while nobody is limited.",
+            [
+                target(
+                    f"sum by (client, limit) ({rate(series('claude_gateway_rate_limited_total', *SCOPE))})",
+                    "{{client}} {{limit}}",
+                )
+            ],
+            "reqps",
+        ),
+        timeseries(
+            "Client disconnects by route",
+            "Clients that went away before their answer ended (their upstream call is cancelled).",
+            [
+                target(
+                    f"sum by (route) ({rate(series('claude_gateway_client_disconnects_total', *SCOPE))})",
+                    "{{route}}",
+                )
+            ],
+            "reqps",
+        ),
+        row("Background jobs"),
+        timeseries(
+            "Jobs by status",
+            "/analyze jobs enqueued, complete, failed (after every attempt) and retried.",
+            [target(f"sum by (status) ({rate(series('claude_gateway_jobs_total', *SCOPE))})", "{{status}}")],
+            "ops",
+        ),
+        timeseries(
+            "Job backlog",
+            "Jobs waiting in the queue (ClaudeGatewayJobBacklogGrowing fires above 10 while it grows).",
+            [target(f"max({series('claude_gateway_jobs_queued', *SCOPE)})", "queued")],
+            "short",
+        ),
+        timeseries(
+            "Job failure ratio",
+            "Share of finished jobs that failed (ClaudeGatewayJobFailures fires above 10%).",
+            [
+                target(
+                    f"(sum({rate(series('claude_gateway_jobs_total', *SCOPE, FAILED))}) or vector(0))"
+                    f" / sum({rate(series('claude_gateway_jobs_total', *SCOPE, FINISHED))})",
+                    "failed",
+                )
+            ],
+            "percentunit",
+        ),
+        timeseries(
+            "Job duration (p50, p95, p99)",
+            "Run time of a job, retries excluded.",
+            quantiles("claude_gateway_job_duration_seconds", *SCOPE),
+            "s",
+        ),
+        row("Pods"),
+        timeseries(
+            "Requests per second by pod",
+            "Serving routes; an uneven split points at the load balancer or long-lived connections.",
+            [target(f"sum by (pod) ({rate(requests)})", "{{pod}}")],
+            "reqps",
+        ),
+        timeseries(
+            "Error ratio (5xx) by pod",
+            "One pod far above the others: read its logs first, then delete it.",
+            [target(error_ratio("pod"), "{{pod}}")],
+            "percentunit",
+        ),
+        timeseries(
+            "Active streams by pod",
+            "SSE streams open on each pod (what a graceful shutdown waits for).",
+            [target(f"sum by (pod) ({series('claude_gateway_active_streams', *SCOPE)})", "{{pod}}")],
+            "short",
+        ),
+        timeseries(
+            "Redis reachable by pod",
+            "1 when the pod's last Redis call succeeded.",
+            [target(f"min by (pod) ({series('claude_gateway_redis_up', *SCOPE)})", "{{pod}}")],
+            "short",
+        ),
+        timeseries(
+            "Redis errors by operation",
+            "Failed or timed-out Redis calls: ratelimit, jobs, health. Empty while Redis answers.",
+            [
+                target(
+                    f"sum by (operation) ({rate(series('claude_gateway_redis_errors_total', *SCOPE))})",
+                    "{{operation}}",
+                )
+            ],
+            "ops",
+        ),
+        table(
+            "Versions by pod",
+            "The gateway version each pod runs (claude_gateway_build_info).",
+            f"max by (pod, version) ({series('claude_gateway_build_info', *SCOPE)})",
+        ),
+    ]
+    return dashboard(
+        OVERVIEW_UID,
+        "Claude Gateway / Overview",
+        "On-call view of claude-gateway: traffic, errors, latency, Anthropic, limits, jobs, pods.",
+        [
+            query_variable("namespace", "Namespace", "label_values(claude_gateway_build_info, namespace)"),
+            query_variable("pod", "Pod", f"label_values({series('claude_gateway_build_info', SCOPE[0])}, pod)"),
+        ],
+        panels,
+    )
+
+
+def spend_in_range(by: str) -> str:
+    """Estimated USD over the dashboard's time range, from token counts and the price recording rules."""
+    tokens = f"increase({series('claude_gateway_tokens_total', *USAGE_SCOPE)}[$__range])"
+    priced = f"label_replace(sum by (model, client, direction) ({tokens}), {PRICE_MODEL})"
+    total_by = f"sum by ({by}) " if by else "sum"
+    return f"{total_by}({priced} {PRICE_JOIN}) / 1e6"
+
+
+def usage() -> Json:
+    tokens = series("claude_gateway_tokens_total", *USAGE_SCOPE)
+    cost = series("claude_gateway:cost_usd:rate5m", *USAGE_SCOPE)
+    # claude_gateway_rate_limited_total has no model label.
+    limited = series("claude_gateway_rate_limited_total", USAGE_SCOPE[0], USAGE_SCOPE[2])
+    unpriced = (
+        f"{series('claude_gateway:tokens:rate5m', *USAGE_SCOPE)} unless on (price_model, direction) "
+        "claude_gateway:token_price:usd_per_mtok"
+    )
+    cache_read = series("claude_gateway_tokens_total", *USAGE_SCOPE, 'direction="cache_read"')
+    prompt = series("claude_gateway_tokens_total", *USAGE_SCOPE, 'direction=~"input|cache_read|cache_write"')
+    panels = [
+        row("At a glance"),
+        stat(
+            "Tokens per second",
+            "Input, output and cache tokens over the selected models and clients.",
+            f"sum({rate(tokens)})",
+            "short",
+            [(None, "blue")],
+        ),
+        stat(
+            "Estimated spend (USD per hour)",
+            "At the current pace, from the price table (claude-gateway-prices.rules).",
+            f"sum({cost}) * 3600",
+            "currencyUSD",
+            [(None, "blue")],
+        ),
+        stat(
+            "Estimated spend in range (USD)",
+            "Over the dashboard's time range, at today's prices. Anthropic's invoice is the truth.",
+            spend_in_range(""),
+            "currencyUSD",
+            [(None, "blue")],
+        ),
+        stat(
+            "Cache read share of prompt tokens",
+            "Prompt tokens served from Anthropic's cache (billed at a tenth of the input price or less).",
+            f"(sum({rate(cache_read)}) or vector(0)) / sum({rate(prompt)})",
+            "percentunit",
+            [(None, "blue")],
+        ),
+        stat(
+            "Unpriced tokens per second",
+            "Tokens of models missing from the price table: their cost is not counted. Add the model to "
+            "claude-gateway-prices.rules (see observability/README.md).",
+            f"sum({unpriced}) or vector(0)",
+            "short",
+            [(None, "green"), (1e-9, "orange")],
+        ),
+        stat(
+            "Rate-limited requests per second",
+            "Requests the gateway refused under its own per-key limits.",
+            f"sum({rate(limited)}) or vector(0)",
+            "reqps",
+            [(None, "green"), (1e-9, "orange")],
+        ),
+        row("Tokens"),
+        timeseries(
+            "Tokens per second by model and direction",
+            "input excludes cached tokens; cache_read and cache_write are Anthropic's cache counts.",
+            [target(f"sum by (model, direction) ({rate(tokens)})", "{{model}} {{direction}}")],
+            "short",
+            stack=True,
+        ),
+        timeseries(
+            "Tokens per second by client",
+            "`client` is the key's name in the keys file (or a short hash of the key).",
+            [target(f"sum by (client) ({rate(tokens)})", "{{client}}")],
+            "short",
+            stack=True,
+        ),
+        row("Estimated cost"),
+        timeseries(
+            "Estimated spend by model (USD per hour)",
+            "Token rates times the price table; a model without a price is left out (see Unpriced tokens).",
+            [target(f"sum by (model) ({cost}) * 3600", "{{model}}")],
+            "currencyUSD",
+            stack=True,
+        ),
+        timeseries(
+            "Estimated spend by client (USD per hour)",
+            "Who is spending: token rates of each client key times the price table.",
+            [target(f"sum by (client) ({cost}) * 3600", "{{client}}")],
+            "currencyUSD",
+            stack=True,
+        ),
+        table(
+            "Estimated spend in range by client (USD)",
+            "Over the dashboard's time range, at today's prices.",
+            spend_in_range("client"),
+            unit="currencyUSD",
+        ),
+        table(
+            "Price table (USD per million tokens)",
+            "The prices the estimates use: the claude-gateway-prices.rules group of the alert rules file.",
+            "max by (price_model, direction) (claude_gateway:token_price:usd_per_mtok)",
+            unit="currencyUSD",
+        ),
+        row("Limits"),
+        timeseries(
+            "Rate-limit rejections by client and limit",
+            "requests: RATE_LIMIT or the key's own; tokens: TOKEN_RATE_LIMIT. Empty while nobody is limited.",
+            [target(f"sum by (client, limit) ({rate(limited)})", "{{client}} {{limit}}")],
+            "reqps",
+            width=24,
+        ),
+    ]
+    return dashboard(
+        USAGE_UID,
+        "Claude Gateway / Usage",
+        "Tokens and estimated cost of claude-gateway by model and client.",
+        [
+            query_variable("namespace", "Namespace", "label_values(claude_gateway_build_info, namespace)"),
+            query_variable("model", "Model", f"label_values({series('claude_gateway_tokens_total', SCOPE[0])}, model)"),
+            query_variable(
+                "client", "Client", f"label_values({series('claude_gateway_tokens_total', SCOPE[0])}, client)"
+            ),
+        ],
+        panels,
+    )
+
+
+DASHBOARDS: dict[str, Callable[[], Json]] = {"overview.json": overview, "usage.json": usage}
+
+
+def render(build: Callable[[], Json]) -> str:
+    return json.dumps(build(), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="only report files that differ")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, build in DASHBOARDS.items():
+        path = HERE / name
+        text = render(build)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run `make dashboards`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

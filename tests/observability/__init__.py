@@ -1,0 +1,1 @@
+"""Tests of observability/: alert rules, dashboards, runbooks and the OpenTelemetry Collector example."""
