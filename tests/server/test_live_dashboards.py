@@ -1,0 +1,179 @@
+"""A real Prometheus scrapes a gateway and its worker under traffic; every dashboard panel's query returns data."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import CLIENT_KEY
+from tests.gateway.sse_client import collect, data_events
+from tests.observability.dashboard_queries import RULE_FILES, all_panel_queries
+from tests.server.conftest import ServeFactory
+from tests.support.programs import require_program
+from tests.support.servers import Process, RedisServer, free_port, start_command, wait_for_port
+
+LIMITED_KEY = "cgw-test-limited-40e1aa"
+SCRAPE_INTERVAL = "1s"
+# Long enough for rate() over the panels' window to see several scrapes of the traffic below.
+TRAFFIC_ROUNDS = 8
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A Prometheus whose config the test writes (returned path) before starting it through `start`."""
+    binary = require_program("prometheus", "Debian package prometheus")
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    yield f"http://127.0.0.1:{port}", config
+    # started by the test itself (below), stopped here
+    for process in _started:
+        process.terminate()
+        process.wait(timeout=20)
+    _started.clear()
+    del binary
+
+
+_started: list[subprocess.Popen[bytes]] = []
+
+
+def start_prometheus(url: str, config: Path, targets: list[str]) -> None:
+    port = int(url.rsplit(":", 1)[1])
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+                "rule_files": [str(path) for path in RULE_FILES],
+                "scrape_configs": [{"job_name": "claude-gateway", "static_configs": [{"targets": targets}]}],
+            }
+        )
+    )
+    storage = tempfile.mkdtemp(prefix="cgw-prom-")
+    _started.append(
+        subprocess.Popen(
+            [
+                require_program("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={storage}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    wait_for_port(port)
+
+
+async def traffic(gateway: str, redis_server: RedisServer) -> None:
+    """One round of everything the panels show: answers, streams, failures, limits, jobs, disconnects."""
+    async with httpx.AsyncClient(base_url=gateway, headers={"X-API-Key": CLIENT_KEY}, timeout=30) as http:
+        message = {"model": "claude-sonnet-4-6", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+        cached = [{"type": "text", "text": "Shared preamble. " * 200, "cache_control": {"type": "ephemeral"}}]
+        calls = [
+            http.post("/chat", json={"message": "hi"}),
+            http.post("/v1/messages", json=message),
+            http.post("/v1/messages", json={**message, "system": cached}),
+            http.post("/chat", json={"message": "[[sim:fault=overloaded]]"}),
+            http.post("/chat", json={"message": "[[sim:fault=rate_limit]]"}),
+            http.post("/chat", json={"message": "[[sim:fault=server_error]]"}),
+            http.post("/chat", json={"message": "hi"}, headers={"X-API-Key": LIMITED_KEY}),
+            http.post("/analyze", json={"document": "A document to summarise."}),
+            http.post("/analyze", json={"document": "[[sim:fault=bad_request]]"}),
+        ]
+        await asyncio.gather(*calls)
+
+        async def stream(body: dict[str, str]) -> None:
+            async with http.stream("POST", "/chat/stream", json=body) as response:
+                await collect(response)
+
+        async def hang_up() -> None:
+            async with http.stream("POST", "/chat/stream", json={"message": "[[sim:tokens=500 tokens_per_s=50]]"}) as r:
+                if r.status_code == 200:  # it may be one of those refused by backpressure
+                    await anext(data_events(r))
+
+        # More slow streams than upstream slots: some wait past BACKPRESSURE_WAIT_S and get 503.
+        await asyncio.gather(
+            stream({"message": "[[sim:tokens=20 tokens_per_s=100]]"}),
+            stream({"message": "[[sim:fault=midstream_overloaded tokens=10]]"}),
+            *(stream({"message": "[[sim:tokens=10 tokens_per_s=20]]"}) for _ in range(6)),
+            hang_up(),
+        )
+    redis_server.pause()
+    try:
+        async with httpx.AsyncClient(base_url=gateway, headers={"X-API-Key": CLIENT_KEY}, timeout=30) as http:
+            await http.post("/chat", json={"message": "while redis is away"})
+    finally:
+        redis_server.resume()
+
+
+@pytest.mark.slow
+class TestLiveDashboards:
+    async def test_every_panel_has_data(
+        self,
+        serve: ServeFactory,
+        simulator: Process,
+        redis_server: RedisServer,
+        redis_url: str,
+        prometheus: tuple[str, Path],
+        tmp_path: Path,
+    ) -> None:
+        keys = tmp_path / "keys.yaml"
+        keys.write_text(
+            yaml.safe_dump(
+                {
+                    "keys": [
+                        {"name": "checkout", "key": CLIENT_KEY},
+                        {"name": "batch", "key": LIMITED_KEY, "rate_limit": "1/hour"},
+                    ]
+                }
+            )
+        )
+        env = {
+            "REDIS_URL": redis_url,
+            "API_KEYS_FILE": str(keys),
+            "VALID_API_KEYS": "",
+            "MAX_INFLIGHT_UPSTREAM": "3",
+            "BACKPRESSURE_WAIT_S": "0.05",
+            "REDIS_TIMEOUT_S": "0.2",
+        }
+        api = serve(workers=2, **env)
+        worker_port = free_port()
+        worker = start_command(
+            ["worker"],
+            port=worker_port,
+            env={
+                "REDIS_URL": redis_url,
+                "ANTHROPIC_BASE_URL": simulator.url,
+                "ANTHROPIC_API_KEY": "sk-ant-test",
+                "HOST": "127.0.0.1",
+                "PORT": str(worker_port),
+                "JOB_MAX_TRIES": "1",
+            },
+        )
+        try:
+            url, config = prometheus
+            start_prometheus(url, config, [f"127.0.0.1:{api.port}", f"127.0.0.1:{worker_port}"])
+            for _ in range(TRAFFIC_ROUNDS):
+                started = time.monotonic()
+                await traffic(api.url, redis_server)
+                await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - started)))
+            await asyncio.sleep(3)
+            empty = []
+            queries = all_panel_queries(rate_interval="30s", time_range="5m", time_range_s=300)
+            assert len(queries) >= 20
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                for dashboard, panel, expr in queries:
+                    answer = (await http.get("/api/v1/query", params={"query": expr})).json()
+                    assert answer["status"] == "success", (panel, expr, answer)
+                    if not answer["data"]["result"]:
+                        empty.append(f"{dashboard} / {panel}: {expr}")
+        finally:
+            worker.stop()
+        assert not empty, "panels without data:\n" + "\n".join(empty)
