@@ -26,31 +26,31 @@ class State(TypedDict):
     health: HealthCheck
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.state.settings  # type: ignore[no-any-return]
 
 
-def get_upstream(request: Request) -> anthropic.AsyncAnthropic:
+async def get_upstream(request: Request) -> anthropic.AsyncAnthropic:
     return request.state.upstream  # type: ignore[no-any-return]
 
 
-def get_limiter(request: Request) -> RateLimiter:
+async def get_limiter(request: Request) -> RateLimiter:
     return request.state.limiter  # type: ignore[no-any-return]
 
 
-def get_jobs(request: Request) -> JobQueue:
+async def get_jobs(request: Request) -> JobQueue:
     return request.state.jobs  # type: ignore[no-any-return]
 
 
-def get_slots(request: Request) -> UpstreamSlots:
+async def get_slots(request: Request) -> UpstreamSlots:
     return request.state.slots  # type: ignore[no-any-return]
 
 
-def get_health(request: Request) -> HealthCheck:
+async def get_health(request: Request) -> HealthCheck:
     return request.state.health  # type: ignore[no-any-return]
 
 
-def authenticate(request: Request) -> ClientKey:
+async def authenticate(request: Request) -> ClientKey:
     """401 without a key, 403 with an unknown one; the context learns the client's name (never its key)."""
     keys: KeyStore = request.state.keys
     client = keys.authenticate(presented_key(request.headers))
@@ -67,7 +67,12 @@ async def limited_client(request: Request, client: Annotated[ClientKey, Depends(
     return client
 
 
-Ctx = Annotated[RequestContext, Depends(request_context)]
+async def get_context(request: Request) -> RequestContext:
+    return request_context(request)
+
+
+# Every dependency is `async def`: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per request.
+Ctx = Annotated[RequestContext, Depends(get_context)]
 Config = Annotated[Settings, Depends(get_settings)]
 Upstream = Annotated[anthropic.AsyncAnthropic, Depends(get_upstream)]
 Client = Annotated[ClientKey, Depends(authenticate)]

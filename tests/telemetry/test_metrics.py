@@ -19,6 +19,15 @@ def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+async def settled_value(name: str, expected: float, **labels: str) -> float:
+    """A stream is accounted just after its last byte leaves: wait (briefly) for the count to get there."""
+    for _ in range(100):
+        if value(name, **labels) == expected:
+            break
+        await asyncio.sleep(0.02)
+    return value(name, **labels)
+
+
 class TestRequestMetrics:
     async def test_requests_by_route_template_method_and_status(self, gateway: Gateway) -> None:
         labels = {"route": "/analyze/{task_id}", "method": "GET", "status": "404"}
@@ -42,7 +51,7 @@ class TestRequestMetrics:
         async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers()) as http:
             response = await http.post("/v1/messages", json=body)
         assert 0 < float(response.headers["x-gateway-overhead-ms"]) < 10_000
-        assert value("claude_gateway_overhead_seconds_count", route="/v1/messages") == before + 1
+        assert await settled_value("claude_gateway_overhead_seconds_count", before + 1, route="/v1/messages") == before + 1
 
 
 class TestUpstreamMetrics:
@@ -95,9 +104,8 @@ class TestUpstreamMetrics:
                 await anext(events)
                 during = value("claude_gateway_active_streams")
                 _ = [event async for event in events]
-        await asyncio.sleep(0.1)
         assert during == active_before + 1
-        assert value("claude_gateway_active_streams") == active_before
+        assert await settled_value("claude_gateway_active_streams", active_before) == active_before
         assert value("claude_gateway_time_to_first_token_seconds_count", model=MODEL) == ttft_before + 1
         assert value("claude_gateway_upstream_duration_seconds_count", model=MODEL, stream="true") > 0
 

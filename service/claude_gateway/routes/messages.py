@@ -39,7 +39,7 @@ from claude_gateway.usage import Usage
 MODEL_NAME_MAX_CHARS = 128
 
 
-def anthropic_errors(request: Request) -> None:
+async def anthropic_errors(request: Request) -> None:
     """Router dependency: errors on these routes render in Anthropic's shape."""
     request_context(request).error_style = "anthropic"
 
