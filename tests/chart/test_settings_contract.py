@@ -1,0 +1,92 @@
+"""The environment the chart gives the gateway is what the gateway reads: its real Settings accept it."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from claude_gateway.settings import Settings, load_settings
+from tests.chart.conftest import CI_VALUES, KIND_VALUES, Helm, Manifests, all_features_values, container
+
+# Read by the OpenTelemetry SDK itself, not by Settings.
+OTEL_SDK_VARIABLES = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"}
+# Read by `claude-gateway serve` (claude_gateway.server) and prometheus-client, not by Settings.
+SERVER_VARIABLES = {"PROMETHEUS_MULTIPROC_DIR"}
+# The downward-API helpers OTEL_RESOURCE_ATTRIBUTES refers to.
+POD_VARIABLES = {"POD_NAME", "POD_NAMESPACE"}
+SETTINGS_VARIABLES = {name.upper() for name in Settings.model_fields}
+
+
+def environment(manifests: Manifests, component: str) -> dict[str, str]:
+    """What the container's process sees: the ConfigMap, literal values, and the chart's own Secrets."""
+    item = container(manifests.get("Deployment", component))
+    config = manifests.get("ConfigMap")
+    secrets = {
+        secret["metadata"]["name"]: {
+            **{key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()},
+            **secret.get("stringData", {}),
+        }
+        for secret in manifests.all("Secret")
+    }
+    env: dict[str, str] = dict(config["data"])
+    for entry in item["env"]:
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        elif "secretKeyRef" in entry.get("valueFrom", {}):
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = secrets.get(ref["name"], {}).get(ref["key"], f"<from {ref['name']}>")
+    return env
+
+
+def scenarios(helm: Helm) -> dict[str, Manifests]:
+    files, values = all_features_values()
+    return {
+        "default": helm.template(),
+        "inline-secrets": helm.template([CI_VALUES / "inline-secrets-values.yaml"]),
+        "existing-secrets": helm.template([CI_VALUES / "existing-secret-values.yaml"]),
+        "all-features": helm.template(files, values),
+        "kind": helm.template([KIND_VALUES]),
+    }
+
+
+@pytest.mark.parametrize("component", ["api", "worker"])
+def test_every_variable_is_one_the_gateway_reads(helm: Helm, component: str) -> None:
+    for name, manifests in scenarios(helm).items():
+        env = environment(manifests, component)
+        unknown = set(env) - SETTINGS_VARIABLES - OTEL_SDK_VARIABLES - POD_VARIABLES - SERVER_VARIABLES
+        assert not unknown, f"{name}: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("component", ["api", "worker"])
+def test_the_gateway_settings_accept_the_environment(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch, component: str
+) -> None:
+    for name, manifests in scenarios(helm).items():
+        env = environment(manifests, component)
+        for variable in SETTINGS_VARIABLES:
+            monkeypatch.delenv(variable, raising=False)
+        for key, value in env.items():
+            # Only what Settings reads (OTel's and prometheus-client's variables stay out of this process), and not
+            # an existing Secret's content, which the render does not have.
+            if key in SETTINGS_VARIABLES and not value.startswith("<from "):
+                monkeypatch.setenv(key, value)
+        settings = load_settings()
+        expected: dict[str, Any] = {"port": 8000, "metrics_enabled": True}
+        if component == "api":
+            expected["graceful_timeout_s"] = float(env["GRACEFUL_TIMEOUT_S"])
+        for field, value in expected.items():
+            assert getattr(settings, field) == value, (name, field)
+        known_redis = "REDIS_URL" in env and not env["REDIS_URL"].startswith("<from ")
+        assert settings.uses_redis == known_redis, name
+
+
+def test_the_simulator_is_the_upstream_when_enabled(helm: Helm) -> None:
+    manifests = helm.template([CI_VALUES / "simulator-values.yaml"])
+    env = environment(manifests, "api")
+    simulator = manifests.get("Service", "simulator")
+    assert env["ANTHROPIC_BASE_URL"] == f"http://{simulator['metadata']['name']}:8001"
+    assert env["ANTHROPIC_API_KEY"]
+    args = container(manifests.get("Deployment", "simulator"))["args"]
+    assert args[:5] == ["simulate", "--host", "0.0.0.0", "--port", "8001"]

@@ -1,0 +1,147 @@
+"""How traffic reaches the API: the Service, the Ingress's streaming settings, the HTTPRoute, NetworkPolicies."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from tests.chart.conftest import CHART, CI_VALUES, Helm, Manifests, container, env_of
+
+NGINX = "nginx.ingress.kubernetes.io/"
+INGRESS_TLS = CI_VALUES / "ingress-tls-values.yaml"
+HTTPROUTE = CI_VALUES / "httproute-values.yaml"
+
+
+def seconds(duration: str) -> float:
+    """A Gateway API duration (`1h30m`, `600s`, `500ms`) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    parts = re.findall(r"([0-9]+)(ms|h|m|s)", duration)
+    assert "".join(number + unit for number, unit in parts) == duration, duration
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def graceful_timeout_s(manifests: Manifests) -> int:
+    return int(env_of(container(manifests.get("Deployment", "api")))["GRACEFUL_TIMEOUT_S"])
+
+
+def test_service_selects_the_api_pods_on_the_http_port(default_render: Manifests) -> None:
+    service = default_render.get("Service", "api")
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+    ]
+
+
+class TestIngress:
+    def test_no_ingress_by_default(self, default_render: Manifests) -> None:
+        assert default_render.all("Ingress") == []
+
+    def test_streams_through_ingress_nginx(self, helm: Helm) -> None:
+        manifests = helm.template([INGRESS_TLS])
+        annotations = manifests.get("Ingress")["metadata"]["annotations"]
+        assert annotations[NGINX + "proxy-buffering"] == "off"
+        assert annotations[NGINX + "proxy-request-buffering"] == "off"
+        assert annotations[NGINX + "proxy-http-version"] == "1.1"
+        for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+            assert int(annotations[NGINX + timeout]) >= graceful_timeout_s(manifests), timeout
+
+    def test_body_limit_admits_the_largest_request(self, helm: Helm) -> None:
+        manifests = helm.template([INGRESS_TLS])
+        limit = manifests.get("Ingress")["metadata"]["annotations"][NGINX + "proxy-body-size"]
+        number, unit = re.fullmatch(r"([0-9]+)([kmg]?)", limit.lower()).groups()  # type: ignore[union-attr]
+        limit_bytes = int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+        assert limit_bytes >= int(manifests.get("ConfigMap")["data"]["MAX_BODY_BYTES"])
+
+    def test_tls_and_rules(self, helm: Helm) -> None:
+        manifests = helm.template([INGRESS_TLS])
+        spec = manifests.get("Ingress")["spec"]
+        assert spec["ingressClassName"] == "nginx"
+        assert spec["tls"] == [{"secretName": "llm-example-com-tls", "hosts": ["llm.example.com"]}]
+        (rule,) = spec["rules"]
+        assert rule["host"] == "llm.example.com"
+        backend = rule["http"]["paths"][0]["backend"]["service"]
+        assert backend == {"name": manifests.get("Service", "api")["metadata"]["name"], "port": {"name": "http"}}
+
+    def test_annotations_are_values_a_user_can_drop(self, helm: Helm) -> None:
+        values = {"ingress": {"enabled": True, "annotations": {NGINX + "proxy-body-size": None, "x/y": "z"}}}
+        annotations = helm.template(values=values).get("Ingress")["metadata"]["annotations"]
+        assert NGINX + "proxy-body-size" not in annotations
+        assert annotations["x/y"] == "z"
+        assert annotations[NGINX + "proxy-buffering"] == "off"
+
+    def test_streaming_annotations_are_documented_where_they_are_set(self) -> None:
+        text = (CHART / "values.yaml").read_text()
+        block = text[text.index("\ningress:") : text.index("\nhttpRoute:")]
+        for annotation in ("proxy-buffering", "proxy-request-buffering", "proxy-read-timeout", "proxy-body-size"):
+            line = next(line for line in block.splitlines() if annotation + ":" in line)
+            previous = block.splitlines()[block.splitlines().index(line) - 1].strip()
+            assert previous.startswith("#") or "proxy-send-timeout" in line, f"no reason beside {annotation}"
+        assert yaml.safe_load(text)["ingress"]["enabled"] is False
+
+
+class TestHttpRoute:
+    def test_routes_to_the_api_with_stream_timeouts(self, helm: Helm) -> None:
+        manifests = helm.template([HTTPROUTE])
+        route = manifests.get("HTTPRoute")
+        assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+        assert route["spec"]["parentRefs"] == [
+            {"name": "public", "namespace": "gateway-system", "sectionName": "https"}
+        ]
+        (rule,) = route["spec"]["rules"]
+        assert rule["backendRefs"] == [{"name": manifests.get("Service", "api")["metadata"]["name"], "port": 8000}]
+        timeouts = rule["timeouts"]
+        assert seconds(timeouts["request"]) >= graceful_timeout_s(manifests)
+        # The Gateway API's own rule: one backend try can not outlast the whole request.
+        assert seconds(timeouts["backendRequest"]) <= seconds(timeouts["request"])
+        assert manifests.all("Ingress") == []
+
+
+class TestNetworkPolicy:
+    def test_api_takes_only_its_port(self, default_render: Manifests) -> None:
+        policy = default_render.get("NetworkPolicy", "api")
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        (rule,) = policy["spec"]["ingress"]
+        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+        assert "from" not in rule  # allowExternal: any client may reach the port
+
+    def test_internal_redis_answers_only_the_gateway(self, default_render: Manifests) -> None:
+        policy = default_render.get("NetworkPolicy", "redis")
+        (rule,) = policy["spec"]["ingress"]
+        components = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in rule["from"]}
+        assert components == {"api", "worker"}
+
+    def test_closed_api_admits_listed_peers_scrapers_and_the_test_pod(self, helm: Helm) -> None:
+        manifests = helm.template([CI_VALUES / "simulator-values.yaml"])
+        (rule,) = manifests.get("NetworkPolicy", "api")["spec"]["ingress"]
+        peers = rule["from"]
+        selectors = [peer.get("podSelector", {}).get("matchLabels", {}) for peer in peers]
+        assert any(labels.get("app.kubernetes.io/component") == "test" for labels in selectors)
+        namespaces = [peer["namespaceSelector"]["matchLabels"] for peer in peers if "namespaceSelector" in peer]
+        assert {"kubernetes.io/metadata.name": "ingress-nginx"} in namespaces
+        assert {"kubernetes.io/metadata.name": "monitoring"} in namespaces
+
+    def test_worker_takes_only_metrics_scrapes(self, default_render: Manifests, helm: Helm) -> None:
+        (rule,) = default_render.get("NetworkPolicy", "worker")["spec"]["ingress"]
+        assert rule == {"ports": [{"port": "http", "protocol": "TCP"}]}
+        closed = helm.template(values={"networkPolicy": {"allowExternal": False}})
+        assert closed.get("NetworkPolicy", "worker")["spec"]["ingress"] == []
+        scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        scraped = helm.template(values={"networkPolicy": {"allowExternal": False, "metricsFrom": [scraper]}})
+        (rule,) = scraped.get("NetworkPolicy", "worker")["spec"]["ingress"]
+        assert rule["from"] == [scraper]
+
+    def test_restricted_egress_allows_dns_https_and_the_chart_services(self, full_render: Manifests) -> None:
+        policy = full_render.get("NetworkPolicy", "api")
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        rules = policy["spec"]["egress"]
+        ports = [port["port"] for rule in rules for port in rule.get("ports", [])]
+        assert 53 in ports
+        assert 443 in ports
+        targets = [
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            for rule in rules
+            for peer in rule.get("to", [])
+            if "podSelector" in peer
+        ]
+        assert "simulator" in targets
