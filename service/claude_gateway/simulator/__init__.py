@@ -1,0 +1,45 @@
+"""A simulator of Anthropic's Messages API, faithful to its wire format, for tests, benchmarks and `make run`.
+
+Endpoints
+    POST /v1/messages               JSON or, with `"stream": true`, server-sent events; `request-id` on every answer
+    POST /v1/messages/count_tokens  `{"input_tokens": N}`
+    GET  /v1/models[/{id}]          a small catalogue
+    GET  /_sim/stats                `{"requests", "streams_open", "streams_started", "streams_completed",
+                                    "streams_cancelled", "streams_failed", "responses", "last_headers",
+                                    "last_request"}` (`last_headers` leaves out `x-api-key` and `authorization`)
+    POST /_sim/reset                zeroes the counters and forgets cached prompts (`streams_open` is live: kept)
+Any other path is a 404 and a known path with the wrong method a 405, in Anthropic's error shape.
+
+Requests need a key (`x-api-key` or `Authorization: Bearer`; 401 without, or when `SimulatorConfig.api_key` is
+set and differs) and an `anthropic-version: YYYY-MM-DD` header (400 without). Bodies are checked like Anthropic
+checks them: 400 `invalid_request_error` naming the field.
+
+Controls, per request, as a header or as a directive anywhere in the last user message's text
+(`[[sim:fault=overloaded]]`, several in one: `[[sim:tokens=50 ttft_ms=0]]`); a header wins over a directive:
+    x-sim-fault         fault=          one of the faults below
+    x-sim-tokens        tokens=         output tokens (capped by `max_tokens`: then `stop_reason` is `max_tokens`)
+    x-sim-ttft-ms       ttft_ms=        time to the first token
+    x-sim-tokens-per-s  tokens_per_s=   generation speed (0: no pacing)
+    x-sim-retry-after   retry_after=    seconds in a 429's `retry-after` (default 1)
+Faults:
+    rate_limit 429 rate_limit_error + retry-after | overloaded 529 overloaded_error | server_error 500 api_error
+    auth 401 authentication_error | permission 403 permission_error | not_found 404 not_found_error
+    bad_request 400 invalid_request_error
+    midstream_overloaded   a 200 stream that, after 3 output tokens, sends `event: error` (overloaded_error) and
+                           ends; a non-streaming request gets the 529 instead
+    midstream_disconnect   the connection drops after 3 output tokens with no clean end (non-streaming: halfway
+                           through the JSON body)
+    hang                   waits an hour (or until the client leaves) before answering
+    empty                  a message with no content blocks (`content: []`)
+
+The answer (see `generation`): deterministic words for (seed, request), one output token each, paced by the
+time to first token and tokens per second; a tool call when the request has `tools` and forces one or names one
+in its last user message; prompt caching per `cache_control` breakpoint (see `tokens`). Streams count as
+cancelled when the client leaves before `message_stop`; that is noticed at once, not at the next write.
+"""
+
+from claude_gateway.simulator.app import SimulatorApp, create_app
+from claude_gateway.simulator.config import SimulatorConfig
+from claude_gateway.simulator.server import BackgroundSimulator, serve
+
+__all__ = ["BackgroundSimulator", "SimulatorApp", "SimulatorConfig", "create_app", "serve"]

@@ -1,0 +1,387 @@
+"""The ASGI app: routing, auth, `/v1/messages` (JSON and SSE), `/v1/messages/count_tokens`, `/v1/models`, `/_sim/*`."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from claude_gateway.simulator.config import SimulatorConfig
+from claude_gateway.simulator.controls import Controls, parse_controls
+from claude_gateway.simulator.errors import SimError, error_body, invalid_request
+from claude_gateway.simulator.generation import EMPTY_COMPLETION, Completion, generate
+from claude_gateway.simulator.ids import new_id
+from claude_gateway.simulator.models import MODELS, model_info, models_page
+from claude_gateway.simulator.peer import Peer, Receive
+from claude_gateway.simulator.request import MessagesRequest, parse_messages_request
+from claude_gateway.simulator.sse import error_event, plan_stream
+from claude_gateway.simulator.stats import Stats
+from claude_gateway.simulator.tokens import InputUsage, PromptCache, count_input_tokens
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Headers = dict[bytes, bytes]
+
+# Anthropic's limit on a Messages API request body.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+# `hang`: far past any client's timeout (the SDK's default is 600 s); ends early when the client leaves.
+HANG_S = 3600.0
+# `midstream_*` faults strike after this many output tokens: enough that the client has seen text.
+MIDSTREAM_FAULT_AFTER_TOKENS = 3
+# Tokens due together are written together, at most one write per stream per interval: Anthropic's own deltas
+# arrive in bursts of this order, and it keeps thousands of concurrent streams to a manageable wake-up rate.
+MIN_WRITE_INTERVAL_S = 0.025
+# `retry-after` of a simulated 429 when the request names none.
+DEFAULT_RETRY_AFTER_S = 1.0
+
+_VERSION = re.compile(rb"\d{4}-\d{2}-\d{2}")
+_JSON = b"application/json"
+_FAULT_ERRORS: dict[str, tuple[int, str, str]] = {
+    "rate_limit": (
+        429,
+        "rate_limit_error",
+        "This request would exceed the rate limit for your organization (simulated).",
+    ),
+    "overloaded": (529, "overloaded_error", "Overloaded"),
+    "midstream_overloaded": (529, "overloaded_error", "Overloaded"),
+    "server_error": (500, "api_error", "Internal server error"),
+    "auth": (401, "authentication_error", "invalid x-api-key"),
+    "permission": (403, "permission_error", "Your API key does not have permission to use the specified resource."),
+    "not_found": (404, "not_found_error", "model: {model}"),
+    "bad_request": (400, "invalid_request_error", "Simulated bad request."),
+}
+
+
+class SimulatedDrop(Exception):
+    """Raised after a response has started to make the server drop the connection without a clean end."""
+
+
+def _hide_simulated_drops(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, SimulatedDrop)
+
+
+class SimulatorApp:
+    """A pure ASGI app; `stats` and `cache` are public so that an in-process test can look at them."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.cache = PromptCache()
+        self._api_key = None if config.api_key is None else config.api_key.encode()
+        self._routes: dict[str, tuple[str, Callable[[Scope, Receive, Send, str], Awaitable[None]]]] = {
+            "/v1/messages": ("POST", self._messages),
+            "/v1/messages/count_tokens": ("POST", self._count_tokens),
+            "/v1/models": ("GET", self._models),
+            "/_sim/stats": ("GET", self._sim_stats),
+            "/_sim/reset": ("POST", self._sim_reset),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        request_id = new_id("req")
+        path: str = scope["path"]
+        route = self._routes.get(path)
+        if route is None and path.startswith("/v1/models/"):
+            route = ("GET", self._model)
+        try:
+            if route is None:
+                raise SimError(404, "not_found_error", "Not Found")
+            method, handler = route
+            if scope["method"] != method:
+                raise SimError(405, "invalid_request_error", "Method Not Allowed", ((b"allow", method.encode()),))
+            await handler(scope, receive, send, request_id)
+        except SimError as error:
+            await self._send_json(send, error.status, error.body(request_id), request_id, error.headers)
+
+    # -- responses ---------------------------------------------------------------------------------------------
+
+    async def _send_json(
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        request_id: str,
+        extra_headers: tuple[tuple[bytes, bytes], ...] = (),
+        *,
+        counted: bool = True,
+    ) -> None:
+        if counted:
+            self.stats.responses[status] += 1
+        headers = [
+            (b"content-type", _JSON),
+            (b"content-length", b"%d" % len(body)),
+            (b"request-id", request_id.encode()),
+            *extra_headers,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # -- the Anthropic API -------------------------------------------------------------------------------------
+
+    def _begin_api_request(self, scope: Scope) -> Headers:
+        """Counts and records the request, then checks its key and version, as every `/v1` route does."""
+        self.stats.requests += 1
+        self.stats.last_headers = scope["headers"]
+        headers: Headers = dict(scope["headers"])
+        key = headers.get(b"x-api-key")
+        if key is None:
+            authorization = headers.get(b"authorization", b"")
+            if authorization[:7].lower() == b"bearer ":
+                key = authorization[7:].strip()
+        if not key:
+            raise SimError(401, "authentication_error", "x-api-key header is required")
+        if self._api_key is not None and not hmac.compare_digest(key, self._api_key):
+            raise SimError(401, "authentication_error", "invalid x-api-key")
+        version = headers.get(b"anthropic-version")
+        if version is None:
+            raise invalid_request("anthropic-version: header is required")
+        if not _VERSION.fullmatch(version.strip()):
+            raise invalid_request(f"anthropic-version: {version.decode('latin-1')!r} is not a version (YYYY-MM-DD)")
+        return headers
+
+    async def _read_json(self, receive: Receive, headers: Headers) -> tuple[bytes, Any]:
+        media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if media_type != _JSON:
+            raise invalid_request("Content-Type must be application/json")
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
+            raise SimError(413, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
+        raw = await _read_body(receive)
+        try:
+            return raw, orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise invalid_request(f"There was an issue with the request body: invalid JSON ({exc})") from None
+
+    async def _messages(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        headers = self._begin_api_request(scope)
+        raw, body = await self._read_json(receive, headers)
+        self.stats.last_request = body
+        request = parse_messages_request(body)
+        controls = parse_controls(headers, request.last_user_text())
+        fault = controls.fault
+        if fault in _FAULT_ERRORS and (fault != "midstream_overloaded" or not request.stream):
+            raise _fault_error(fault, controls, request)
+        peer = Peer(receive)
+        try:
+            if fault == "hang" and not await peer.sleep(HANG_S):
+                return
+            usage = self.cache.account(request, has_cache_control=b'"cache_control"' in raw)
+            if fault == "empty":
+                completion = EMPTY_COMPLETION
+            else:
+                wanted = self.config.default_output_tokens if controls.tokens is None else controls.tokens
+                completion = generate(request, seed=self.config.seed, wanted_tokens=wanted)
+            ttft_s, interval_s = self._pace(controls)
+            if request.stream:
+                await self._stream(send, peer, request, usage, completion, controls, request_id, ttft_s, interval_s)
+            else:
+                await self._message(send, peer, request, usage, completion, controls, request_id, ttft_s, interval_s)
+        finally:
+            peer.close()
+
+    def _pace(self, controls: Controls) -> tuple[float, float]:
+        """(seconds to the first token, seconds between tokens)."""
+        ttft_ms = self.config.ttft_ms if controls.ttft_ms is None else controls.ttft_ms
+        rate = self.config.tokens_per_s if controls.tokens_per_s is None else controls.tokens_per_s
+        return ttft_ms / 1000.0, (1.0 / rate if 0 < rate < math.inf else 0.0)
+
+    async def _message(
+        self,
+        send: Send,
+        peer: Peer,
+        request: MessagesRequest,
+        usage: InputUsage,
+        completion: Completion,
+        controls: Controls,
+        request_id: str,
+        ttft_s: float,
+        interval_s: float,
+    ) -> None:
+        if not await peer.sleep(ttft_s + completion.output_tokens * interval_s):
+            return
+        message = {
+            "id": new_id("msg"),
+            "type": "message",
+            "role": "assistant",
+            "model": request.model,
+            "content": completion.content(),
+            "stop_reason": completion.stop_reason,
+            "stop_sequence": completion.stop_sequence,
+            "usage": {**usage.as_dict(), "output_tokens": completion.output_tokens, "service_tier": "standard"},
+        }
+        body = orjson.dumps(message)
+        if controls.fault == "midstream_disconnect":
+            # Headers and half the body, then the connection drops: the client's read fails mid-body.
+            self.stats.responses[200] += 1
+            headers = [
+                (b"content-type", _JSON),
+                (b"content-length", b"%d" % len(body)),
+                (b"request-id", request_id.encode()),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+            raise SimulatedDrop
+        await self._send_json(send, 200, body, request_id)
+
+    async def _stream(
+        self,
+        send: Send,
+        peer: Peer,
+        request: MessagesRequest,
+        usage: InputUsage,
+        completion: Completion,
+        controls: Controls,
+        request_id: str,
+        ttft_s: float,
+        interval_s: float,
+    ) -> None:
+        plan = plan_stream(new_id("msg"), request.model, usage, completion)
+        stats = self.stats
+        stats.streams_started += 1
+        stats.streams_open += 1
+        stats.responses[200] += 1
+        outcome = "cancelled"
+        try:
+            peer.watch()
+            headers = [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"request-id", request_id.encode()),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": plan.head, "more_body": True})
+            paced = plan.paced
+            fault = controls.fault
+            limit = len(paced)
+            if fault in ("midstream_overloaded", "midstream_disconnect"):
+                limit = min(limit, MIDSTREAM_FAULT_AFTER_TOKENS)
+            loop = asyncio.get_running_loop()
+            first_due = loop.time() + ttft_s
+            sent = 0
+            while sent < limit:
+                now = loop.time()
+                due = first_due + sent * interval_s
+                if due > now:
+                    wait = due - now if sent == 0 else max(due - now, MIN_WRITE_INTERVAL_S)
+                    if not await peer.sleep(wait):
+                        return
+                    now = loop.time()
+                upto = sent + 1
+                while upto < limit and first_due + upto * interval_s <= now:
+                    upto += 1
+                chunk = paced[sent] if upto == sent + 1 else b"".join(paced[sent:upto])
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if peer.gone:
+                    return
+                sent = upto
+            if fault == "midstream_overloaded":
+                outcome = "failed"
+                await send({"type": "http.response.body", "body": error_event("overloaded_error", "Overloaded")})
+                return
+            if fault == "midstream_disconnect":
+                outcome = "failed"
+                raise SimulatedDrop
+            if sent == 0 and not await peer.sleep(first_due - loop.time()):
+                return
+            outcome = "completed"
+            await send({"type": "http.response.body", "body": plan.tail})
+        finally:
+            stats.streams_open -= 1
+            if outcome == "completed":
+                stats.streams_completed += 1
+            elif outcome == "failed":
+                stats.streams_failed += 1
+            else:
+                stats.streams_cancelled += 1
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        headers = self._begin_api_request(scope)
+        _, body = await self._read_json(receive, headers)
+        self.stats.last_request = body
+        request = parse_messages_request(body, for_count=True)
+        await self._send_json(send, 200, orjson.dumps({"input_tokens": count_input_tokens(request)}), request_id)
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        self._begin_api_request(scope)
+        await self._send_json(send, 200, models_page(), request_id)
+
+    async def _model(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        self._begin_api_request(scope)
+        model_id = scope["path"].removeprefix("/v1/models/")
+        if model_id not in MODELS:
+            raise SimError(404, "not_found_error", f"model: {model_id}")
+        await self._send_json(send, 200, model_info(model_id), request_id)
+
+    # -- the simulator's own endpoints -------------------------------------------------------------------------
+
+    async def _sim_stats(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        await self._send_json(send, 200, orjson.dumps(self.stats.snapshot()), request_id, counted=False)
+
+    async def _sim_reset(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        self.stats.reset()
+        self.cache.clear()
+        await self._send_json(send, 200, orjson.dumps(self.stats.snapshot()), request_id, counted=False)
+
+
+def _fault_error(fault: str, controls: Controls, request: MessagesRequest) -> SimError:
+    status, error_type, message = _FAULT_ERRORS[fault]
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    if fault == "rate_limit":
+        retry_after = DEFAULT_RETRY_AFTER_S if controls.retry_after is None else controls.retry_after
+        headers = ((b"retry-after", _seconds(retry_after).encode()),)
+    return SimError(status, error_type, message.format(model=request.model), headers)
+
+
+def _seconds(value: float) -> str:
+    """Whole seconds as Anthropic writes them, or the fraction a test asked for."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise SimError(400, "invalid_request_error", "The client disconnected while sending the body.")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise SimError(413, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def create_app(config: SimulatorConfig) -> SimulatorApp:
+    """The simulator as an ASGI callable (see the package docstring for what it does)."""
+    # A simulated drop surfaces in the server's log as an application error: it is intended, so it is hidden.
+    logging.getLogger("uvicorn.error").addFilter(_hide_simulated_drops)
+    return SimulatorApp(config)
+
+
+__all__ = ["SimulatedDrop", "SimulatorApp", "create_app", "error_body"]
