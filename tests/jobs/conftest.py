@@ -13,22 +13,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
 from arq.connections import ArqRedis
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from claude_gateway import upstream
 from claude_gateway.jobs import ArqJobQueue, InProcessJobQueue
@@ -36,57 +26,17 @@ from claude_gateway.jobs.arq_queue import connect
 from claude_gateway.jobs.constants import IN_PROCESS_MAX_JOBS
 from claude_gateway.settings import Settings, load_settings
 from claude_gateway.simulator import BackgroundSimulator, SimulatorConfig
+from tests.support.servers import RedisServer
 
-from .support import FAST_BACKOFF, MakeSettings, Sim, Workers, free_port
+from .support import FAST_BACKOFF, MakeSettings, Sim, Workers
 
 REDIS_START_TIMEOUT_S = 10.0
 
 
-def _redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found is None and Path("/usr/bin/redis-server").exists():
-        found = "/usr/bin/redis-server"
-    if found is None:
-        reason = "redis-server not found (apt-get install redis-server)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throwaway redis-server; yields its URL."""
-    binary = _redis_binary()
-    port = free_port()
-    directory = tmp_path_factory.mktemp("redis")
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(
-        [*command, "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-    while not _answers_ping(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            pytest.fail(f"redis-server did not start on port {port}")
-        time.sleep(0.02)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def redis_server(redis_server: RedisServer) -> str:
+    """The session's redis-server (tests/conftest.py), as the URL these tests use."""
+    return redis_server.url
 
 
 @pytest.fixture(scope="session")
@@ -167,21 +117,3 @@ async def workers() -> AsyncIterator[Workers]:
     made = Workers()
     yield made
     await made.close()
-
-
-@pytest.fixture(scope="session")
-def _span_exporter() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider), "another kind of tracer provider is installed"
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
-
-
-@pytest.fixture
-def spans(_span_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
-    _span_exporter.clear()
-    return _span_exporter
