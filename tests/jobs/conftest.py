@@ -30,8 +30,6 @@ from tests.support.servers import RedisServer
 
 from .support import FAST_BACKOFF, MakeSettings, Sim, Workers
 
-REDIS_START_TIMEOUT_S = 10.0
-
 
 @pytest.fixture(scope="session")
 def redis_server(redis_server: RedisServer) -> str:
