@@ -17,6 +17,9 @@ from claude_gateway.app import create_app
 from claude_gateway.settings import Settings, load_settings
 from tests.support.servers import Process, RedisServer, ThreadedServer, start_simulator
 
+# Every test's captured logs, spans and /metrics are scanned for the keys and prompt markers below.
+pytest_plugins = ["tests.hostile.secret_scan"]
+
 CLIENT_KEY = "cgw-test-alpha-7f3a9c"
 OTHER_KEY = "cgw-test-beta-51d2e8"
 # Fast enough for tests, slow enough that a stream is still running when the first event arrives.

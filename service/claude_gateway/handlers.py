@@ -21,12 +21,16 @@ from claude_gateway.logs import get_logger
 
 log = get_logger("claude_gateway.errors")
 
+# A body with thousands of unknown fields would otherwise get an answer many times its own size.
+MAX_REPORTED_ERRORS = 20
+
 _HTTP_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "timeout_error",
     413: "request_too_large",
     422: "invalid_request_error",
     429: "rate_limit_error",
@@ -75,7 +79,7 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
             "msg": str(error.get("msg", "")),
             "type": str(error.get("type", "")),
         }
-        for error in exc.errors()
+        for error in exc.errors()[:MAX_REPORTED_ERRORS]
     ]
     if context.error_style == "anthropic":
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}

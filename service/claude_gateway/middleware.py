@@ -5,12 +5,14 @@ Pure ASGI (no `BaseHTTPMiddleware`) so that streamed bodies pass through untouch
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from claude_gateway import metrics
@@ -24,16 +26,34 @@ access_log = get_logger("claude_gateway.access")
 QUIET_PREFIXES = ("/health", "/metrics")
 UNMATCHED_ROUTE = "unmatched"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# The whole request body must have arrived this long after the request began: a client trickling bytes would
+# otherwise hold its request (and its memory) for ever, since uvicorn has no body read timeout. 10 MB at 1 MB/s fits.
+BODY_READ_TIMEOUT_S = 30.0
+# Both refusals below happen while the client may still be sending: the connection is closed after the answer
+# rather than kept reading the rest. They are HTTPExceptions because FastAPI re-raises those from its body read
+# (any other exception there becomes a bare 400).
+_CLOSE = {"Connection": "close"}
 
 
-class BodyTooLarge(PayloadTooLarge):
-    """Raised from `receive()` once a body read so far passes the bound."""
+class BodyTooLarge(HTTPException):
+    """Raised from `receive()` once a body read so far passes the bound (a chunked body, or a lying Content-Length)."""
+
+    def __init__(self) -> None:
+        super().__init__(PayloadTooLarge.status_code, PayloadTooLarge.default_message, headers=_CLOSE)
+
+
+class BodyTimeout(HTTPException):
+    """Raised from `receive()` when the body has not all arrived within `BODY_READ_TIMEOUT_S`."""
+
+    def __init__(self) -> None:
+        super().__init__(408, "Request body not received in time", headers=_CLOSE)
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = BODY_READ_TIMEOUT_S if body_timeout_s is None else body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,17 +103,30 @@ class GatewayMiddleware:
             self._record(scope, context, status_code if response_started else 500)
 
     def _bounded(self, receive: Receive) -> Receive:
-        """Count body bytes as they are read; past the bound, the read fails with 413 (chunked bodies too)."""
+        """Count body bytes as they are read; past the bound, the read fails with 413 (chunked bodies too).
+        Until the body is complete each read also has a deadline; after it, reads (a stream waiting for the
+        client's disconnect) wait as long as they like."""
         received = 0
         limit = self.max_body_bytes
+        body_done = False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def bounded_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge()
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         return bounded_receive

@@ -22,6 +22,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from uvicorn.workers import UvicornWorker
 
+from claude_gateway.http_protocol import GatewayHttpProtocol
 from claude_gateway.settings import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -34,9 +35,9 @@ BACKLOG = 4096
 
 
 class GatewayWorker(UvicornWorker):
-    """uvloop and httptools; no `server` header naming the software."""
+    """uvloop and httptools (with bounds on request heads: `http_protocol`); no `server` header naming the software."""
 
-    CONFIG_KWARGS: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "server_header": False}
+    CONFIG_KWARGS: dict[str, Any] = {"loop": "uvloop", "http": GatewayHttpProtocol, "server_header": False}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

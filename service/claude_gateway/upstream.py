@@ -47,7 +47,7 @@ def create_client(settings: Settings) -> anthropic.AsyncAnthropic:
         timeout=timeout,
         max_retries=settings.upstream_max_retries,
         open_telemetry=False,
-        http_client=httpx2.AsyncClient(timeout=timeout, limits=limits),
+        http_client=anthropic.DefaultAioHttpClient(timeout=timeout, limits=limits),
     )
 
 

@@ -18,7 +18,7 @@ TaskId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_
 
 router = APIRouter(tags=["jobs"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorDetail} for status in (401, 403, 404, 413, 429)}
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorDetail} for status in (400, 401, 403, 404, 413, 429)}
 
 
 def _view(job: JobView) -> dict[str, Any]:

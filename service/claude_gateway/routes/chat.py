@@ -25,7 +25,7 @@ from claude_gateway.sse import DONE, EventStreamResponse, data_event
 from claude_gateway.upstream import UpstreamCall, create_message
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorDetail} for status in (401, 403, 413, 429, 500, 502, 503, 504)
+    status: {"model": ErrorDetail} for status in (400, 401, 403, 413, 429, 500, 502, 503, 504)
 }
 
 

@@ -58,13 +58,28 @@ _ERROR_SCHEMA: dict[str, Any] = {
         },
     },
 }
+# Documentation only (the body is relayed, and Anthropic judges it): enough for a client, or a fuzzer, to build a
+# request Anthropic accepts.
+_MESSAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"enum": ["user", "assistant"]},
+        "content": {
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["type"]}},
+            ]
+        },
+    },
+}
 _REQUEST_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["model", "max_tokens", "messages"],
     "properties": {
         "model": {"type": "string", "minLength": 1, "maxLength": MODEL_NAME_MAX_CHARS},
         "max_tokens": {"type": "integer", "minimum": 1},
-        "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+        "messages": {"type": "array", "minItems": 1, "items": _MESSAGE_SCHEMA},
         "system": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
         "stream": {"type": "boolean"},
     },
@@ -128,9 +143,11 @@ async def create_message(
     lease_cm = upstream_lease(
         route="/v1/messages", client=client, cost=cost, limiter=limiter, slots=slots, context=context
     )
-    call = UpstreamCall(model=model, max_tokens=max_tokens, client=client.name, stream=stream)
+    # Each call is created only once the lease is held: a request refused for tokens or for want of a slot never
+    # reached Anthropic, so it must not count as an upstream call (nor hold the in-flight gauge and a span open).
     if not stream:
         async with lease_cm as lease:
+            call = UpstreamCall(model=model, max_tokens=max_tokens, client=client.name, stream=False)
             with call, call.context():
                 response = await post_messages(upstream, body, headers, stream=False)
                 answer = response.content
@@ -145,9 +162,9 @@ async def create_message(
     resources = AsyncExitStack()
     try:
         lease = await resources.enter_async_context(lease_cm)
-        response = await open_stream(upstream, body, headers, call)
-    except BaseException as exc:
-        call.abort(exc)
+        call = UpstreamCall(model=model, max_tokens=max_tokens, client=client.name, stream=True)
+        response = await open_stream(upstream, body, headers, call)  # ends `call` itself if it fails
+    except BaseException:
         await resources.aclose()
         raise
     anthropic_stream = AnthropicStream(response, call, context.started)

@@ -1,0 +1,106 @@
+"""uvicorn's httptools protocol with the two bounds on a request's head that uvicorn lacks.
+
+- Size: httptools accepts a request line and headers of any size, buffering each header whole before uvicorn sees
+  it (a 30 MB header costs 30 MB per connection). Past `MAX_REQUEST_HEAD_BYTES` the answer is 431 and the
+  connection is closed: while the head is still arriving (counted by the read, so within one read of the bound),
+  and once it is whole (counted exactly, for a head that came in one read).
+- Time: uvicorn's only timer is the keep-alive one, armed after a response; a connection that sends its head slowly,
+  or never, is kept for ever. Past `REQUEST_HEAD_TIMEOUT_S` without a whole head the connection is closed.
+
+Bodies are bounded by the middleware (`MAX_BODY_BYTES`, `middleware.BODY_READ_TIMEOUT_S`), which sees requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# nginx's default large_client_header_buffers is 4 x 8 KiB; 64 KiB leaves room for long JWTs and cookies.
+MAX_REQUEST_HEAD_BYTES = 64 * 1024
+# From a connection's opening (or a keep-alive request's first byte) to its last header line. Clients and ingress
+# controllers send a head in one write; nginx's client_header_timeout is 60 s, but nothing legitimate needs that.
+REQUEST_HEAD_TIMEOUT_S = 20.0
+
+_TOO_LARGE_BODY = b'{"detail":"Request header fields too large"}'
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: application/json\r\n"
+    b"content-length: %d\r\n"
+    b"connection: close\r\n"
+    b"\r\n" % len(_TOO_LARGE_BODY)
+) + _TOO_LARGE_BODY
+
+
+_TOO_LARGE_HEADERS = [(b"content-type", b"application/json"), (b"connection", b"close")]
+
+
+async def head_too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app a whole but oversized head is handed to instead of the gateway (as uvicorn does past
+    `limit_concurrency`), so that uvicorn finishes the exchange and closes the connection its own way."""
+    await send({"type": "http.response.start", "status": 431, "headers": _TOO_LARGE_HEADERS})
+    await send({"type": "http.response.body", "body": _TOO_LARGE_BODY})
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    head_timeout_s = REQUEST_HEAD_TIMEOUT_S
+    max_head_bytes = MAX_REQUEST_HEAD_BYTES
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_began_in_feed = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._head_began_in_feed = False
+        super().data_received(data)
+        # A read in which a head began is not counted (it may hold the end of the previous request's body), so the
+        # bound holds to within one read; every other read made while a head is incomplete is all head.
+        if self._in_head and not self._head_began_in_feed and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._cancel_head_timer()
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_began_in_feed = True
+        self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_head_timer()
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size <= self.max_head_bytes:
+            super().on_headers_complete()
+            return
+        app, self.app = self.app, head_too_large
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self.transport.close()
