@@ -36,7 +36,6 @@ class HealthCheck:
         self._cached: HealthResult | None = None
         self._cached_at = 0.0
         self._lock = asyncio.Lock()
-        self.draining = False
         self.readiness_checks: dict[str, Callable[[], Awaitable[bool]]] = {}
 
     async def deep(self) -> HealthResult:
@@ -75,11 +74,12 @@ class HealthCheck:
         )
 
     async def ready(self) -> HealthResult:
-        """Ready unless draining or a configured dependency (Redis) does not answer."""
+        """Ready unless a configured dependency (Redis) does not answer.
+
+        A draining server needs no flag here: on SIGTERM uvicorn closes its listening socket at once, so a probe's
+        new connection is refused (not ready) while the open streams finish on theirs.
+        """
         results = await asyncio.gather(*(check() for check in self.readiness_checks.values()))
         checks = {name: "ok" if ok else "unavailable" for name, ok in zip(self.readiness_checks, results, strict=True)}
-        healthy = not self.draining and all(results)
-        body: dict[str, Any] = {"status": "ready" if healthy else "not_ready", "checks": checks}
-        if self.draining:
-            body["draining"] = True
-        return HealthResult(healthy, body)
+        healthy = all(results)
+        return HealthResult(healthy, {"status": "ready" if healthy else "not_ready", "checks": checks})

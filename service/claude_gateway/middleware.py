@@ -11,13 +11,13 @@ import re
 import time
 import uuid
 
-import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from claude_gateway import metrics
 from claude_gateway.context import SCOPE_KEY, RequestContext
 from claude_gateway.errors import PayloadTooLarge
+from claude_gateway.handlers import error_body
 from claude_gateway.logs import get_logger
 
 access_log = get_logger("claude_gateway.access")
@@ -25,6 +25,7 @@ access_log = get_logger("claude_gateway.access")
 # Probes and scrapes: not counted in the request metrics and logged at debug only, or they would drown the rest.
 QUIET_PREFIXES = ("/health", "/metrics")
 UNMATCHED_ROUTE = "unmatched"
+ANTHROPIC_PREFIX = "/v1/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # The whole request body must have arrived this long after the request began: a client trickling bytes would
 # otherwise hold its request (and its memory) for ever, since uvicorn has no body read timeout. 10 MB at 1 MB/s fits.
@@ -72,7 +73,12 @@ class GatewayMiddleware:
                     content_length = int(value)
                 except ValueError:
                     content_length = -1
-        context = RequestContext(request_id=request_id or uuid.uuid4().hex)
+        context = RequestContext(
+            request_id=request_id or uuid.uuid4().hex,
+            # Anthropic's API lives under /v1/: every answer there, 404 and 405 included (which no route sees),
+            # takes Anthropic's error shape so that SDKs raise their usual exceptions.
+            error_style="anthropic" if scope["path"].startswith(ANTHROPIC_PREFIX) else "detail",
+        )
         scope[SCOPE_KEY] = context
         status_code = 500
         response_started = False
@@ -96,7 +102,7 @@ class GatewayMiddleware:
         try:
             if content_length > self.max_body_bytes:
                 # Refused from its Content-Length: not one byte of the body is read.
-                await _send_too_large(scope, send_wrapper)
+                await _send_too_large(context, send_wrapper)
                 return
             await self.app(scope, self._bounded(receive) if scope["method"] != "GET" else receive, send_wrapper)
         finally:
@@ -171,12 +177,9 @@ class GatewayMiddleware:
         )
 
 
-async def _send_too_large(scope: Scope, send: Send) -> None:
+async def _send_too_large(context: RequestContext, send: Send) -> None:
     error = PayloadTooLarge()
-    if scope["path"].startswith("/v1/"):
-        body = orjson.dumps({"type": "error", "error": {"type": error.anthropic_type, "message": error.message}})
-    else:
-        body = orjson.dumps({"detail": error.message})
+    body = error_body(context.error_style, error.anthropic_type, error.message, context.request_id)
     await send(
         {
             "type": "http.response.start",

@@ -13,7 +13,8 @@ MODEL_NAME_MAX_CHARS = 128
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `"max_tokens": true` or `"12"` is a client bug to report, not to guess at (as /v1/messages does).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     message: str = Field(min_length=1)
     system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT)

@@ -91,3 +91,13 @@ class TestChatValidation:
                 headers={**gateway.headers(), "content-type": "application/json"},
             )
         assert response.status_code == 422
+
+
+class TestChatStrictTypes:
+    @pytest.mark.parametrize("max_tokens", [True, "12", 12.5])
+    async def test_max_tokens_is_not_coerced(self, gateway: Gateway, max_tokens: object) -> None:
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            response = await http.post(
+                "/chat", json={"message": "hi", "max_tokens": max_tokens}, headers=gateway.headers()
+            )
+        assert response.status_code == 422

@@ -255,3 +255,17 @@ class TestErrors:
         error = response.json()["error"]
         assert error["type"] == "invalid_request_error"
         assert message in error["message"]
+
+
+class TestAnthropicShapeEverywhere:
+    @pytest.mark.parametrize(
+        ("method", "path", "status"), [("GET", "/v1/messages", 405), ("POST", "/v1/nothing-here", 404)]
+    )
+    async def test_router_errors_under_v1_take_anthropic_shape(
+        self, gateway: Gateway, method: str, path: str, status: int
+    ) -> None:
+        async with httpx.AsyncClient(base_url=gateway.url, headers={"x-api-key": CLIENT_KEY}) as http:
+            response = await http.request(method, path)
+        assert response.status_code == status
+        assert response.json()["type"] == "error"
+        assert response.json()["error"]["type"] in {"invalid_request_error", "not_found_error"}

@@ -13,13 +13,12 @@ from functools import partial
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from claude_gateway import metrics
 from claude_gateway.budget import estimate_input_tokens
-from claude_gateway.context import request_context
 from claude_gateway.deps import Config, Ctx, LimitedClient, Limiter, Slots, Upstream
 from claude_gateway.errors import InvalidRequest, UpstreamFailed
 from claude_gateway.lease import upstream_lease
@@ -39,12 +38,8 @@ from claude_gateway.usage import Usage
 MODEL_NAME_MAX_CHARS = 128
 
 
-async def anthropic_errors(request: Request) -> None:
-    """Router dependency: errors on these routes render in Anthropic's shape."""
-    request_context(request).error_style = "anthropic"
-
-
-router = APIRouter(tags=["anthropic"], dependencies=[Depends(anthropic_errors)])
+# Errors here render in Anthropic's shape: the middleware sets that for everything under /v1/.
+router = APIRouter(tags=["anthropic"])
 
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
