@@ -12,7 +12,7 @@ import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from claude_gateway.context import ErrorStyle, request_context
@@ -89,6 +89,17 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
     return Response(orjson.dumps({"detail": errors}), status_code=422, media_type="application/json")
 
 
+# nginx's code for "client closed request": nobody reads it, but the access log and metrics show what happened.
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def client_disconnect_handler(request: Request, exc: Exception) -> Response:
+    """The client left while its body was being read: not an error of ours, nothing to log as one."""
+    context = request_context(request)
+    context.disconnected = True
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
     context = request_context(request)
     log.error(
@@ -104,4 +115,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, gateway_error_handler)
     app.add_exception_handler(HTTPException, http_exception_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(ClientDisconnect, client_disconnect_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)

@@ -104,11 +104,13 @@ class GatewayMiddleware:
                 # Refused from its Content-Length: not one byte of the body is read.
                 await _send_too_large(context, send_wrapper)
                 return
-            await self.app(scope, self._bounded(receive) if scope["method"] != "GET" else receive, send_wrapper)
+            await self.app(
+                scope, self._bounded(receive, context) if scope["method"] != "GET" else receive, send_wrapper
+            )
         finally:
             self._record(scope, context, status_code if response_started else 500)
 
-    def _bounded(self, receive: Receive) -> Receive:
+    def _bounded(self, receive: Receive, context: RequestContext) -> Receive:
         """Count body bytes as they are read; past the bound, the read fails with 413 (chunked bodies too).
         Until the body is complete each read also has a deadline; after it, reads (a stream waiting for the
         client's disconnect) wait as long as they like."""
@@ -132,6 +134,8 @@ class GatewayMiddleware:
                     raise BodyTooLarge()
                 body_done = not message.get("more_body", False)
             else:
+                # The client left before its body was whole: count it as gone, whatever the app makes of it.
+                context.disconnected = message["type"] == "http.disconnect"
                 body_done = True
             return message
 
