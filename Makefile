@@ -31,7 +31,7 @@ test: $(STAMP) ## run every test (starts its own redis-server, simulator, ... on
 lint: $(STAMP) ## ruff + mypy (and promtool on the alert rules, when it is installed; always under CI=true)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/ruff format --check service tests bench
-	$(BIN)/mypy service tests
+	$(BIN)/mypy service tests bench
 	$(BIN)/python -c 'import claude_gateway'
 	@if command -v promtool >/dev/null || [ "$$CI" = true ]; then $(MAKE) --no-print-directory lint-observability; \
 	else echo "promtool not found: alert rules not checked (apt-get install prometheus)"; fi

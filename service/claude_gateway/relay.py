@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
@@ -60,6 +61,46 @@ async def post_messages(
         raise classify(exc) from exc
     except httpx2.HTTPError as exc:
         raise classify(exc) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole (non-streamed) answer: Anthropic's bytes as they came, and the decoded Message."""
+
+    response: httpx2.Response
+    raw: bytes
+    message: dict[str, Any]
+
+    def text(self) -> str | None:
+        """The first text block's text, as the seed design reads it."""
+        for block in self.message.get("content") or ():
+            if isinstance(block, dict) and block.get("type") == "text":
+                return str(block.get("text", ""))
+        return None
+
+
+async def complete(
+    upstream: anthropic.AsyncAnthropic, body: bytes, headers: dict[str, str], call: UpstreamCall
+) -> Completion:
+    """A non-streamed call, accounted in `call`: one JSON decode of the answer, none of the SDK's object parsing."""
+    with call, call.context():
+        response = await post_messages(upstream, body, headers, stream=False)
+        raw = response.content
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamFailed() from None
+        if not isinstance(message, dict):
+            raise UpstreamFailed()
+        completion = Completion(response, raw, message)
+        call.finish(
+            Usage.from_wire(message.get("usage")),
+            response_id=message.get("id"),
+            finish_reason=message.get("stop_reason"),
+            response_model=message.get("model"),
+            output_text=completion.text() if tracing.capturing_content() else None,
+        )
+    return completion
 
 
 async def open_stream(

@@ -19,11 +19,12 @@ from claude_gateway.deps import Config, Ctx, LimitedClient, Limiter, Slots, Upst
 from claude_gateway.errors import UpstreamFailed
 from claude_gateway.lease import Lease, upstream_lease
 from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
-from claude_gateway.relay import AnthropicStream, forwarded_headers, open_stream
+from claude_gateway.relay import AnthropicStream, complete, forwarded_headers, open_stream
 from claude_gateway.settings import Settings
 from claude_gateway.sse import DONE, EventStreamResponse, data_event
-from claude_gateway.upstream import UpstreamCall, create_message
+from claude_gateway.upstream import UpstreamCall
 
+NO_HEADERS: dict[str, str] = {"content-type": "application/json"}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorDetail} for status in (400, 401, 403, 413, 429, 500, 502, 503, 504)
 }
@@ -32,6 +33,19 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _cost(body: ChatRequest) -> int:
     """The worst case a request can spend: its input, estimated, plus every token it allows the answer."""
     return estimate_input_tokens(len(body.message) + len(body.system_prompt)) + body.max_tokens
+
+
+def upstream_body(body: ChatRequest, model: str, *, stream: bool) -> bytes:
+    """The seed design's call, as Messages API bytes."""
+    return orjson.dumps(
+        {
+            "model": model,
+            "max_tokens": body.max_tokens,
+            "system": body.system_prompt,
+            "messages": [{"role": "user", "content": body.message}],
+            "stream": stream,
+        }
+    )
 
 
 def overhead_header(context: RequestContext) -> dict[str, str]:
@@ -55,31 +69,26 @@ def build_router(settings: Settings) -> APIRouter:
         async with upstream_lease(
             route="/chat", client=client, cost=_cost(body), limiter=limiter, slots=slots, context=context
         ) as lease:
-            message, call = await create_message(
-                upstream,
-                client=client.name,
-                model=model,
-                max_tokens=body.max_tokens,
-                system=body.system_prompt,
-                messages=[{"role": "user", "content": body.message}],
-            )
+            call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=False)
+            tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
+            completion = await complete(upstream, upstream_body(body, model, stream=False), NO_HEADERS, call)
             lease.usage = call.usage
-        text = next((block.text for block in message.content if block.type == "text"), None)
+        text = completion.text()
         if text is None:
             raise UpstreamFailed("No text in response")
-        answer = ChatResponse(
-            text=text,
-            input_tokens=call.usage.input,
-            output_tokens=call.usage.output,
-            cache_read_input_tokens=call.usage.cache_read,
-            cache_creation_input_tokens=call.usage.cache_write,
-            model=message.model,
-            stop_reason=message.stop_reason,
-            id=message.id,
-        )
-        return Response(
-            answer.model_dump_json().encode(), media_type="application/json", headers=overhead_header(context)
-        )
+        message = completion.message
+        usage = call.usage
+        answer = {
+            "text": text,
+            "input_tokens": usage.input,
+            "output_tokens": usage.output,
+            "cache_read_input_tokens": usage.cache_read,
+            "cache_creation_input_tokens": usage.cache_write,
+            "model": message.get("model", model),
+            "stop_reason": message.get("stop_reason"),
+            "id": message.get("id", ""),
+        }
+        return Response(orjson.dumps(answer), media_type="application/json", headers=overhead_header(context))
 
     async def chat_stream(
         request: Request,
@@ -93,15 +102,6 @@ def build_router(settings: Settings) -> APIRouter:
     ) -> EventStreamResponse:
         """Server-sent events: `{"text": ...}` per delta, then `{"done": true, "usage": ...}`, then `[DONE]`."""
         model = context.model = body.model or config.default_model
-        upstream_body = orjson.dumps(
-            {
-                "model": model,
-                "max_tokens": body.max_tokens,
-                "system": body.system_prompt,
-                "messages": [{"role": "user", "content": body.message}],
-                "stream": True,
-            }
-        )
         resources = AsyncExitStack()
         lease = await resources.enter_async_context(
             upstream_lease(
@@ -116,7 +116,9 @@ def build_router(settings: Settings) -> APIRouter:
         call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=True)
         tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
         try:
-            response = await open_stream(upstream, upstream_body, forwarded_headers(request.headers), call)
+            response = await open_stream(
+                upstream, upstream_body(body, model, stream=True), forwarded_headers(request.headers), call
+            )
         except BaseException:
             await resources.aclose()
             raise

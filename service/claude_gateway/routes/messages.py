@@ -20,20 +20,19 @@ from starlette.responses import Response
 from claude_gateway import metrics
 from claude_gateway.budget import estimate_input_tokens
 from claude_gateway.deps import Config, Ctx, LimitedClient, Limiter, Slots, Upstream
-from claude_gateway.errors import InvalidRequest, UpstreamFailed
+from claude_gateway.errors import InvalidRequest
 from claude_gateway.lease import upstream_lease
 from claude_gateway.relay import (
     AnthropicStream,
+    complete,
     forwarded_headers,
     open_stream,
-    post_messages,
     returned_headers,
 )
 from claude_gateway.routes.chat import finish_stream, overhead_header
 from claude_gateway.settings import Settings
 from claude_gateway.sse import EventStreamResponse, named_event
 from claude_gateway.upstream import UpstreamCall
-from claude_gateway.usage import Usage
 
 MODEL_NAME_MAX_CHARS = 128
 
@@ -143,15 +142,12 @@ async def create_message(
     if not stream:
         async with lease_cm as lease:
             call = UpstreamCall(model=model, max_tokens=max_tokens, client=client.name, stream=False)
-            with call, call.context():
-                response = await post_messages(upstream, body, headers, stream=False)
-                answer = response.content
-                _finish_call(call, answer)
+            completion = await complete(upstream, body, headers, call)
             lease.usage = call.usage
         return Response(
-            answer,
+            completion.raw,
             media_type="application/json",
-            headers={**returned_headers(response), **overhead_header(context)},
+            headers={**returned_headers(completion.response), **overhead_header(context)},
         )
 
     resources = AsyncExitStack()
@@ -168,19 +164,6 @@ async def create_message(
         relay(anthropic_stream),
         on_close=partial(finish_stream, anthropic_stream, lease, resources, context),
         headers=[(name.encode(), value.encode()) for name, value in returned_headers(response).items()],
-    )
-
-
-def _finish_call(call: UpstreamCall, answer: bytes) -> None:
-    try:
-        message = orjson.loads(answer)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailed() from None
-    call.finish(
-        Usage.from_wire(message.get("usage")),
-        response_id=message.get("id"),
-        finish_reason=message.get("stop_reason"),
-        response_model=message.get("model"),
     )
 
 

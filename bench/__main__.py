@@ -1,0 +1,109 @@
+"""`python -m bench [--smoke] [--out-dir DIR] [--profile | --no-profile]`: see bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench.chart import write_chart
+from bench.config import FULL, SMOKE
+from bench.report import checks_as_json, evaluate, print_report, ratios
+from bench.run import Run
+
+RESULTS_DIR = Path(__file__).with_name("results")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="claude-gateway benchmarks, side by side.")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny durations and concurrencies: checks the harness only"
+    )
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where the JSON, PNG and profiles go")
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="py-spy profiles of the gateway and the reference under load (default: on, off with --smoke)",
+    )
+    parser.add_argument(
+        "--profile-only", action="store_true", help="only the profiles (about a minute): for an optimisation loop"
+    )
+    return parser
+
+
+def _load_generator(results: dict[str, Any]) -> dict[str, Any]:
+    """The load generators' own CPU, to show they did not saturate the machine themselves."""
+    wrk = [row["cost"]["client_cores"] or 0.0 for row in results["nonstreaming"]]
+    asyncio_cores = [
+        row["cost"]["client_cores"] or 0.0
+        for row in [pair[side] for pair in results["open_loop"] for side in ("gateway", "simulator")]
+        + results["streams"]
+    ]
+    lags = [
+        row["cost"]["client_loop_lag_ms"]["p99"] or 0.0
+        for row in [pair[side] for pair in results["open_loop"] for side in ("gateway", "simulator")]
+        + results["streams"]
+    ]
+    return {
+        "machine_cores": results["meta"]["machine_cores"],
+        # The asyncio client's event loop lateness, worst p99 of any measurement: its timestamps' own error.
+        "asyncio_loop_lag_p99_ms_max": round(max(lags, default=0.0), 3),
+        "wrk_max_cores": round(max(wrk, default=0.0), 3),
+        "wrk_cpu_s": round(sum(row["cost"]["client_cpu_s"] for row in results["nonstreaming"]), 3),
+        "asyncio_max_cores": round(max(asyncio_cores, default=0.0), 3),
+        "asyncio_cpu_s": round(
+            sum(
+                pair[side]["cost"]["client_cpu_s"] for pair in results["open_loop"] for side in ("gateway", "simulator")
+            )
+            + sum(row["cost"]["client_cpu_s"] for row in results["streams"]),
+            3,
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = SMOKE if args.smoke else FULL
+    out_dir: Path = args.out_dir
+    stem = "bench-" + ("smoke-" if args.smoke else "") + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    do_profile = args.profile_only or ((not args.smoke) if args.profile is None else args.profile)
+    profile_dir = out_dir / f"{stem}-profiles" if do_profile else None
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+
+    run = Run(config, smoke=args.smoke, profile_dir=profile_dir, profile_only=args.profile_only)
+    results = uvloop.run(run.execute())
+    results["ratios"] = ratios(results)
+    results["load_generator"] = _load_generator(results)
+    checks = evaluate(results)
+    results["targets"] = checks_as_json(checks)
+    chart_path = out_dir / f"{stem}.png"
+    try:
+        results["chart"] = str(write_chart(results, chart_path))
+    except ImportError as exc:
+        results["chart"] = None
+        print(f"bench: no chart ({exc}); pip install matplotlib", file=sys.stderr)
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    print_report(results, checks)
+    if isinstance(results.get("profile"), dict) and not results["profile"].get("skipped"):
+        from bench.profile import print_summary
+
+        print("\nWhere the CPU goes (py-spy)")
+        for name, summary in results["profile"].items():
+            if isinstance(summary, dict) and "samples" in summary:
+                print_summary(name, summary)
+    print(f"\nJSON: {json_path}\nchart: {results['chart']}")
+    # Targets are reported, never enforced: a miss is the lead's to fix, not a broken run.
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

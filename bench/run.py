@@ -1,0 +1,491 @@
+"""One benchmark run, start to end: start the servers, measure each phase, profile, stop everything.
+
+Phases, each against every server in turn (the simulator alone, the gateway, the seed's reference):
+1. non-streaming, closed loop (wrk) at each client count; both reference installs, the stronger kept;
+2. non-streaming, open loop at a fixed fraction of the gateway's peak throughput: latency added to the simulator's;
+3. streams: time to first token, inter-token delay, memory per open stream, completion; the gateway and the
+   reference are restarted before each streamed route so that its memory is measured from a fresh heap;
+4. (optional) py-spy profiles of the gateway and the reference under load.
+Every measurement carries what it cost: CPU seconds of each server's process tree and of the load generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import importlib.metadata
+import os
+import platform
+import resource
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.support.servers import RedisServer
+
+from bench import measure, profile, targets
+from bench.config import BenchConfig, StreamScenario
+from bench.loadgen import Target, run_streams
+from bench.procfs import MachineCpu, ServerTree
+from bench.servers import (
+    REFERENCE_INSTALLS,
+    REPO,
+    Server,
+    gateway_env,
+    start_gateway,
+    start_redis,
+    start_reference,
+    start_sim,
+)
+from bench.wrk import run_wrk
+
+READY_TIMEOUT_S = 60.0
+READY_POLL_S = 0.2
+# Before a server's idle memory is read: a few streams, so that lazy imports and first-use caches are not counted
+# as the cost of the streams measured after.
+WARMUP = StreamScenario("warm-up", "warm-up", count=10, ramp_s=0.0, tokens=5, tokens_per_s=50.0)
+# Machine CPU use before the run above which the figures are flagged as disturbed (someone else's tests, ...).
+BUSY_MACHINE_PCT = 20.0
+IDLE_CHECK_S = 1.0
+# Distributions reported with the run, so that figures can be compared across upgrades.
+VERSIONED = ("fastapi", "starlette", "uvicorn", "gunicorn", "uvloop", "httptools", "anthropic", "httpx2", "pydantic")
+SECRET_SETTINGS = ("ANTHROPIC_API_KEY", "VALID_API_KEYS", "REDIS_URL")
+
+MakeTarget = Callable[[Server, StreamScenario], Target]
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Thousands of streams need thousands of sockets in every process; children inherit the raised limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def _http_ok(port: int, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+async def wait_ready(server: Server, workers: int, probe: Target | None, path: str = "") -> None:
+    """Until every worker process exists and the server answers 200 (a real request for the reference)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if len(server.tree.pids()) >= workers + 1:
+            if probe is not None:
+                headers = {"Content-Type": "application/json", **dict(probe.headers)}
+                ok = await asyncio.to_thread(_http_ok, server.port, "POST", probe.path, probe.body, headers)
+            else:
+                ok = await asyncio.to_thread(_http_ok, server.port, "GET", path, None, {})
+            if ok:
+                return
+        await asyncio.sleep(READY_POLL_S)
+    output = server.process.output()[-3000:]
+    raise SystemExit(f"bench: {server.name} was not ready after {READY_TIMEOUT_S:g} s:\n{output}")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None
+
+
+async def machine_busy_pct(seconds: float) -> float:
+    before = MachineCpu.read()
+    await asyncio.sleep(seconds)
+    return round(100.0 * MachineCpu.read().busy_fraction_since(before), 1)
+
+
+def meta(config: BenchConfig, smoke: bool, open_files: tuple[int, int], busy_pct: float) -> dict[str, Any]:
+    settings = gateway_env(0, "", config.workers)
+    return {
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "smoke": smoke,
+        "commit": _git_commit(),
+        "python": platform.python_version(),
+        "machine_cores": os.cpu_count(),
+        "machine_busy_pct_before": busy_pct,
+        "open_files_limit": list(open_files),
+        "versions": _versions(),
+        "config": asdict(config),
+        "upstream_latency_ms": config.sim_ttft_ms + 1000.0 * config.answer_tokens / config.sim_tokens_per_s,
+        "gateway_settings": {
+            name: ("<set>" if name in SECRET_SETTINGS else value)
+            for name, value in settings.items()
+            if name != "ANTHROPIC_BASE_URL"
+        },
+        "tracing": "FastAPI instrumentation and the gateway's spans on; no OTLP endpoint, so nothing is exported",
+        "reference": "bench/reference_app.py: the seed design as written (global AsyncAnthropic, no limits, no metrics)",
+        "definitions": {
+            "ttft": "from when a stream was due to start (its connect included) to the first read carrying a token",
+            "inter_token": "gap between two successive reads that carry at least one token, within a stream",
+            "kib_per_stream": "(highest RSS of the server's process tree while the most streams were open - its "
+            "idle RSS before its first streams, after a warm-up) / streams open",
+            "cpu_ms_per_unit": "utime+stime of the server's process tree over the measurement / requests (streams)",
+            "unattributed_cores": "machine CPU outside the servers and the load generator: other processes, and "
+            "kernel network work not charged to a process",
+        },
+    }
+
+
+class Run:
+    def __init__(
+        self, config: BenchConfig, *, smoke: bool, profile_dir: Path | None, profile_only: bool = False
+    ) -> None:
+        self.config = config
+        self.smoke = smoke
+        self.profile_dir = profile_dir
+        self.profile_only = profile_only
+        self.results: dict[str, Any] = {}
+        self.redis: RedisServer | None = None
+        self.sim: Server | None = None
+        self.gateway: Server | None = None
+        self.reference: Server | None = None
+        self.reference_install = REFERENCE_INSTALLS[0]
+        self.gateway_logs: list[Server] = []
+
+    # -- helpers ----------------------------------------------------------------------------------------------------
+
+    def _log(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    @property
+    def upstream_latency_s(self) -> float:
+        return self.config.sim_ttft_ms / 1000.0 + self.config.answer_tokens / self.config.sim_tokens_per_s
+
+    def _trees(self) -> dict[str, ServerTree]:
+        assert self.redis is not None
+        assert self.redis.process is not None
+        trees = {"redis": ServerTree(self.redis.process.pid)}
+        for name, server in (("simulator", self.sim), ("gateway", self.gateway), ("reference", self.reference)):
+            if server is not None:
+                trees[name] = server.tree
+        return trees
+
+    def _server(self, name: str) -> Server:
+        server = {"simulator": self.sim, "gateway": self.gateway, "reference": self.reference}[name]
+        assert server is not None
+        return server
+
+    async def _start_gateway(self) -> Server:
+        assert self.sim is not None
+        assert self.redis is not None
+        if self.gateway is not None:
+            self.gateway.stop()
+        self._log("starting the gateway")
+        self.gateway = start_gateway(self.sim.port, self.redis.url, self.config.workers)
+        self.gateway_logs.append(self.gateway)
+        await wait_ready(self.gateway, self.config.workers, None, "/health/ready")
+        return self.gateway
+
+    async def _start_reference(self, install: str) -> Server:
+        assert self.sim is not None
+        if self.reference is not None:
+            self.reference.stop()
+        self._log(f"starting the reference under {install}")
+        self.reference = start_reference(install, self.sim.port, self.config.workers)
+        self.reference_install = install
+        await wait_ready(self.reference, self.config.workers, targets.chat("reference", self.reference.port, 1))
+        return self.reference
+
+    def _stop_all(self) -> None:
+        for server in (self.reference, self.gateway, self.sim):
+            if server is not None:
+                server.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    # -- the run ----------------------------------------------------------------------------------------------------
+
+    async def execute(self) -> dict[str, Any]:
+        config = self.config
+        open_files = raise_open_files_limit()
+        busy = await machine_busy_pct(IDLE_CHECK_S)
+        if busy > BUSY_MACHINE_PCT:
+            self._log(f"warning: the machine is already {busy:g}% busy: figures will be disturbed")
+        self.results["meta"] = meta(config, self.smoke, open_files, busy)
+        self._log("starting redis-server and the simulator")
+        self.redis = start_redis()
+        try:
+            self.sim = start_sim(config.sim_ttft_ms, config.sim_tokens_per_s)
+            await self._start_gateway()
+            if self.profile_only:
+                # Where the CPU goes, nothing else: the loop of someone optimising the gateway.
+                await self._start_reference(self.reference_install)
+                self.results.update(nonstreaming=[], open_loop=[], streams=[], reference_installs={})
+                self.results["reference_choice"] = {"connections": None, "throughput_rps": {}, "chosen": None}
+            else:
+                self.results["nonstreaming"] = await self._nonstreaming()
+                self.results["open_loop"] = await self._open_loop()
+                self.results["streams"] = await self._streams()
+            self.results["profile"] = await self._profile() if self.profile_dir else {"skipped": True}
+        finally:
+            self._stop_all()
+        self.results["gateway_log"] = _log_summary(self.gateway_logs)
+        return self.results
+
+    # -- phase 1: non-streaming, closed loop ------------------------------------------------------------------------
+
+    async def _closed_loop(self, target: Target, server: str) -> list[dict[str, Any]]:
+        rows = []
+        for connections in self.config.concurrencies:
+            self._log(f"closed loop: {target.name} at {connections} clients")
+            rows.append(
+                await measure.closed_loop(
+                    target,
+                    server,
+                    self._trees(),
+                    connections=connections,
+                    warmup_s=self.config.wrk_warmup_s,
+                    duration_s=self.config.wrk_duration_s,
+                    threads=self.config.wrk_threads,
+                    timeout_s=self.config.request_timeout_s,
+                    upstream_latency_s=self.upstream_latency_s,
+                )
+            )
+        return rows
+
+    async def _nonstreaming(self) -> list[dict[str, Any]]:
+        tokens = self.config.answer_tokens
+        sim, gateway = self._server("simulator"), self._server("gateway")
+        rows: list[dict[str, Any]] = []
+        rows += await self._closed_loop(targets.simulator(sim.port, tokens), "simulator")
+        rows += await self._closed_loop(targets.chat("gateway", gateway.port, tokens), "gateway")
+        rows += await self._closed_loop(targets.gateway_messages(gateway.port, tokens), "gateway")
+        rows += await self._choose_reference()
+        return rows
+
+    async def _choose_reference(self) -> list[dict[str, Any]]:
+        """Both installs of the reference measured; the one with the higher throughput at the most clients is kept
+        (and restarted if it was not the last one started)."""
+        top = max(self.config.concurrencies)
+        by_install: dict[str, list[dict[str, Any]]] = {}
+        for install in REFERENCE_INSTALLS:
+            reference = await self._start_reference(install)
+            rows = await self._closed_loop(
+                targets.chat("reference", reference.port, self.config.answer_tokens), "reference"
+            )
+            for row in rows:
+                row["install"] = install
+            by_install[install] = rows
+        throughput = {
+            install: next(row["throughput_rps"] for row in rows if row["connections"] == top)
+            for install, rows in by_install.items()
+        }
+        chosen = max(throughput, key=lambda install: throughput[install])
+        if chosen != self.reference_install:
+            await self._start_reference(chosen)
+        self.results["reference_choice"] = {"connections": top, "throughput_rps": throughput, "chosen": chosen}
+        self.results["reference_installs"] = by_install
+        return by_install[chosen]
+
+    # -- phase 2: non-streaming, open loop --------------------------------------------------------------------------
+
+    async def _open_loop(self) -> list[dict[str, Any]]:
+        config = self.config
+        tokens = config.answer_tokens
+        sim, gateway = self._server("simulator"), self._server("gateway")
+        rows = self.results["nonstreaming"]
+        pairs = []
+        for route, gateway_target in (
+            ("/chat", targets.chat("gateway", gateway.port, tokens)),
+            ("/v1/messages", targets.gateway_messages(gateway.port, tokens)),
+        ):
+            peak = max(row["throughput_rps"] for row in rows if row["server"] == "gateway" and row["route"] == route)
+            rate = max(1.0, peak * config.open_loop_fraction)
+            measured = {}
+            for server, target in (("simulator", targets.simulator(sim.port, tokens)), ("gateway", gateway_target)):
+                self._log(f"open loop: {target.name} at {rate:.0f} req/s")
+                measured[server] = await measure.open_loop(
+                    target,
+                    server,
+                    self._trees(),
+                    rate_per_s=rate,
+                    warmup_s=config.open_loop_warmup_s,
+                    duration_s=config.open_loop_duration_s,
+                    timeout_s=config.request_timeout_s,
+                )
+            added = {
+                quantile: _minus(
+                    measured["gateway"]["latency_ms"][quantile], measured["simulator"]["latency_ms"][quantile]
+                )
+                for quantile in ("p50", "p90", "p99")
+            }
+            pairs.append(
+                {
+                    "route": route,
+                    "gateway_peak_rps": peak,
+                    "rate_rps": round(rate, 1),
+                    "gateway": measured["gateway"],
+                    "simulator": measured["simulator"],
+                    "added_ms": added,
+                }
+            )
+        return pairs
+
+    # -- phase 3: streams -------------------------------------------------------------------------------------------
+
+    def _stream_plan(self) -> list[tuple[str, MakeTarget]]:
+        return [
+            ("simulator", lambda srv, s: targets.simulator(srv.port, s.tokens, s.tokens_per_s, stream=True)),
+            ("gateway", lambda srv, s: targets.chat("gateway", srv.port, s.tokens, s.tokens_per_s, stream=True)),
+            ("gateway", lambda srv, s: targets.gateway_messages(srv.port, s.tokens, s.tokens_per_s, stream=True)),
+            ("reference", lambda srv, s: targets.chat("reference", srv.port, s.tokens, s.tokens_per_s, stream=True)),
+        ]
+
+    async def _fresh(self, name: str) -> Server:
+        """The gateway and the reference restart before each streamed route: each route's memory is then measured
+        from a fresh heap, not one an earlier route had already grown (Python rarely gives memory back)."""
+        if name == "gateway":
+            return await self._start_gateway()
+        if name == "reference":
+            return await self._start_reference(self.reference_install)
+        return self._server(name)
+
+    async def _streams(self) -> list[dict[str, Any]]:
+        config = self.config
+        rows = []
+        for name, make in self._stream_plan():
+            server = await self._fresh(name)
+            warmup = make(server, WARMUP)
+            await run_streams(
+                warmup,
+                targets.stream_format(warmup),
+                starts_s=WARMUP.starts(),
+                timeout_s=config.request_timeout_s,
+                sample_rss=lambda: 0,
+                sample_every_s=1.0,
+            )
+            await asyncio.sleep(config.settle_s)
+            idle_rss = server.tree.rss()
+            for scenario in config.streams:
+                target = make(server, scenario)
+                self._log(f"streams: {target.name}, {scenario.name}")
+                rows.append(
+                    await measure.streams(
+                        target,
+                        name,
+                        self._trees(),
+                        scenario,
+                        idle_rss=idle_rss,
+                        sample_every_s=config.rss_sample_every_s,
+                        timeout_s=config.request_timeout_s,
+                    )
+                )
+                await asyncio.sleep(config.settle_s)
+        return rows
+
+    # -- phase 4: profiles ------------------------------------------------------------------------------------------
+
+    async def _profile(self) -> dict[str, Any]:
+        """py-spy on each server's workers while it is loaded; the collapsed stacks kept beside the JSON."""
+        assert self.profile_dir is not None
+        if profile.py_spy_binary() is None:
+            return {"skipped": "py-spy not found (pip install py-spy)"}
+        config = self.config
+        tokens = config.answer_tokens
+        steady = next((s for s in config.streams if s.role == "steady"), config.streams[0])
+        gateway, reference = self._server("gateway"), self._server("reference")
+        pace = steady.tokens_per_s
+        jobs: list[tuple[str, Server, Target]] = [
+            ("gateway /chat", gateway, targets.chat("gateway", gateway.port, tokens)),
+            ("gateway /v1/messages", gateway, targets.gateway_messages(gateway.port, tokens)),
+            ("gateway /chat/stream", gateway, targets.chat("gateway", gateway.port, steady.tokens, pace, stream=True)),
+            (
+                "gateway /v1/messages stream",
+                gateway,
+                targets.gateway_messages(gateway.port, steady.tokens, pace, stream=True),
+            ),
+            ("reference /chat", reference, targets.chat("reference", reference.port, tokens)),
+            (
+                "reference /chat/stream",
+                reference,
+                targets.chat("reference", reference.port, steady.tokens, pace, stream=True),
+            ),
+        ]
+        out: dict[str, Any] = {
+            "samples_per_s": profile.SAMPLES_PER_S,
+            "duration_s": config.profile_duration_s,
+            "load": f"wrk at {max(config.concurrencies)} clients; streams opened at {steady.name}'s rate",
+        }
+        for name, server, target in jobs:
+            self._log(f"profiling {name}")
+            path = self.profile_dir / (name.replace(" ", "_").replace("/", "") + ".collapsed.txt")
+            sampler = await profile.record(server.process.popen.pid, path, config.profile_duration_s)
+            if target.path == "/chat/stream" or b'"stream": true' in target.body:
+                await self._stream_load(target, steady)
+            else:
+                await run_wrk(
+                    target,
+                    connections=max(config.concurrencies),
+                    duration_s=config.profile_duration_s,
+                    threads=config.wrk_threads,
+                    timeout_s=config.request_timeout_s,
+                )
+            if sampler is not None:
+                await sampler.wait()
+            if path.exists():
+                out[name] = {"file": str(path), **profile.summarise(profile.read_collapsed(path))}
+            else:
+                out[name] = {"skipped": "py-spy wrote nothing (is ptrace permitted?)"}
+            await asyncio.sleep(config.settle_s)
+        return out
+
+    async def _stream_load(self, target: Target, scenario: StreamScenario) -> None:
+        """Streams opened at the scenario's steady rate for the whole profiling window."""
+        config = self.config
+        rate = scenario.count / scenario.ramp_s if scenario.ramp_s > 0 else float(scenario.count)
+        starts = [i / rate for i in range(int(rate * config.profile_duration_s))]
+        await run_streams(
+            target,
+            targets.stream_format(target),
+            starts_s=starts,
+            timeout_s=config.request_timeout_s + scenario.stream_s,
+            sample_rss=lambda: 0,
+            sample_every_s=1.0,
+        )
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 3)
+
+
+def _log_summary(gateways: list[Server]) -> dict[str, Any]:
+    """Errors the gateways logged during the run (each line of their JSON log has a `level`)."""
+    lines = [line for server in gateways for line in server.process.output().splitlines()]
+    errors = [line for line in lines if '"level":"error"' in line or '"level":"critical"' in line]
+    kinds: dict[str, int] = {}
+    for line in errors:
+        marker = '"error_type":"'
+        start = line.find(marker)
+        kind = line[start + len(marker) : line.find('"', start + len(marker))] if start >= 0 else "?"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return {
+        "lines": len(lines),
+        "errors": len(errors),
+        "error_types": kinds,
+        "first_errors": [e[:300] for e in errors[:3]],
+    }

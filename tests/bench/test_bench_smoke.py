@@ -1,0 +1,137 @@
+"""`python -m bench --smoke`: the benchmark harness end to end, on tiny loads. Asserts that every section of the JSON
+is there and filled, and that the chart was drawn; never asserts a speed (the figures of a smoke run mean nothing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.programs import in_ci, require_program
+
+REPO = Path(__file__).resolve().parents[2]
+# Server start-ups (the gateway three times, the reference three times) and about forty one-second loads.
+SMOKE_TIMEOUT_S = 240
+SECTIONS = (
+    "meta",
+    "nonstreaming",
+    "reference_choice",
+    "reference_installs",
+    "open_loop",
+    "streams",
+    "profile",
+    "ratios",
+    "load_generator",
+    "targets",
+    "chart",
+    "gateway_log",
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(SMOKE_TIMEOUT_S + 30)]
+
+
+def _require_matplotlib() -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        reason = "matplotlib is not installed (the bench draws its chart with it: add it to the dev dependencies)"
+        if in_ci():
+            pytest.fail(f"{reason}; CI=true, so this is a failure")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    require_program("wrk", "the bench's closed-loop load generator")
+    require_program("redis-server", "the gateway's limits live in Redis")
+    out_dir = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--no-profile", "--out-dir", str(out_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    reports = sorted(out_dir.glob("bench-smoke-*.json"))
+    assert len(reports) == 1, list(out_dir.iterdir())
+    return json.loads(reports[0].read_text()), done.stdout
+
+
+def test_every_section_is_written(smoke_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = smoke_run
+    assert set(SECTIONS) <= set(results)
+
+
+def test_every_server_and_route_is_measured_closed_loop(smoke_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = smoke_run
+    measured = {(row["server"], row["route"], row["connections"]) for row in results["nonstreaming"]}
+    clients = results["meta"]["config"]["concurrencies"]
+    for server, route in (
+        ("simulator", "/v1/messages"),
+        ("gateway", "/chat"),
+        ("gateway", "/v1/messages"),
+        ("reference", "/chat"),
+    ):
+        for connections in clients:
+            assert (server, route, connections) in measured
+    for row in results["nonstreaming"]:
+        assert row["requests"] > 0
+        assert row["cost"]["servers"][row["server"]]["cpu_s"] >= 0
+    assert set(results["reference_installs"]) == {"uvicorn", "gunicorn"}
+    assert results["reference_choice"]["chosen"] in {"uvicorn", "gunicorn"}
+
+
+def test_open_loop_pairs_the_gateway_with_the_simulator(smoke_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = smoke_run
+    assert [pair["route"] for pair in results["open_loop"]] == ["/chat", "/v1/messages"]
+    for pair in results["open_loop"]:
+        assert pair["gateway"]["requests"] > 0
+        assert pair["simulator"]["requests"] > 0
+        assert pair["added_ms"]["p50"] is not None
+        # The gateway reports its own overhead on every non-streaming answer.
+        assert pair["gateway"]["gateway_reported_overhead_ms"]["n"] > 0
+
+
+def test_streams_have_ttft_memory_and_cpu_for_every_server(smoke_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = smoke_run
+    streams = results["streams"]
+    targets = {row["target"] for row in streams}
+    assert targets == {
+        "simulator /v1/messages stream",
+        "gateway /chat/stream",
+        "gateway /v1/messages stream",
+        "reference /chat/stream",
+    }
+    for row in streams:
+        assert row["completed"] == row["streams"], row["failures"]
+        assert row["ttft_ms"]["p50"] is not None
+        assert row["peak_open"] > 0
+        assert row["kib_per_stream"] is not None
+        assert row["cost"]["cpu_ms_per_unit"] is not None
+
+
+def test_targets_are_reported_not_enforced(smoke_run: tuple[dict[str, Any], str]) -> None:
+    results, stdout = smoke_run
+    statuses = {check["status"] for check in results["targets"]}
+    assert statuses <= {"PASS", "FAIL", "N/A"}
+    assert len(results["targets"]) >= 10
+    assert "Targets" in stdout
+
+
+def test_load_generator_cost_is_shown(smoke_run: tuple[dict[str, Any], str]) -> None:
+    results, stdout = smoke_run
+    generator = results["load_generator"]
+    assert generator["wrk_cpu_s"] >= 0
+    assert generator["asyncio_cpu_s"] > 0
+    assert "Load generator" in stdout
+
+
+def test_chart_is_a_png(smoke_run: tuple[dict[str, Any], str]) -> None:
+    _require_matplotlib()
+    results, _ = smoke_run
+    assert Path(results["chart"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
