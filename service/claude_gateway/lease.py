@@ -1,8 +1,10 @@
-"""What one upstream call holds while it runs: a token reservation and an upstream slot.
+"""What one upstream call holds while it runs: its place in the client's limits, and an upstream slot.
 
-`upstream_lease` takes both (tokens first: a client over its budget should not occupy a slot) and gives both back
-when the call ends, settling tokens to the usage the call reports. A streamed answer outlives its handler, so its
-lease is entered on an `AsyncExitStack` that the stream's generator closes.
+`upstream_lease` first admits the request against the client's request and token limits in one round trip (all or
+nothing: a request refused for its tokens is not counted as a request), reserving its worst-case token cost, then
+takes an upstream slot (a client over its limits never occupies one). When the call ends it gives the slot back and
+settles the reservation to the usage the call reports, refunding what was not spent. A streamed answer outlives its
+handler, so its lease is entered on an `AsyncExitStack` that the stream's end closes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import anyio
 
 from claude_gateway.auth import ClientKey
 from claude_gateway.backpressure import UpstreamSlots
-from claude_gateway.budget import TokenBudget
 from claude_gateway.context import RequestContext
 from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.usage import Usage
@@ -37,8 +38,13 @@ async def upstream_lease(
     slots: UpstreamSlots,
     context: RequestContext,
 ) -> AsyncIterator[Lease]:
-    budget = await TokenBudget.reserve(limiter, client, cost)
-    context.extra_headers.update(budget.headers())
+    admission = await limiter.acquire(
+        client.name,
+        requests=client.request_limits,
+        tokens=client.token_limits,
+        cost=cost if client.token_limits else 0,
+    )
+    context.extra_headers.update(admission.headers.as_headers())
     lease = Lease()
     try:
         await slots.acquire(route)
@@ -51,4 +57,4 @@ async def upstream_lease(
     finally:
         context.usage = lease.usage
         with anyio.CancelScope(shield=True):
-            await budget.settle(lease.usage)
+            await limiter.settle(admission.reservation, lease.usage.total if lease.usage else 0)

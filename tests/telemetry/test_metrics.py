@@ -51,7 +51,9 @@ class TestRequestMetrics:
         async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers()) as http:
             response = await http.post("/v1/messages", json=body)
         assert 0 < float(response.headers["x-gateway-overhead-ms"]) < 10_000
-        assert await settled_value("claude_gateway_overhead_seconds_count", before + 1, route="/v1/messages") == before + 1
+        assert (
+            await settled_value("claude_gateway_overhead_seconds_count", before + 1, route="/v1/messages") == before + 1
+        )
 
 
 class TestUpstreamMetrics:

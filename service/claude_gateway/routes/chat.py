@@ -15,7 +15,7 @@ from starlette.responses import Response
 from claude_gateway import metrics, tracing
 from claude_gateway.budget import estimate_input_tokens
 from claude_gateway.context import RequestContext
-from claude_gateway.deps import Config, Ctx, LimitedClient, Limiter, Slots, Upstream
+from claude_gateway.deps import Client, Config, Ctx, Limiter, Slots, Upstream
 from claude_gateway.errors import UpstreamFailed
 from claude_gateway.lease import Lease, upstream_lease
 from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
@@ -57,7 +57,7 @@ def build_router(settings: Settings) -> APIRouter:
 
     async def chat(
         body: ChatRequest,
-        client: LimitedClient,
+        client: Client,
         upstream: Upstream,
         limiter: Limiter,
         slots: Slots,
@@ -93,7 +93,7 @@ def build_router(settings: Settings) -> APIRouter:
     async def chat_stream(
         request: Request,
         body: ChatRequest,
-        client: LimitedClient,
+        client: Client,
         upstream: Upstream,
         limiter: Limiter,
         slots: Slots,

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from claude_gateway import metrics
 from claude_gateway.budget import estimate_input_tokens
-from claude_gateway.deps import Config, Ctx, LimitedClient, Limiter, Slots, Upstream
+from claude_gateway.deps import Client, Config, Ctx, Limiter, Slots, Upstream
 from claude_gateway.errors import InvalidRequest
 from claude_gateway.lease import upstream_lease
 from claude_gateway.relay import (
@@ -121,7 +121,7 @@ def parse_request(body: bytes, settings: Settings) -> tuple[dict[str, Any], str,
 @router.post("/v1/messages", openapi_extra=_OPENAPI, response_class=Response, response_model=None)
 async def create_message(
     request: Request,
-    client: LimitedClient,
+    client: Client,
     upstream: Upstream,
     limiter: Limiter,
     slots: Slots,
