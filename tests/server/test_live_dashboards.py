@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -26,49 +25,41 @@ SCRAPE_INTERVAL = "1s"
 TRAFFIC_ROUNDS = 8
 
 
+StartPrometheus = Callable[[list[str]], str]
+
+
 @pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A Prometheus whose config the test writes (returned path) before starting it through `start`."""
+def prometheus(tmp_path: Path) -> Iterator[StartPrometheus]:
+    """`prometheus(targets)`: a real Prometheus scraping `targets` every second with our rules loaded; its URL."""
     binary = require_program("prometheus", "Debian package prometheus")
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    yield f"http://127.0.0.1:{port}", config
-    # started by the test itself (below), stopped here
-    for process in _started:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(targets: list[str]) -> str:
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+                    "rule_files": [str(path) for path in RULE_FILES],
+                    "scrape_configs": [{"job_name": "claude-gateway", "static_configs": [{"targets": targets}]}],
+                }
+            )
+        )
+        arguments = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        started.append(subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for_port(port)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for process in started:
         process.terminate()
         process.wait(timeout=20)
-    _started.clear()
-    del binary
-
-
-_started: list[subprocess.Popen[bytes]] = []
-
-
-def start_prometheus(url: str, config: Path, targets: list[str]) -> None:
-    port = int(url.rsplit(":", 1)[1])
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
-                "rule_files": [str(path) for path in RULE_FILES],
-                "scrape_configs": [{"job_name": "claude-gateway", "static_configs": [{"targets": targets}]}],
-            }
-        )
-    )
-    storage = tempfile.mkdtemp(prefix="cgw-prom-")
-    _started.append(
-        subprocess.Popen(
-            [
-                require_program("prometheus"),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={storage}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
-    wait_for_port(port)
 
 
 async def traffic(gateway: str, redis_server: RedisServer) -> None:
@@ -121,7 +112,7 @@ class TestLiveDashboards:
         simulator: Process,
         redis_server: RedisServer,
         redis_url: str,
-        prometheus: tuple[str, Path],
+        prometheus: StartPrometheus,
         tmp_path: Path,
     ) -> None:
         keys = tmp_path / "keys.yaml"
@@ -158,8 +149,7 @@ class TestLiveDashboards:
             },
         )
         try:
-            url, config = prometheus
-            start_prometheus(url, config, [f"127.0.0.1:{api.port}", f"127.0.0.1:{worker_port}"])
+            url = prometheus([f"127.0.0.1:{api.port}", f"127.0.0.1:{worker_port}"])
             for _ in range(TRAFFIC_ROUNDS):
                 started = time.monotonic()
                 await traffic(api.url, redis_server)
