@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -62,7 +62,7 @@ def _startup_notes(settings: Settings, keys: KeyStore) -> None:
         log.warning("no client keys configured (VALID_API_KEYS, API_KEYS_FILE): every request will get 401/403")
 
 
-def _lifespan(settings: Settings) -> object:
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         keys = KeyStore(settings)
@@ -76,7 +76,6 @@ def _lifespan(settings: Settings) -> object:
             health_check.readiness_checks["jobs"] = jobs.ping
         _startup_notes(settings, keys)
         keys.start_watching()
-        app.state.health = health_check
         try:
             yield State(
                 settings=settings,
@@ -103,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="claude-gateway",
         version=__version__,
         debug=False,
-        lifespan=_lifespan(settings),  # type: ignore[arg-type]
+        lifespan=_lifespan(settings),
         docs_url="/docs" if settings.expose_docs else None,
         redoc_url="/redoc" if settings.expose_docs else None,
         openapi_url="/openapi.json" if settings.expose_docs else None,

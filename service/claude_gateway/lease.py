@@ -11,16 +11,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
 
+from claude_gateway import metrics
 from claude_gateway.auth import ClientKey
 from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.context import RequestContext
 from claude_gateway.ratelimit import RateLimiter
+from claude_gateway.relay import AnthropicStream
 from claude_gateway.usage import Usage
+
+# English text averages about four characters a token; over-estimating only holds budget until settlement.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_input_tokens(chars: int) -> int:
+    """The input side of a reservation: what a prompt of `chars` characters will cost at most, roughly."""
+    return chars // CHARS_PER_TOKEN + 1
+
+
+def overhead_header(context: RequestContext) -> dict[str, str]:
+    """`X-Gateway-Overhead-Ms` on a whole answer: the request's time outside the upstream call."""
+    return {"X-Gateway-Overhead-Ms": f"{context.overhead_s() * 1000:.3f}"}
 
 
 @dataclass(slots=True)
@@ -58,3 +73,18 @@ async def upstream_lease(
         context.usage = lease.usage
         with anyio.CancelScope(shield=True):
             await limiter.settle(admission.reservation, lease.usage.total if lease.usage else 0)
+
+
+async def finish_stream(
+    stream: AnthropicStream,
+    lease: Lease,
+    resources: AsyncExitStack,
+    context: RequestContext,
+    disconnected: bool,
+) -> None:
+    """However a stream ended: settle its call, free its connection, then give back its slot and unused tokens."""
+    context.disconnected = disconnected and not stream.completed
+    await stream.close(cancelled=context.disconnected)
+    lease.usage = stream.usage
+    metrics.ACTIVE_STREAMS.dec()
+    await resources.aclose()

@@ -13,11 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from claude_gateway import metrics, tracing
-from claude_gateway.budget import estimate_input_tokens
-from claude_gateway.context import RequestContext
 from claude_gateway.deps import Client, Config, Ctx, Limiter, Slots, Upstream
 from claude_gateway.errors import UpstreamFailed
-from claude_gateway.lease import Lease, upstream_lease
+from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header, upstream_lease
 from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
 from claude_gateway.relay import AnthropicStream, complete, forwarded_headers, open_stream
 from claude_gateway.settings import Settings
@@ -46,10 +44,6 @@ def upstream_body(body: ChatRequest, model: str, *, stream: bool) -> bytes:
             "stream": stream,
         }
     )
-
-
-def overhead_header(context: RequestContext) -> dict[str, str]:
-    return {"X-Gateway-Overhead-Ms": f"{context.overhead_s() * 1000:.3f}"}
 
 
 def build_router(settings: Settings) -> APIRouter:
@@ -163,18 +157,3 @@ async def translate(stream: AnthropicStream) -> AsyncIterator[bytes]:
     else:
         error = stream.error
         yield data_event({"error": {"type": error.anthropic_type, "message": error.message}}) + DONE
-
-
-async def finish_stream(
-    stream: AnthropicStream,
-    lease: Lease,
-    resources: AsyncExitStack,
-    context: RequestContext,
-    disconnected: bool,
-) -> None:
-    """However a stream ended: settle its call, free its connection and slot, give back unused tokens."""
-    context.disconnected = disconnected and not stream.completed
-    await stream.close(cancelled=context.disconnected)
-    lease.usage = stream.usage
-    metrics.ACTIVE_STREAMS.dec()
-    await resources.aclose()

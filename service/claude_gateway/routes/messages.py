@@ -18,10 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from claude_gateway import metrics
-from claude_gateway.budget import estimate_input_tokens
 from claude_gateway.deps import Client, Config, Ctx, Limiter, Slots, Upstream
 from claude_gateway.errors import InvalidRequest
-from claude_gateway.lease import upstream_lease
+from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header, upstream_lease
 from claude_gateway.relay import (
     AnthropicStream,
     complete,
@@ -29,7 +28,6 @@ from claude_gateway.relay import (
     open_stream,
     returned_headers,
 )
-from claude_gateway.routes.chat import finish_stream, overhead_header
 from claude_gateway.settings import Settings
 from claude_gateway.sse import EventStreamResponse, named_event
 from claude_gateway.upstream import UpstreamCall
