@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, TypedDict
 
-import anthropic
 from fastapi import Depends, Request
 
 from claude_gateway.auth import ClientKey, KeyStore, presented_key
@@ -14,11 +13,12 @@ from claude_gateway.health import HealthCheck
 from claude_gateway.jobs import JobQueue
 from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
+from claude_gateway.transport import AnthropicTransport
 
 
 class State(TypedDict):
     settings: Settings
-    upstream: anthropic.AsyncAnthropic
+    upstream: AnthropicTransport
     keys: KeyStore
     limiter: RateLimiter
     jobs: JobQueue
@@ -30,7 +30,7 @@ async def get_settings(request: Request) -> Settings:
     return request.state.settings  # type: ignore[no-any-return]
 
 
-async def get_upstream(request: Request) -> anthropic.AsyncAnthropic:
+async def get_upstream(request: Request) -> AnthropicTransport:
     return request.state.upstream  # type: ignore[no-any-return]
 
 
@@ -74,7 +74,7 @@ async def get_context(request: Request) -> RequestContext:
 # Every dependency is `async def`: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per request.
 Ctx = Annotated[RequestContext, Depends(get_context)]
 Config = Annotated[Settings, Depends(get_settings)]
-Upstream = Annotated[anthropic.AsyncAnthropic, Depends(get_upstream)]
+Upstream = Annotated[AnthropicTransport, Depends(get_upstream)]
 Client = Annotated[ClientKey, Depends(authenticate)]
 LimitedClient = Annotated[ClientKey, Depends(limited_client)]
 Limiter = Annotated[RateLimiter, Depends(get_limiter)]

@@ -18,7 +18,8 @@
         ├── UpstreamRejected        400/404/413 error (the request was bad for Anthropic: safe to pass on)
         └── UpstreamFailed          502 error
 
-One `classify()` turns any exception of the anthropic SDK into one of these; the HTTP handlers render it as
+One `classify()` turns any exception of the anthropic SDK or of the raw transport into one of these
+(`classify_status()` an unsuccessful answer); the HTTP handlers render it as
 `{"detail": ...}` or as Anthropic's `{"type": "error", "error": {...}}` depending on the route (see `render`),
 and the `outcome` feeds `claude_gateway_upstream_requests_total{outcome}`.
 No upstream error text reaches a client: messages here are ours.
@@ -27,10 +28,11 @@ No upstream error text reaches a client: messages here are ours.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
+import aiohttp
 import anthropic
-import httpx2
 
 Outcome = Literal["ok", "rate_limited", "overloaded", "timeout", "unreachable", "error"]
 
@@ -171,14 +173,27 @@ def retry_after_seconds(reset_at: float, now: float) -> int:
     return max(1, math.ceil(reset_at - now))
 
 
-def _upstream_retry_after(exc: anthropic.APIStatusError) -> str:
-    value = exc.response.headers.get("retry-after")
+def _upstream_retry_after(value: str | None) -> str:
     if value is not None:
         try:
             return str(max(1, math.ceil(float(value))))
         except ValueError:
             pass
     return str(DEFAULT_UPSTREAM_RETRY_AFTER_S)
+
+
+def classify_status(status: int, error_type: str | None, headers: Mapping[str, str]) -> GatewayError:
+    """Map an unsuccessful answer of Anthropic's (its status, its error `type`, its headers) onto our error."""
+    if status == 429:
+        return UpstreamRateLimited(headers={"Retry-After": _upstream_retry_after(headers.get("retry-after"))})
+    if status in (401, 403):
+        return UpstreamMisconfigured()
+    if status == 529 or error_type == "overloaded_error":
+        return UpstreamOverloaded()
+    if status in _REJECTED_MESSAGES:
+        kind, message = _REJECTED_MESSAGES[status]
+        return UpstreamRejected(message, status_code=status, anthropic_type=kind)
+    return UpstreamFailed()
 
 
 def classify(exc: BaseException) -> GatewayError:
@@ -189,21 +204,12 @@ def classify(exc: BaseException) -> GatewayError:
         return UpstreamTimeout()
     if isinstance(exc, anthropic.APIConnectionError):
         return UpstreamUnreachable()
-    if isinstance(exc, anthropic.RateLimitError):
-        return UpstreamRateLimited(headers={"Retry-After": _upstream_retry_after(exc)})
-    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
-        return UpstreamMisconfigured()
     if isinstance(exc, anthropic.APIStatusError):
-        if exc.status_code == 529 or exc.type == "overloaded_error":
-            return UpstreamOverloaded()
-        if exc.status_code in _REJECTED_MESSAGES:
-            kind, message = _REJECTED_MESSAGES[exc.status_code]
-            return UpstreamRejected(message, status_code=exc.status_code, anthropic_type=kind)
-        return UpstreamFailed()
-    # Raw reads of a stream (after the SDK has handed over the response) raise the transport's own errors.
-    if isinstance(exc, httpx2.TimeoutException | TimeoutError):
+        return classify_status(exc.status_code, exc.type, exc.response.headers)
+    # Reads of a stream's body after its 2xx raise the transport's own errors.
+    if isinstance(exc, TimeoutError):
         return UpstreamTimeout()
-    if isinstance(exc, httpx2.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamUnreachable()
     return UpstreamFailed()
 

@@ -84,7 +84,7 @@ async def finish_stream(
 ) -> None:
     """However a stream ended: settle its call, free its connection, then give back its slot and unused tokens."""
     context.disconnected = disconnected and not stream.completed
-    await stream.close(cancelled=context.disconnected)
+    stream.close(cancelled=context.disconnected)
     lease.usage = stream.usage
     metrics.ACTIVE_STREAMS.dec()
     await resources.aclose()

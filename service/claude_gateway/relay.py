@@ -1,10 +1,9 @@
-"""Raw calls to `POST /v1/messages`: the request body goes up as bytes, the answer comes back as bytes.
+"""Raw calls to `POST /v1/messages` over the `AnthropicTransport`: the request body goes up as bytes, the answer
+comes back as bytes.
 
-The SDK still owns the connection pool, the key, timeouts and retries (`AsyncAnthropic.post(..., cast_to=
-httpx2.Response)`), but none of its object parsing runs: `/v1/messages` relays Anthropic's bytes verbatim and
-`/chat/stream` reads only the events it needs. `AnthropicStream` is a stream with a lifecycle: it watches the events
-go by for what accounting needs (usage, first token, the last event) and settles its `UpstreamCall` when it ends,
-however it ends.
+No SDK object parsing runs here: `/v1/messages` relays Anthropic's bytes verbatim and `/chat/stream` reads only the
+events it needs. `AnthropicStream` is a stream with a lifecycle: it watches the events go by for what accounting
+needs (usage, first token, the last event) and settles its `UpstreamCall` when it ends, however it ends.
 """
 
 from __future__ import annotations
@@ -14,60 +13,36 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import anthropic
-import anyio
-import httpx2
+import aiohttp
 import orjson
 
 from claude_gateway import tracing
 from claude_gateway.errors import GatewayError, UpstreamFailed, classify, classify_stream_error
 from claude_gateway.sse import SSEEvent, SSEParser
+from claude_gateway.transport import AnthropicTransport
 from claude_gateway.upstream import UpstreamCall
 from claude_gateway.usage import Usage
 
-MESSAGES_PATH = "/v1/messages"
 # Client headers passed on to Anthropic: the API version and beta flags change what Anthropic accepts and returns.
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 # Upstream headers passed back: the request id is what Anthropic support asks for.
 RETURNED_HEADERS = ("request-id",)
+NO_HEADERS: dict[str, str] = {}
 
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    out = {"content-type": "application/json"}
-    for name in FORWARDED_HEADERS:
-        value = headers.get(name)
-        if value:
-            out[name] = value
-    return out
+    return {name: value for name in FORWARDED_HEADERS if (value := headers.get(name))}
 
 
-def returned_headers(response: httpx2.Response) -> dict[str, str]:
+def returned_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
     return {name: value for name in RETURNED_HEADERS if (value := response.headers.get(name))}
-
-
-async def post_messages(
-    upstream: anthropic.AsyncAnthropic, body: bytes, headers: dict[str, str], *, stream: bool
-) -> httpx2.Response:
-    """One raw call; the SDK retries what it may and raises its own errors, mapped here to `GatewayError`s."""
-    try:
-        return await upstream.post(
-            MESSAGES_PATH,
-            cast_to=httpx2.Response,
-            content=body,
-            options={"headers": headers},
-            stream=stream,
-        )
-    except anthropic.APIError as exc:
-        raise classify(exc) from exc
-    except httpx2.HTTPError as exc:
-        raise classify(exc) from exc
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
     """A whole (non-streamed) answer: Anthropic's bytes as they came, and the decoded Message."""
 
-    response: httpx2.Response
+    response: aiohttp.ClientResponse
     raw: bytes
     message: dict[str, Any]
 
@@ -80,12 +55,17 @@ class Completion:
 
 
 async def complete(
-    upstream: anthropic.AsyncAnthropic, body: bytes, headers: dict[str, str], call: UpstreamCall
+    upstream: AnthropicTransport, body: bytes, headers: Mapping[str, str], call: UpstreamCall
 ) -> Completion:
     """A non-streamed call, accounted in `call`: one JSON decode of the answer, none of the SDK's object parsing."""
     with call, call.context():
-        response = await post_messages(upstream, body, headers, stream=False)
-        raw = response.content
+        response = await upstream.post(body, headers)
+        try:
+            raw = await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise classify(exc) from None
+        finally:
+            response.release()
         try:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -104,12 +84,12 @@ async def complete(
 
 
 async def open_stream(
-    upstream: anthropic.AsyncAnthropic, body: bytes, headers: dict[str, str], call: UpstreamCall
-) -> httpx2.Response:
+    upstream: AnthropicTransport, body: bytes, headers: Mapping[str, str], call: UpstreamCall
+) -> aiohttp.ClientResponse:
     """Start a streamed call; a failure before the first byte ends `call` and raises a `GatewayError`."""
     try:
         with call.context():
-            return await post_messages(upstream, body, headers, stream=True)
+            return await upstream.post(body, headers)
     except BaseException as exc:
         call.abort(exc)
         raise
@@ -118,7 +98,7 @@ async def open_stream(
 class AnthropicStream:
     """Anthropic's SSE answer, chunk by chunk, with the call's accounting kept as it goes."""
 
-    def __init__(self, response: httpx2.Response, call: UpstreamCall, request_started: float) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, call: UpstreamCall, request_started: float) -> None:
         self.response = response
         self.call = call
         self.request_started = request_started
@@ -141,12 +121,12 @@ class AnthropicStream:
         """Each chunk as it arrived, with the whole events it completed."""
         parser = SSEParser()
         try:
-            async for chunk in self.response.aiter_bytes():
+            async for chunk in self.response.content.iter_any():
                 events = list(parser.feed(chunk))
                 for event in events:
                     self._observe(event)
                 yield chunk, events
-        except httpx2.HTTPError as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             self.error = classify(exc)
             return
         if not self.completed and self.error is None:
@@ -178,26 +158,26 @@ class AnthropicStream:
             self.error = classify_stream_error(error_type)
             self.error_from_event = True
 
-    async def close(self, *, cancelled: bool = False) -> None:
+    def close(self, *, cancelled: bool = False) -> None:
         """Settle the call by the stream's last event, then free the connection (closing it if unread)."""
-        with anyio.CancelScope(shield=True):
-            if not self.completed:
-                # Anthropic reports output usage only at the end; a stream cut short still spent at least a token
-                # per delta, which is what gets recorded (and settled against the token limit).
-                self.call.seen(Usage(output=self.deltas))
-            if cancelled and not self.completed and self.error is None:
-                self.call.cancelled()
-            elif self.error is not None:
-                self.call.fail(self.error, response_id=self.message_id)
-            elif self.completed:
-                self.call.finish(
-                    response_id=self.message_id,
-                    finish_reason=self.stop_reason,
-                    output_text="".join(self.text) if self.text is not None else None,
-                )
-            else:  # left before it ended, but not cancelled: the reader stopped early
-                self.call.cancelled()
-            await self.response.aclose()
+        if not self.completed:
+            # Anthropic reports output usage only at the end; a stream cut short still spent at least a token
+            # per delta, which is what gets recorded (and settled against the token limit).
+            self.call.seen(Usage(output=self.deltas))
+        if cancelled and not self.completed and self.error is None:
+            self.call.cancelled()
+        elif self.error is not None:
+            self.call.fail(self.error, response_id=self.message_id)
+        elif self.completed:
+            self.call.finish(
+                response_id=self.message_id,
+                finish_reason=self.stop_reason,
+                output_text="".join(self.text) if self.text is not None else None,
+            )
+        else:  # left before it ended, but not cancelled: the reader stopped early
+            self.call.cancelled()
+        # Back to the pool when read to the end; an unread connection is closed rather than reused.
+        self.response.release()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.call.started

@@ -20,21 +20,14 @@ from opentelemetry.trace import Span
 from claude_gateway import metrics, tracing
 from claude_gateway.errors import GatewayError, Outcome, classify
 from claude_gateway.settings import Settings
+from claude_gateway.transport import CONNECT_TIMEOUT_S, KEEPALIVE_CONNECTIONS, PLACEHOLDER_KEY
 from claude_gateway.usage import Usage, record_usage
-
-# Connecting to Anthropic should take well under a second; a slow connect is a network fault, not a slow model.
-CONNECT_TIMEOUT_S = 5.0
-# Keep-alive connections per worker: enough for the upstream concurrency we allow (MAX_INFLIGHT_UPSTREAM), so a
-# burst does not pay new TLS handshakes.
-KEEPALIVE_CONNECTIONS = 256
-# A key the SDK accepts when none is configured: the simulator takes any key, and the real API answers 401,
-# which the gateway maps to "Internal configuration error" and logs at start-up.
-PLACEHOLDER_KEY = "sk-ant-unset"
 
 
 def create_client(settings: Settings) -> anthropic.AsyncAnthropic:
-    """The process's `AsyncAnthropic`: configured timeout and retries, pooled connections, the SDK's own spans off
-    (the gateway writes its own `chat {model}` span with the attributes INTERFACE.md names)."""
+    """The process's `AsyncAnthropic` (for jobs and the deep health check; the routes use `AnthropicTransport`):
+    configured like the transport, the SDK's own spans off (the gateway writes its own `chat {model}` span with
+    the attributes INTERFACE.md names)."""
     timeout = httpx2.Timeout(settings.upstream_timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.upstream_timeout_s))
     limits = httpx2.Limits(
         max_connections=max(settings.max_inflight_upstream, KEEPALIVE_CONNECTIONS) * 2,

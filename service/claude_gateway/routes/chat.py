@@ -17,12 +17,11 @@ from claude_gateway.deps import Client, Config, Ctx, Limiter, Slots, Upstream
 from claude_gateway.errors import UpstreamFailed
 from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header, upstream_lease
 from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
-from claude_gateway.relay import AnthropicStream, complete, forwarded_headers, open_stream
+from claude_gateway.relay import NO_HEADERS, AnthropicStream, complete, forwarded_headers, open_stream
 from claude_gateway.settings import Settings
 from claude_gateway.sse import DONE, EventStreamResponse, data_event
 from claude_gateway.upstream import UpstreamCall
 
-NO_HEADERS: dict[str, str] = {"content-type": "application/json"}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorDetail} for status in (400, 401, 403, 413, 429, 500, 502, 503, 504)
 }
