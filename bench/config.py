@@ -38,6 +38,9 @@ class BenchConfig:
     # Output tokens of a non-streaming answer: with the two above, 50 ms + 64 / 400 s = 210 ms per call.
     answer_tokens: int
     concurrencies: tuple[int, ...]
+    # Clients of the one closed-loop measurement against an unpaced upstream (answers at once): there throughput is
+    # bounded by the servers' CPU, not by clients / the upstream's latency as with the paced one.
+    unpaced_connections: int
     wrk_warmup_s: float
     wrk_duration_s: float
     wrk_threads: int
@@ -62,6 +65,7 @@ FULL = BenchConfig(
     sim_tokens_per_s=400.0,
     answer_tokens=64,
     concurrencies=(32, 128),
+    unpaced_connections=128,
     wrk_warmup_s=2.0,
     wrk_duration_s=8.0,
     wrk_threads=1,
@@ -85,6 +89,7 @@ FULL = BenchConfig(
 SMOKE = replace(
     FULL,
     concurrencies=(4, 8),
+    unpaced_connections=8,
     wrk_warmup_s=0.0,
     wrk_duration_s=1.0,
     open_loop_warmup_s=0.2,

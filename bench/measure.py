@@ -96,9 +96,10 @@ async def closed_loop(
     duration_s: float,
     threads: int,
     timeout_s: float,
-    upstream_latency_s: float,
+    upstream_latency_s: float | None,
 ) -> dict[str, Any]:
-    """wrk at `connections`, after a warm-up run at the same load that is thrown away."""
+    """wrk at `connections`, after a warm-up run at the same load that is thrown away. `upstream_latency_s` is the
+    simulator's time per answer for `target`, None when it answers unpaced (at once)."""
     if warmup_s > 0:
         await run_wrk(target, connections=connections, duration_s=warmup_s, threads=threads, timeout_s=timeout_s)
     window = CostWindow(trees)
@@ -111,9 +112,10 @@ async def closed_loop(
     return {
         "server": server,
         "route": target.path,
+        "upstream": "unpaced" if upstream_latency_s is None else "paced",
         **result.as_dict(),
         # No server can answer faster than the simulator: C connections cannot exceed C / its latency.
-        "closed_loop_ceiling_rps": round(connections / upstream_latency_s, 1),
+        "closed_loop_ceiling_rps": None if upstream_latency_s is None else round(connections / upstream_latency_s, 1),
         "cost": cost,
     }
 

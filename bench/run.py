@@ -1,8 +1,11 @@
 """One benchmark run, start to end: start the servers, measure each phase, profile, stop everything.
 
 Phases, each against every server in turn (the simulator alone, the gateway, the seed's reference):
-1. non-streaming, closed loop (wrk) at each client count; both reference installs, the stronger kept;
-2. non-streaming, open loop at a fixed fraction of the gateway's peak throughput: latency added to the simulator's;
+1. non-streaming, closed loop (wrk) at each client count against the simulator paced like Anthropic, then once with
+   it unpaced (answering at once), where throughput measures the servers' CPU; both reference installs, the one
+   faster unpaced kept;
+2. non-streaming, open loop at a fixed fraction of the gateway's peak (paced) throughput: latency added to the
+   simulator's;
 3. streams: time to first token, inter-token delay, memory per open stream, completion; the gateway and the
    reference are restarted before each streamed route so that its memory is measured from a fresh heap;
 4. (optional) py-spy profiles of the gateway and the reference under load.
@@ -57,6 +60,8 @@ VERSIONED = ("fastapi", "starlette", "uvicorn", "gunicorn", "uvloop", "httptools
 SECRET_SETTINGS = ("ANTHROPIC_API_KEY", "VALID_API_KEYS", "REDIS_URL")
 
 MakeTarget = Callable[[Server, StreamScenario], Target]
+# A closed-loop target, paced (False) or unpaced (True).
+MakeClosedLoopTarget = Callable[[bool], Target]
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -147,6 +152,9 @@ def meta(config: BenchConfig, smoke: bool, open_files: tuple[int, int], busy_pct
             "cpu_ms_per_unit": "utime+stime of the server's process tree over the measurement / requests (streams)",
             "unattributed_cores": "machine CPU outside the servers and the load generator: other processes, and "
             "kernel network work not charged to a process",
+            "upstream": "closed loop: paced, the simulator answers in upstream_latency_ms (so C clients cannot exceed "
+            "C / that latency); unpaced, it answers at once (ttft_ms=0 tokens_per_s=0), so throughput is bounded by "
+            "the servers' CPU",
         },
     }
 
@@ -236,7 +244,12 @@ class Run:
                 # Where the CPU goes, nothing else: the loop of someone optimising the gateway.
                 await self._start_reference(self.reference_install)
                 self.results.update(nonstreaming=[], open_loop=[], streams=[], reference_installs={})
-                self.results["reference_choice"] = {"connections": None, "throughput_rps": {}, "chosen": None}
+                self.results["reference_choice"] = {
+                    "upstream": "unpaced",
+                    "connections": None,
+                    "throughput_rps": {},
+                    "chosen": None,
+                }
             else:
                 self.results["nonstreaming"] = await self._nonstreaming()
                 self.results["open_loop"] = await self._open_loop()
@@ -249,9 +262,15 @@ class Run:
 
     # -- phase 1: non-streaming, closed loop ------------------------------------------------------------------------
 
-    async def _closed_loop(self, target: Target, server: str) -> list[dict[str, Any]]:
+    async def _closed_loop(self, make: MakeClosedLoopTarget, server: str) -> list[dict[str, Any]]:
+        """At each client count against the paced upstream, then once at `unpaced_connections` against the unpaced
+        one: paced, C clients cannot exceed C / the upstream's latency, whatever a server's CPU costs."""
+        config = self.config
+        loads = [(connections, False) for connections in config.concurrencies]
+        loads.append((config.unpaced_connections, True))
         rows = []
-        for connections in self.config.concurrencies:
+        for connections, unpaced in loads:
+            target = make(unpaced)
             self._log(f"closed loop: {target.name} at {connections} clients")
             rows.append(
                 await measure.closed_loop(
@@ -259,11 +278,11 @@ class Run:
                     server,
                     self._trees(),
                     connections=connections,
-                    warmup_s=self.config.wrk_warmup_s,
-                    duration_s=self.config.wrk_duration_s,
-                    threads=self.config.wrk_threads,
-                    timeout_s=self.config.request_timeout_s,
-                    upstream_latency_s=self.upstream_latency_s,
+                    warmup_s=config.wrk_warmup_s,
+                    duration_s=config.wrk_duration_s,
+                    threads=config.wrk_threads,
+                    timeout_s=config.request_timeout_s,
+                    upstream_latency_s=None if unpaced else self.upstream_latency_s,
                 )
             )
         return rows
@@ -272,33 +291,46 @@ class Run:
         tokens = self.config.answer_tokens
         sim, gateway = self._server("simulator"), self._server("gateway")
         rows: list[dict[str, Any]] = []
-        rows += await self._closed_loop(targets.simulator(sim.port, tokens), "simulator")
-        rows += await self._closed_loop(targets.chat("gateway", gateway.port, tokens), "gateway")
-        rows += await self._closed_loop(targets.gateway_messages(gateway.port, tokens), "gateway")
+        rows += await self._closed_loop(
+            lambda unpaced: targets.simulator(sim.port, tokens, unpaced=unpaced), "simulator"
+        )
+        rows += await self._closed_loop(
+            lambda unpaced: targets.chat("gateway", gateway.port, tokens, unpaced=unpaced), "gateway"
+        )
+        rows += await self._closed_loop(
+            lambda unpaced: targets.gateway_messages(gateway.port, tokens, unpaced=unpaced), "gateway"
+        )
         rows += await self._choose_reference()
         return rows
 
+    async def _measure_reference(self, install: str) -> list[dict[str, Any]]:
+        port = (await self._start_reference(install)).port
+        tokens = self.config.answer_tokens
+        rows = await self._closed_loop(
+            lambda unpaced: targets.chat("reference", port, tokens, unpaced=unpaced), "reference"
+        )
+        for row in rows:
+            row["install"] = install
+        return rows
+
     async def _choose_reference(self) -> list[dict[str, Any]]:
-        """Both installs of the reference measured; the one with the higher throughput at the most clients is kept
-        (and restarted if it was not the last one started)."""
-        top = max(self.config.concurrencies)
-        by_install: dict[str, list[dict[str, Any]]] = {}
-        for install in REFERENCE_INSTALLS:
-            reference = await self._start_reference(install)
-            rows = await self._closed_loop(
-                targets.chat("reference", reference.port, self.config.answer_tokens), "reference"
-            )
-            for row in rows:
-                row["install"] = install
-            by_install[install] = rows
+        """Both installs of the reference measured; the one with the higher throughput against the unpaced upstream
+        is kept (and restarted if it was not the last one started). Unpaced, because that is where the install
+        matters: its CPU cost per request; paced, both are held to the same ceiling by the upstream's latency."""
+        by_install = {install: await self._measure_reference(install) for install in REFERENCE_INSTALLS}
         throughput = {
-            install: next(row["throughput_rps"] for row in rows if row["connections"] == top)
+            install: next(row["throughput_rps"] for row in rows if row["upstream"] == "unpaced")
             for install, rows in by_install.items()
         }
         chosen = max(throughput, key=lambda install: throughput[install])
         if chosen != self.reference_install:
             await self._start_reference(chosen)
-        self.results["reference_choice"] = {"connections": top, "throughput_rps": throughput, "chosen": chosen}
+        self.results["reference_choice"] = {
+            "upstream": "unpaced",
+            "connections": self.config.unpaced_connections,
+            "throughput_rps": throughput,
+            "chosen": chosen,
+        }
         self.results["reference_installs"] = by_install
         return by_install[chosen]
 
@@ -308,7 +340,8 @@ class Run:
         config = self.config
         tokens = config.answer_tokens
         sim, gateway = self._server("simulator"), self._server("gateway")
-        rows = self.results["nonstreaming"]
+        # The peak the rate is a fraction of: against the paced upstream, the one the open loop runs against.
+        rows = [row for row in self.results["nonstreaming"] if row["upstream"] == "paced"]
         pairs = []
         for route, gateway_target in (
             ("/chat", targets.chat("gateway", gateway.port, tokens)),

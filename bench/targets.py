@@ -1,7 +1,8 @@
 """The requests a benchmark sends: the same question to every server, in each server's own protocol.
 
 Every answer is the same size (`[[sim:tokens=N]]` in the text is the simulator's control for output tokens), so the
-servers differ only in what they do around the upstream call.
+servers differ only in what they do around the upstream call. An `unpaced` target asks the simulator to answer at
+once (`ttft_ms=0 tokens_per_s=0`): the same answer, with the upstream's latency out of the way.
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ MODEL = "claude-sonnet-4-6"
 ANTHROPIC_VERSION = "2023-06-01"
 MAX_TOKENS = 1024
 QUESTION = "Explain in a paragraph what an API gateway does for a team calling Claude."
+# The simulator's controls for an answer sent at once: no time to first token, no pacing between tokens.
+UNPACED = " ttft_ms=0 tokens_per_s=0"
 
 
-def _text(tokens: int, tokens_per_s: float | None) -> str:
+def _text(tokens: int, tokens_per_s: float | None, unpaced: bool) -> str:
+    if unpaced and tokens_per_s is not None:
+        raise ValueError("an unpaced target has no tokens_per_s")
     pace = f" tokens_per_s={tokens_per_s:g}" if tokens_per_s is not None else ""
-    return f"{QUESTION} [[sim:tokens={tokens}{pace}]]"
+    return f"{QUESTION} [[sim:tokens={tokens}{UNPACED if unpaced else pace}]]"
+
+
+def _name(base: str, *, stream: bool, unpaced: bool) -> str:
+    return base + (" stream" if stream else "") + (" unpaced" if unpaced else "")
 
 
 def _chat_body(text: str) -> bytes:
@@ -39,33 +48,50 @@ def _messages_body(text: str, *, stream: bool) -> bytes:
     return json.dumps(body).encode()
 
 
-def simulator(port: int, tokens: int, tokens_per_s: float | None = None, *, stream: bool = False) -> Target:
+def simulator(
+    port: int, tokens: int, tokens_per_s: float | None = None, *, stream: bool = False, unpaced: bool = False
+) -> Target:
     return Target(
-        "simulator /v1/messages" + (" stream" if stream else ""),
+        _name("simulator /v1/messages", stream=stream, unpaced=unpaced),
         HOST,
         port,
         "/v1/messages",
-        _messages_body(_text(tokens, tokens_per_s), stream=stream),
+        _messages_body(_text(tokens, tokens_per_s, unpaced), stream=stream),
         (("x-api-key", UPSTREAM_KEY), ("anthropic-version", ANTHROPIC_VERSION)),
     )
 
 
-def gateway_messages(port: int, tokens: int, tokens_per_s: float | None = None, *, stream: bool = False) -> Target:
+def gateway_messages(
+    port: int, tokens: int, tokens_per_s: float | None = None, *, stream: bool = False, unpaced: bool = False
+) -> Target:
     return Target(
-        "gateway /v1/messages" + (" stream" if stream else ""),
+        _name("gateway /v1/messages", stream=stream, unpaced=unpaced),
         HOST,
         port,
         "/v1/messages",
-        _messages_body(_text(tokens, tokens_per_s), stream=stream),
+        _messages_body(_text(tokens, tokens_per_s, unpaced), stream=stream),
         (("x-api-key", CLIENT_KEY), ("anthropic-version", ANTHROPIC_VERSION)),
     )
 
 
-def chat(server: str, port: int, tokens: int, tokens_per_s: float | None = None, *, stream: bool = False) -> Target:
+def chat(
+    server: str,
+    port: int,
+    tokens: int,
+    tokens_per_s: float | None = None,
+    *,
+    stream: bool = False,
+    unpaced: bool = False,
+) -> Target:
     """`/chat` or `/chat/stream` of the gateway or of the reference (same body, same key header)."""
     path = "/chat/stream" if stream else "/chat"
     return Target(
-        f"{server} {path}", HOST, port, path, _chat_body(_text(tokens, tokens_per_s)), (("X-API-Key", CLIENT_KEY),)
+        _name(f"{server} {path}", stream=False, unpaced=unpaced),
+        HOST,
+        port,
+        path,
+        _chat_body(_text(tokens, tokens_per_s, unpaced)),
+        (("X-API-Key", CLIENT_KEY),),
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from tests.support.programs import in_ci, require_program
 
 REPO = Path(__file__).resolve().parents[2]
-# Server start-ups (the gateway three times, the reference three times) and about forty one-second loads.
+# Server start-ups (the gateway three times, the reference three times) and about forty-five one-second loads.
 SMOKE_TIMEOUT_S = 240
 SECTIONS = (
     "meta",
@@ -30,6 +30,13 @@ SECTIONS = (
     "targets",
     "chart",
     "gateway_log",
+)
+
+CLOSED_LOOP_ROUTES = (
+    ("simulator", "/v1/messages"),
+    ("gateway", "/chat"),
+    ("gateway", "/v1/messages"),
+    ("reference", "/chat"),
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(SMOKE_TIMEOUT_S + 30)]
@@ -69,21 +76,50 @@ def test_every_section_is_written(smoke_run: tuple[dict[str, Any], str]) -> None
 
 def test_every_server_and_route_is_measured_closed_loop(smoke_run: tuple[dict[str, Any], str]) -> None:
     results, _ = smoke_run
-    measured = {(row["server"], row["route"], row["connections"]) for row in results["nonstreaming"]}
-    clients = results["meta"]["config"]["concurrencies"]
-    for server, route in (
-        ("simulator", "/v1/messages"),
-        ("gateway", "/chat"),
-        ("gateway", "/v1/messages"),
-        ("reference", "/chat"),
-    ):
-        for connections in clients:
-            assert (server, route, connections) in measured
+    measured = {(row["server"], row["route"], row["upstream"], row["connections"]) for row in results["nonstreaming"]}
+    config = results["meta"]["config"]
+    loads = [("paced", connections) for connections in config["concurrencies"]]
+    loads.append(("unpaced", config["unpaced_connections"]))
+    for server, route in CLOSED_LOOP_ROUTES:
+        for upstream, connections in loads:
+            assert (server, route, upstream, connections) in measured
+    assert len(results["nonstreaming"]) == len(CLOSED_LOOP_ROUTES) * len(loads)
     for row in results["nonstreaming"]:
         assert row["requests"] > 0
         assert row["cost"]["servers"][row["server"]]["cpu_s"] >= 0
     assert set(results["reference_installs"]) == {"uvicorn", "gunicorn"}
     assert results["reference_choice"]["chosen"] in {"uvicorn", "gunicorn"}
+
+
+def test_unpaced_rows_ask_for_an_answer_at_once_and_have_no_ceiling(smoke_run: tuple[dict[str, Any], str]) -> None:
+    results, stdout = smoke_run
+    for row in results["nonstreaming"]:
+        unpaced = row["upstream"] == "unpaced"
+        assert row["target"].endswith(" unpaced") == unpaced
+        assert (row["closed_loop_ceiling_rps"] is None) == unpaced
+    for rows in results["reference_installs"].values():
+        assert [row["upstream"] for row in rows].count("unpaced") == 1
+    choice = results["reference_choice"]
+    assert choice["upstream"] == "unpaced"
+    assert choice["connections"] == results["meta"]["config"]["unpaced_connections"]
+    assert choice["chosen"] == max(choice["throughput_rps"], key=choice["throughput_rps"].get)
+    unpaced_ratios = [name for name in results["ratios"]["throughput"] if name.endswith(" unpaced")]
+    assert len(unpaced_ratios) == 4
+    assert "unpaced upstream" in stdout
+
+
+def test_throughput_targets_compare_unpaced_rows(smoke_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = smoke_run
+    clients = results["meta"]["config"]["unpaced_connections"]
+    names = [check["name"] for check in results["targets"] if "throughput" in check["name"]]
+    assert names == [
+        f"gateway /chat vs reference /chat, throughput at {clients} clients, unpaced upstream",
+        f"gateway /v1/messages vs reference /chat, throughput at {clients} clients, unpaced upstream",
+    ]
+    for check in results["targets"]:
+        if check["name"] in names:
+            assert check["measured"] is not None
+            assert check["status"] in {"PASS", "FAIL"}
 
 
 def test_open_loop_pairs_the_gateway_with_the_simulator(smoke_run: tuple[dict[str, Any], str]) -> None:
