@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -99,6 +100,18 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
     return lifespan
 
 
+def _document_plain_routes(app: FastAPI, paths: dict[str, Any]) -> None:
+    """Add the operations of plain Starlette routes (which FastAPI does not document) to the OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            generate()["paths"].update(paths)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     tracing.set_content_capture(settings.otel_instrumentation_genai_capture_message_content)
@@ -113,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     handlers.install(app)
     app.include_router(chat.build_router(settings))
-    app.include_router(messages.router)
+    app.router.routes.extend(messages.routes)
     app.include_router(analyze.router)
     app.include_router(health.router)
     if settings.metrics_enabled:
@@ -132,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         excluded_urls=TRACING_EXCLUDED_URLS,
         exclude_spans=TRACING_EXCLUDED_SPANS,  # type: ignore[arg-type]
     )
+    _document_plain_routes(app, messages.OPENAPI_PATHS)
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

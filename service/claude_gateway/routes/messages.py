@@ -13,12 +13,12 @@ from functools import partial
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from claude_gateway import metrics
-from claude_gateway.deps import Client, Config, Ctx, Limiter, Slots, Upstream
+from claude_gateway.context import request_context
+from claude_gateway.deps import authenticate
 from claude_gateway.errors import InvalidRequest
 from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header, upstream_lease
 from claude_gateway.relay import (
@@ -28,15 +28,17 @@ from claude_gateway.relay import (
     open_stream,
     returned_headers,
 )
+from claude_gateway.routes.plain import PlainRoute
 from claude_gateway.settings import Settings
 from claude_gateway.sse import EventStreamResponse, named_event
+from claude_gateway.transport import AnthropicTransport
 from claude_gateway.upstream import UpstreamCall
 
 MODEL_NAME_MAX_CHARS = 128
 
 
 # Errors here render in Anthropic's shape: the middleware sets that for everything under /v1/.
-router = APIRouter(tags=["anthropic"])
+PATH = "/v1/messages"
 
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -116,24 +118,19 @@ def parse_request(body: bytes, settings: Settings) -> tuple[dict[str, Any], str,
     return request, model, max_tokens, stream
 
 
-@router.post("/v1/messages", openapi_extra=_OPENAPI, response_class=Response, response_model=None)
-async def create_message(
-    request: Request,
-    client: Client,
-    upstream: Upstream,
-    limiter: Limiter,
-    slots: Slots,
-    config: Config,
-    context: Ctx,
-) -> Response:
+async def create_message(request: Request) -> Response:
     """Create a Message (Anthropic's API), streamed when the body says `"stream": true`."""
+    state = request.state
+    context = request_context(request)
+    client = await authenticate(request)
     body = await request.body()
-    _, model, max_tokens, stream = parse_request(body, config)
+    _, model, max_tokens, stream = parse_request(body, state.settings)
     context.model = model
     cost = estimate_input_tokens(len(body)) + max_tokens
     headers = forwarded_headers(request.headers)
+    upstream: AnthropicTransport = state.upstream
     lease_cm = upstream_lease(
-        route="/v1/messages", client=client, cost=cost, limiter=limiter, slots=slots, context=context
+        route=PATH, client=client, cost=cost, limiter=state.limiter, slots=state.slots, context=context
     )
     # Each call is created only once the lease is held: a request refused for tokens or for want of a slot never
     # reached Anthropic, so it must not count as an upstream call (nor hold the in-flight gauge and a span open).
@@ -163,6 +160,22 @@ async def create_message(
         on_close=partial(finish_stream, anthropic_stream, lease, resources, context),
         headers=[(name.encode(), value.encode()) for name, value in returned_headers(response).items()],
     )
+
+
+# A plain Starlette route, not a FastAPI one: the body is relayed as bytes, so FastAPI's dependency solving and
+# body handling would be pure cost on the busiest route. Its OpenAPI operation is written out above instead.
+routes = [PlainRoute(PATH, create_message, methods=["POST"])]
+OPENAPI_PATHS: dict[str, Any] = {
+    PATH: {
+        "post": {
+            "tags": ["anthropic"],
+            "summary": "Create Message",
+            "description": create_message.__doc__,
+            "operationId": "create_message_v1_messages_post",
+            **_OPENAPI,
+        }
+    }
+}
 
 
 async def relay(stream: AnthropicStream) -> AsyncIterator[bytes]:
