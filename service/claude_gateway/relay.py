@@ -122,7 +122,7 @@ class AnthropicStream:
         parser = SSEParser()
         try:
             async for chunk in self.response.content.iter_any():
-                events = list(parser.feed(chunk))
+                events = parser.feed(chunk)
                 for event in events:
                     self._observe(event)
                 yield chunk, events

@@ -7,7 +7,7 @@ away, so a departed client cancels its generator (and with it the upstream call)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,23 +53,28 @@ class SSEParser:
     def __init__(self) -> None:
         self._buffer = b""
 
-    def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """The events `chunk` completes (a list: called once per relayed chunk, it must cost next to nothing)."""
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
+        events = []
         start = 0
-        while True:
-            end = buffer.find(b"\n\n", start)
-            if end < 0:
-                break
+        while (end := buffer.find(b"\n\n", start)) >= 0:
             event = _parse_block(buffer[start:end])
             start = end + 2
             if event is not None:
-                yield event
+                events.append(event)
         self._buffer = buffer[start:]
+        return events
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:
+    # Anthropic's every event is `event: name` then one `data: json` line: read that without splitting.
+    if block.startswith(b"event: "):
+        newline = block.find(b"\n")
+        if newline > 0 and block.startswith(b"data: ", newline + 1) and block.find(b"\n", newline + 1) < 0:
+            return SSEEvent(block[7:newline].decode("utf-8", "replace"), block[newline + 7 :])
     name = "message"
     data: list[bytes] = []
     for line in block.split(b"\n"):

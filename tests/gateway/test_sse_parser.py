@@ -1,0 +1,53 @@
+"""`SSEParser` on Anthropic's recorded streams, however the bytes are cut into chunks, and on the rest of the SSE
+syntax (CRLF, multi-line data, comments, fields it ignores)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+
+from claude_gateway.sse import SSEEvent, SSEParser
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sse"
+
+
+def parse(chunks: list[bytes]) -> list[tuple[str, bytes]]:
+    parser = SSEParser()
+    return [(event.event, event.data) for chunk in chunks for event in parser.feed(chunk)]
+
+
+def cut(raw: bytes, rng: random.Random) -> list[bytes]:
+    points = sorted(rng.sample(range(1, len(raw)), k=min(len(raw) - 1, rng.randint(1, 40))))
+    return [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+
+
+@pytest.mark.parametrize("fixture", sorted(path.name for path in FIXTURES.glob("*.txt")))
+def test_a_recorded_stream_parses_the_same_however_it_is_cut(fixture: str) -> None:
+    raw = (FIXTURES / fixture).read_bytes()
+    whole = parse([raw])
+    assert whole, "no events"
+    for name, data in whole:
+        assert orjson.loads(data)["type"] == name  # Anthropic names each event after its data's type
+    rng = random.Random(fixture)
+    for _ in range(50):
+        assert parse(cut(raw, rng)) == whole
+    assert parse([bytes([byte]) for byte in raw]) == whole
+
+
+def test_the_rest_of_the_syntax() -> None:
+    stream = (
+        b": a comment\r\n\r\n"
+        b"event: a\r\ndata: 1\r\n\r\n"
+        b"data: first\ndata: second\n\n"
+        b"id: 7\nevent:b\ndata:{}\nretry: 10\n\n"
+        b"event: no-data\n\n"
+        b"event: unfinished\ndata: x"
+    )
+    assert parse([stream]) == [("a", b"1"), ("message", b"first\nsecond"), ("b", b"{}")]
+
+
+def test_an_event_decodes_its_json() -> None:
+    assert SSEEvent("message_delta", b'{"usage": {"output_tokens": 5}}').json() == {"usage": {"output_tokens": 5}}
