@@ -191,6 +191,14 @@ class TestTokens:
         await limiter.aclose()  # waits for shielded settlements
         assert await counter(limiter, "tokens", CLIENT, MINUTE_TOKENS[0]) == 50
 
+    async def test_settle_soon_returns_at_once_and_close_waits_for_it(self, limiter: RateLimiter) -> None:
+        reservations = [await limiter.reserve_tokens(CLIENT, MINUTE_TOKENS, 300) for _ in range(3)]
+        for reservation in reservations:
+            limiter.settle_soon(reservation, 20)
+            assert reservation.settled  # and a later `settle` is a no-op
+        await limiter.aclose()  # waits for the settlements still running
+        assert await counter(limiter, "tokens", CLIENT, MINUTE_TOKENS[0]) == 60
+
     async def test_many_settlements_find_their_window(self, limiter: RateLimiter) -> None:
         limits = parse_many("1000000/minute")
         for _ in range(100):

@@ -201,17 +201,27 @@ class RateLimiter:
         Never raises (Redis trouble is counted and logged); a second call is a no-op. The work is
         shielded, so a cancelled caller (a client gone mid-stream) still gets its refund applied.
         """
+        task = self._start_settling(reservation, used)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def settle_soon(self, reservation: TokenReservation, used: int | Usage) -> None:
+        """`settle` without waiting for it: an answer need not wait a Redis round trip for its refund to land.
+        `aclose` waits for every settlement still running."""
+        self._start_settling(reservation, used)
+
+    def _start_settling(self, reservation: TokenReservation, used: int | Usage) -> asyncio.Task[None] | None:
         if reservation.settled:
-            return
+            return None
         reservation.settled = True
         total = used.total if isinstance(used, Usage) else used
         delta = max(0, total) - reservation.cost
         if delta == 0 or not reservation.charges or reservation.windows is None:
-            return
+            return None
         task = asyncio.ensure_future(self._adjust(reservation.windows, reservation.charges, delta))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
-        await asyncio.shield(task)
+        return task
 
     async def ping(self) -> bool:
         """For /health/ready: whether Redis answers within the timeout (true in memory). Never raises."""
