@@ -7,6 +7,7 @@ away, so a departed client cancels its generator (and with it the upstream call)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import anyio
 import orjson
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 DONE = b"data: [DONE]\n\n"
 
@@ -109,30 +110,33 @@ class EventStreamResponse(Response):
         self.raw_headers = list(SSE_HEADERS) + (headers or [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One watcher task rather than a task group: a stream holds it for its whole life, thousands at once.
+        this = asyncio.current_task()
+        assert this is not None
         disconnected = False
+
+        async def watch_disconnect() -> None:
+            nonlocal disconnected
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected = True
+            this.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch_disconnect())
         try:
-            async with anyio.create_task_group() as group:
-
-                async def watch_disconnect() -> None:
-                    nonlocal disconnected
-                    while True:
-                        message: Message = await receive()
-                        if message["type"] == "http.disconnect":
-                            disconnected = True
-                            group.cancel_scope.cancel()
-                            return
-
-                group.start_soon(watch_disconnect)
-                try:
-                    await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-                    async for chunk in self.chunks:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                except OSError:
-                    # The client went away between two writes (uvicorn raises ClientDisconnected, an OSError).
-                    disconnected = True
-                group.cancel_scope.cancel()
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            # The client went away between two writes (uvicorn raises ClientDisconnected, an OSError).
+            disconnected = True
+        except asyncio.CancelledError:
+            if not disconnected:
+                raise
+            this.uncancel()  # our own cancellation, done with: the task goes on to clean up
         finally:
+            watcher.cancel()
             with anyio.CancelScope(shield=True):
                 aclose = getattr(self.chunks, "aclose", None)
                 if aclose is not None:
