@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from typing import Annotated, NamedTuple, TypedDict
 
 from fastapi import Depends, Request
 
@@ -26,24 +26,8 @@ class State(TypedDict):
     health: HealthCheck
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.state.settings  # type: ignore[no-any-return]
-
-
-async def get_upstream(request: Request) -> AnthropicTransport:
-    return request.state.upstream  # type: ignore[no-any-return]
-
-
-async def get_limiter(request: Request) -> RateLimiter:
-    return request.state.limiter  # type: ignore[no-any-return]
-
-
 async def get_jobs(request: Request) -> JobQueue:
     return request.state.jobs  # type: ignore[no-any-return]
-
-
-async def get_slots(request: Request) -> UpstreamSlots:
-    return request.state.slots  # type: ignore[no-any-return]
 
 
 async def get_health(request: Request) -> HealthCheck:
@@ -67,17 +51,28 @@ async def limited_client(request: Request, client: Annotated[ClientKey, Depends(
     return client
 
 
-async def get_context(request: Request) -> RequestContext:
-    return request_context(request)
+class RelayCall(NamedTuple):
+    """Everything a route relaying to Anthropic needs, as one dependency: FastAPI's cost is per dependency, and
+    these routes are the busiest."""
+
+    client: ClientKey
+    context: RequestContext
+    settings: Settings
+    upstream: AnthropicTransport
+    limiter: RateLimiter
+    slots: UpstreamSlots
+
+
+async def relay_call(request: Request) -> RelayCall:
+    """The caller authenticated (401 / 403 otherwise), with the app's resources for the call."""
+    client = await authenticate(request)
+    state = request.state
+    return RelayCall(client, request_context(request), state.settings, state.upstream, state.limiter, state.slots)
 
 
 # Every dependency is `async def`: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per request.
-Ctx = Annotated[RequestContext, Depends(get_context)]
-Config = Annotated[Settings, Depends(get_settings)]
-Upstream = Annotated[AnthropicTransport, Depends(get_upstream)]
 Client = Annotated[ClientKey, Depends(authenticate)]
 LimitedClient = Annotated[ClientKey, Depends(limited_client)]
-Limiter = Annotated[RateLimiter, Depends(get_limiter)]
+Relayed = Annotated[RelayCall, Depends(relay_call)]
 Jobs = Annotated[JobQueue, Depends(get_jobs)]
-Slots = Annotated[UpstreamSlots, Depends(get_slots)]
 Health = Annotated[HealthCheck, Depends(get_health)]

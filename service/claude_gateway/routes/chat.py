@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from claude_gateway import metrics, tracing
-from claude_gateway.deps import Client, Config, Ctx, Limiter, Slots, Upstream
+from claude_gateway.deps import Relayed
 from claude_gateway.errors import UpstreamFailed
 from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header, upstream_lease
 from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
@@ -48,23 +48,22 @@ def upstream_body(body: ChatRequest, model: str, *, stream: bool) -> bytes:
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["chat"])
 
-    async def chat(
-        body: ChatRequest,
-        client: Client,
-        upstream: Upstream,
-        limiter: Limiter,
-        slots: Slots,
-        config: Config,
-        context: Ctx,
-    ) -> Response:
+    async def chat(body: ChatRequest, relayed: Relayed) -> Response:
         """One answer from Claude, with its token counts."""
-        model = context.model = body.model or config.default_model
+        client, context = relayed.client, relayed.context
+        model = context.model = body.model or relayed.settings.default_model
         async with upstream_lease(
-            route="/chat", client=client, cost=_cost(body), limiter=limiter, slots=slots, context=context
+            route="/chat",
+            client=client,
+            cost=_cost(body),
+            limiter=relayed.limiter,
+            slots=relayed.slots,
+            context=context,
         ) as lease:
             call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=False)
             tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
-            completion = await complete(upstream, upstream_body(body, model, stream=False), NO_HEADERS, call)
+            body_bytes = upstream_body(body, model, stream=False)
+            completion = await complete(relayed.upstream, body_bytes, NO_HEADERS, call)
             lease.usage = call.usage
         text = completion.text()
         if text is None:
@@ -83,26 +82,18 @@ def build_router(settings: Settings) -> APIRouter:
         }
         return Response(orjson.dumps(answer), media_type="application/json", headers=overhead_header(context))
 
-    async def chat_stream(
-        request: Request,
-        body: ChatRequest,
-        client: Client,
-        upstream: Upstream,
-        limiter: Limiter,
-        slots: Slots,
-        config: Config,
-        context: Ctx,
-    ) -> EventStreamResponse:
+    async def chat_stream(request: Request, body: ChatRequest, relayed: Relayed) -> EventStreamResponse:
         """Server-sent events: `{"text": ...}` per delta, then `{"done": true, "usage": ...}`, then `[DONE]`."""
-        model = context.model = body.model or config.default_model
+        client, context = relayed.client, relayed.context
+        model = context.model = body.model or relayed.settings.default_model
         resources = AsyncExitStack()
         lease = await resources.enter_async_context(
             upstream_lease(
                 route="/chat/stream",
                 client=client,
                 cost=_cost(body),
-                limiter=limiter,
-                slots=slots,
+                limiter=relayed.limiter,
+                slots=relayed.slots,
                 context=context,
             )
         )
@@ -110,7 +101,7 @@ def build_router(settings: Settings) -> APIRouter:
         tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
         try:
             response = await open_stream(
-                upstream, upstream_body(body, model, stream=True), forwarded_headers(request.headers), call
+                relayed.upstream, upstream_body(body, model, stream=True), forwarded_headers(request.headers), call
             )
         except BaseException:
             await resources.aclose()

@@ -17,8 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from claude_gateway import metrics
-from claude_gateway.context import request_context
-from claude_gateway.deps import authenticate
+from claude_gateway.deps import relay_call
 from claude_gateway.errors import InvalidRequest
 from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header, upstream_lease
 from claude_gateway.relay import (
@@ -31,7 +30,6 @@ from claude_gateway.relay import (
 from claude_gateway.routes.plain import PlainRoute
 from claude_gateway.settings import Settings
 from claude_gateway.sse import EventStreamResponse, named_event
-from claude_gateway.transport import AnthropicTransport
 from claude_gateway.upstream import UpstreamCall
 
 MODEL_NAME_MAX_CHARS = 128
@@ -120,17 +118,16 @@ def parse_request(body: bytes, settings: Settings) -> tuple[dict[str, Any], str,
 
 async def create_message(request: Request) -> Response:
     """Create a Message (Anthropic's API), streamed when the body says `"stream": true`."""
-    state = request.state
-    context = request_context(request)
-    client = await authenticate(request)
+    relayed = await relay_call(request)
+    client, context = relayed.client, relayed.context
     body = await request.body()
-    _, model, max_tokens, stream = parse_request(body, state.settings)
+    _, model, max_tokens, stream = parse_request(body, relayed.settings)
     context.model = model
     cost = estimate_input_tokens(len(body)) + max_tokens
     headers = forwarded_headers(request.headers)
-    upstream: AnthropicTransport = state.upstream
+    upstream = relayed.upstream
     lease_cm = upstream_lease(
-        route=PATH, client=client, cost=cost, limiter=state.limiter, slots=state.slots, context=context
+        route=PATH, client=client, cost=cost, limiter=relayed.limiter, slots=relayed.slots, context=context
     )
     # Each call is created only once the lease is held: a request refused for tokens or for want of a slot never
     # reached Anthropic, so it must not count as an upstream call (nor hold the in-flight gauge and a span open).
