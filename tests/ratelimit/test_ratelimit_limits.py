@@ -199,6 +199,21 @@ class TestTokens:
         await limiter.aclose()  # waits for the settlements still running
         assert await counter(limiter, "tokens", CLIENT, MINUTE_TOKENS[0]) == 60
 
+    async def test_settlements_due_together_go_together(self, limiter: RateLimiter) -> None:
+        """Refunds and an over-charge of two clients, queued while none is sent yet: one batch, each to its own
+        windows."""
+        first = await limiter.reserve_tokens(CLIENT, MINUTE_TOKENS, 400)
+        second = await limiter.reserve_tokens(CLIENT, MINUTE_TOKENS, 400)
+        other = await limiter.reserve_tokens(OTHER, MINUTE_TOKENS, 100)
+        limiter.settle_soon(first, 50)
+        limiter.settle_soon(second, 0)
+        limiter.settle_soon(other, 250)
+        more = await limiter.reserve_tokens(CLIENT, MINUTE_TOKENS, 100)  # while the batch may still be on its way
+        limiter.settle_soon(more, 100)  # nothing to settle: used what it reserved
+        await limiter.aclose()
+        assert await counter(limiter, "tokens", CLIENT, MINUTE_TOKENS[0]) == 150
+        assert await counter(limiter, "tokens", OTHER, MINUTE_TOKENS[0]) == 250
+
     async def test_many_settlements_find_their_window(self, limiter: RateLimiter) -> None:
         limits = parse_many("1000000/minute")
         for _ in range(100):

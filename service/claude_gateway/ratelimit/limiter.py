@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from limits import RateLimitItem
 from redis.exceptions import RedisError
@@ -20,6 +20,7 @@ from claude_gateway.ratelimit.windows import (
     MemoryWindows,
     Outcome,
     RedisWindows,
+    Settlement,
     Slot,
     SlotState,
     Windows,
@@ -139,6 +140,8 @@ class RateLimiter:
         self._retry_at = 0.0  # monotonic
         self._probing = False
         self._settling: set[asyncio.Task[None]] = set()
+        self._queued: list[tuple[Windows, Settlement]] = []
+        self._flushing = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, retry_interval_s: float = REDIS_RETRY_INTERVAL_S) -> RateLimiter:
@@ -201,16 +204,23 @@ class RateLimiter:
         Never raises (Redis trouble is counted and logged); a second call is a no-op. The work is
         shielded, so a cancelled caller (a client gone mid-stream) still gets its refund applied.
         """
-        task = self._start_settling(reservation, used)
-        if task is not None:
-            await asyncio.shield(task)
+        due = self._settlement(reservation, used)
+        if due is not None:
+            await asyncio.shield(self._track(self._adjust(*due)))
 
     def settle_soon(self, reservation: TokenReservation, used: int | Usage) -> None:
         """`settle` without waiting for it: an answer need not wait a Redis round trip for its refund to land.
-        `aclose` waits for every settlement still running."""
-        self._start_settling(reservation, used)
+        Settlements due while others are being sent go together in the next call (one round trip for many
+        answers under load). `aclose` waits for all of them."""
+        due = self._settlement(reservation, used)
+        if due is None:
+            return
+        self._queued.append(due)
+        if not self._flushing:
+            self._flushing = True
+            self._track(self._flush())
 
-    def _start_settling(self, reservation: TokenReservation, used: int | Usage) -> asyncio.Task[None] | None:
+    def _settlement(self, reservation: TokenReservation, used: int | Usage) -> tuple[Windows, Settlement] | None:
         if reservation.settled:
             return None
         reservation.settled = True
@@ -218,7 +228,19 @@ class RateLimiter:
         delta = max(0, total) - reservation.cost
         if delta == 0 or not reservation.charges or reservation.windows is None:
             return None
-        task = asyncio.ensure_future(self._adjust(reservation.windows, reservation.charges, delta))
+        return reservation.windows, Settlement(reservation.charges, delta)
+
+    async def _flush(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                for windows in {id(windows): windows for windows, _ in batch}.values():
+                    await self._adjust(windows, *(settlement for owner, settlement in batch if owner is windows))
+        finally:
+            self._flushing = False
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
         return task
@@ -280,15 +302,15 @@ class RateLimiter:
             )
         return await operation(fallback), fallback
 
-    async def _adjust(self, windows: Windows, charges: Sequence[Charge], delta: int) -> None:
+    async def _adjust(self, windows: Windows, *settlements: Settlement) -> None:
         if windows is not self.windows or self.fallback is None:
-            await windows.adjust(charges, delta)
+            await windows.adjust(settlements)
             return
         if self._down:  # the window will expire on its own; a lost refund only holds budget until then
             return
         try:
             async with asyncio.timeout(self.timeout_s):
-                await windows.adjust(charges, delta)
+                await windows.adjust(settlements)
         except REDIS_FAILURES as exc:
             self._failed(exc, "ratelimit")
             return

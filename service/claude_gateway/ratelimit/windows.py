@@ -81,6 +81,14 @@ class Charge:
     window_end: float
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What a reservation's windows owe once its request has ended: `delta` = used - reserved."""
+
+    charges: Sequence[Charge]
+    delta: int
+
+
 class Windows(Protocol):
     """Where the counters live."""
 
@@ -95,8 +103,9 @@ class Windows(Protocol):
         """Charge every slot's cost if every window has room for it, else charge nothing."""
         ...
 
-    async def adjust(self, charges: Sequence[Charge], delta: int) -> None:
-        """Refund (delta < 0) into charged windows still open; charge more (delta > 0) to current ones."""
+    async def adjust(self, settlements: Sequence[Settlement]) -> None:
+        """Each settlement: refund (delta < 0) into its charged windows still open, or charge more (delta > 0) to
+        the current ones. Many at once, so that settlements can be sent together."""
         ...
 
     async def ping(self) -> None: ...
@@ -145,29 +154,37 @@ end
 return reply
 """
 
-# ARGV[1]: delta (used - reserved); ARGV[2]: tolerance (ms); ARGV[2i+1], ARGV[2i+2]: window end (ms), period
-# (ms). A refund goes only into the very window that was charged and never below zero: a window that has since
-# reset owes nothing. An over-charge was spent now, so it lands in the current window, opening one if need be.
+# A batch of settlements. ARGV[1]: tolerance (ms); then per settlement: its delta (used - reserved), its number of
+# windows n, and n pairs of window end (ms) and period (ms); KEYS: the windows' counters, in the same order.
+# A refund goes only into the very window that was charged and never below zero: a window that has since reset
+# owes nothing. An over-charge was spent now, so it lands in the current window, opening one if need be.
 _ADJUST_LUA = """
-local delta = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[1])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-for i = 1, #KEYS do
-    local window_end = tonumber(ARGV[2 * i + 1])
-    local ttl = redis.call('PTTL', KEYS[i])
-    if delta < 0 then
-        if ttl > 0 and math.abs(now + ttl - window_end) <= tolerance then
-            local count = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
-            local refund = math.min(-delta, count)
-            if refund > 0 then
-                redis.call('DECRBY', KEYS[i], refund)
+local arg, key = 2, 1
+while arg <= #ARGV do
+    local delta = tonumber(ARGV[arg])
+    local windows = tonumber(ARGV[arg + 1])
+    arg = arg + 2
+    for _ = 1, windows do
+        local window_end, period = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1])
+        local name = KEYS[key]
+        arg, key = arg + 2, key + 1
+        local ttl = redis.call('PTTL', name)
+        if delta < 0 then
+            if ttl > 0 and math.abs(now + ttl - window_end) <= tolerance then
+                local count = tonumber(redis.call('GET', name) or '0') or 0
+                local refund = math.min(-delta, count)
+                if refund > 0 then
+                    redis.call('DECRBY', name, refund)
+                end
             end
+        elseif ttl > 0 then
+            redis.call('INCRBY', name, delta)
+        else
+            redis.call('SET', name, delta, 'PX', period)
         end
-    elseif ttl > 0 then
-        redis.call('INCRBY', KEYS[i], delta)
-    else
-        redis.call('SET', KEYS[i], delta, 'PX', tonumber(ARGV[2 * i + 2]))
     end
 end
 return 1
@@ -221,11 +238,15 @@ class RedisWindows:
             states.append(SlotState(used=count, reset_in_s=ttl_ms / MS_PER_S, window_end=float(now_ms + ttl_ms)))
         return Outcome(admitted=admitted == 1, states=tuple(states))
 
-    async def adjust(self, charges: Sequence[Charge], delta: int) -> None:
-        args: list[int] = [delta, WINDOW_MATCH_TOLERANCE_MS]
-        for charge in charges:
-            args += [int(charge.window_end), charge.period_s * MS_PER_S]
-        await self._adjust(keys=[self._key(charge.key) for charge in charges], args=args)
+    async def adjust(self, settlements: Sequence[Settlement]) -> None:
+        keys: list[str] = []
+        args: list[int] = [WINDOW_MATCH_TOLERANCE_MS]
+        for settlement in settlements:
+            args += [settlement.delta, len(settlement.charges)]
+            for charge in settlement.charges:
+                keys.append(self._key(charge.key))
+                args += [int(charge.window_end), charge.period_s * MS_PER_S]
+        await self._adjust(keys=keys, args=args)
 
     async def ping(self) -> None:
         await self.redis.ping()
@@ -260,14 +281,16 @@ class MemoryWindows:
                 states.append(SlotState(used=count, reset_in_s=max(0.0, window_end - now), window_end=window_end))
             return Outcome(admitted=admitted, states=tuple(states))
 
-    async def adjust(self, charges: Sequence[Charge], delta: int) -> None:
+    async def adjust(self, settlements: Sequence[Settlement]) -> None:
         async with self._lock:
-            for charge in charges:
-                count = await self.storage.get(charge.key)  # also forgets a window that has ended
-                if delta > 0:
-                    await self.storage.incr(charge.key, charge.period_s, delta)
-                elif count > 0 and await self.storage.get_expiry(charge.key) == charge.window_end:
-                    await self.storage.decr(charge.key, min(-delta, count))
+            for settlement in settlements:
+                delta = settlement.delta
+                for charge in settlement.charges:
+                    count = await self.storage.get(charge.key)  # also forgets a window that has ended
+                    if delta > 0:
+                        await self.storage.incr(charge.key, charge.period_s, delta)
+                    elif count > 0 and await self.storage.get_expiry(charge.key) == charge.window_end:
+                        await self.storage.decr(charge.key, min(-delta, count))
 
     async def ping(self) -> None:
         return None
