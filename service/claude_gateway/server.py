@@ -3,7 +3,8 @@
 - Graceful shutdown waits `GRACEFUL_TIMEOUT_S` (default ten minutes) for in-flight streams: Gunicorn's own default
   of 30 s would cut every long generation on every deploy.
 - No worker recycling (`max_requests = 0`): recycling drops streams and leaves dead workers' metric files behind.
-- The objects loaded at start-up are frozen out of the garbage collector's full collections (`gc.freeze`).
+- The garbage collector: the objects loaded at start-up frozen out of full collections, young ones collected less
+  often (`tune_garbage_collection`).
 - Prometheus multiprocess mode: the metrics directory is set before any worker starts and wiped at every start;
   `child_exit` marks dead workers so their live gauges vanish.
 
@@ -34,6 +35,9 @@ WORKER_HEARTBEAT_TIMEOUT_S = 30
 KEEPALIVE_S = 75
 # Pending connections the kernel queues per listener: bursts of thousands of streams must not be refused.
 BACKLOG = 4096
+# Allocations (less deallocations) of container objects between two collections of the youngest generation
+# (CPython's default: 700). Measured with `bench/`: about 10% less CPU per request; a few MB more held at most.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 class GatewayWorker(UvicornWorker):
@@ -64,16 +68,19 @@ def prepare_metrics_dir() -> Path:
     return path
 
 
-def freeze_startup_objects() -> None:
+def tune_garbage_collection() -> None:
     """Take what the app loaded (about 200,000 objects: FastAPI, pydantic, the SDK's types) out of the garbage
     collector's reach: they live as long as the worker, and a full collection scanning them stalls the event loop
-    for over 100 ms (measured here), which every open stream then feels as a late token."""
+    for over 100 ms (measured here), which every open stream then feels as a late token. And collect the youngest
+    generation less often: a request allocates hundreds of short-lived containers."""
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _post_worker_init(worker: Any) -> None:
-    freeze_startup_objects()
+    tune_garbage_collection()
 
 
 def _child_exit(server: Any, worker: Any) -> None:
