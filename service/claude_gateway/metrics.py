@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,6 +41,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.metrics import MetricWrapperBase
 
 from claude_gateway import __version__
 
@@ -106,6 +108,34 @@ OVERHEAD = Histogram(
     namespace=NAMESPACE,
     buckets=_OVERHEAD_BUCKETS,
 )
+
+
+class Children:
+    """A metric's labelled children, each looked up once: the request path asks for the same few on every request,
+    and `labels()` checks its arguments and takes a lock each time. Call it with the label values in the metric's
+    label order. Only for labels of bounded cardinality (all of ours are: see `model_label`)."""
+
+    def __init__(self, metric: MetricWrapperBase) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+http_requests = Children(HTTP_REQUESTS)
+http_duration = Children(HTTP_DURATION)
+upstream_requests = Children(UPSTREAM_REQUESTS)
+upstream_duration = Children(UPSTREAM_DURATION)
+time_to_first_token = Children(TIME_TO_FIRST_TOKEN)
+tokens = Children(TOKENS)
+overhead = Children(OVERHEAD)
+client_disconnects = Children(CLIENT_DISCONNECTS)
+
+
 REDIS_UP = Gauge(
     "redis_up",
     "1 when the last Redis call succeeded, else 0.",

@@ -150,12 +150,12 @@ class GatewayMiddleware:
         quiet = path.startswith(QUIET_PREFIXES)
         if not quiet:
             method = scope["method"]
-            metrics.HTTP_REQUESTS.labels(route=template, method=method, status=str(status_code)).inc()
-            metrics.HTTP_DURATION.labels(route=template, method=method).observe(duration)
+            metrics.http_requests(template, method, str(status_code)).inc()
+            metrics.http_duration(template, method).observe(duration)
             if context.upstream_s > 0:
-                metrics.OVERHEAD.labels(route=template).observe(context.overhead_s(now))
+                metrics.overhead(template).observe(context.overhead_s(now))
             if context.disconnected:
-                metrics.CLIENT_DISCONNECTS.labels(route=template).inc()
+                metrics.client_disconnects(template).inc()
         level = logging.DEBUG if quiet and status_code < 500 else logging.INFO
         if not access_log.isEnabledFor(level):
             return

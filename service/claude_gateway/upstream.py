@@ -78,7 +78,7 @@ class UpstreamCall:
     def first_token(self, request_started: float) -> None:
         if not self.ttft_recorded:
             self.ttft_recorded = True
-            metrics.TIME_TO_FIRST_TOKEN.labels(model=self.model_label).observe(time.perf_counter() - request_started)
+            metrics.time_to_first_token(self.model_label).observe(time.perf_counter() - request_started)
 
     def seen(self, usage: Usage) -> None:
         """Usage reported so far (streams report it in two events)."""
@@ -123,10 +123,8 @@ class UpstreamCall:
         self._done = True
         metrics.UPSTREAM_INFLIGHT.dec()
         if outcome is not None:
-            metrics.UPSTREAM_REQUESTS.labels(model=self.model_label, outcome=outcome).inc()
-        metrics.UPSTREAM_DURATION.labels(model=self.model_label, stream="true" if self.stream else "false").observe(
-            self.elapsed()
-        )
+            metrics.upstream_requests(self.model_label, outcome).inc()
+        metrics.upstream_duration(self.model_label, "true" if self.stream else "false").observe(self.elapsed())
         record_usage(self.model, self.client, self.usage)
 
     def abort(self, exc: BaseException) -> None:

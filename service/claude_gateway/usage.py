@@ -58,4 +58,4 @@ def record_usage(model: str, client: str, usage: Usage) -> None:
         ("cache_write", usage.cache_write),
     ):
         if count:
-            metrics.TOKENS.labels(model=label, direction=direction, client=client).inc(count)
+            metrics.tokens(label, direction, client).inc(count)
