@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, NamedTuple, TypedDict
 
 from fastapi import Depends, Request
@@ -11,6 +12,7 @@ from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.context import RequestContext, request_context
 from claude_gateway.health import HealthCheck
 from claude_gateway.jobs import JobQueue
+from claude_gateway.lease import Lease, upstream_lease
 from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
 from claude_gateway.transport import AnthropicTransport
@@ -61,6 +63,12 @@ class RelayCall(NamedTuple):
     upstream: AnthropicTransport
     limiter: RateLimiter
     slots: UpstreamSlots
+
+    def lease(self, route: str, cost: int) -> AbstractAsyncContextManager[Lease]:
+        """The call's place in the client's limits and an upstream slot (`lease.upstream_lease`)."""
+        return upstream_lease(
+            route=route, client=self.client, cost=cost, limiter=self.limiter, slots=self.slots, context=self.context
+        )
 
 
 async def relay_call(request: Request) -> RelayCall:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from claude_gateway import metrics, tracing
 from claude_gateway.deps import Relayed
 from claude_gateway.errors import UpstreamFailed
-from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header, upstream_lease
+from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header
 from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
 from claude_gateway.relay import NO_HEADERS, AnthropicStream, complete, forwarded_headers, open_stream
 from claude_gateway.settings import Settings
@@ -52,14 +52,7 @@ def build_router(settings: Settings) -> APIRouter:
         """One answer from Claude, with its token counts."""
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
-        async with upstream_lease(
-            route="/chat",
-            client=client,
-            cost=_cost(body),
-            limiter=relayed.limiter,
-            slots=relayed.slots,
-            context=context,
-        ) as lease:
+        async with relayed.lease("/chat", _cost(body)) as lease:
             call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=False)
             tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
             body_bytes = upstream_body(body, model, stream=False)
@@ -87,16 +80,7 @@ def build_router(settings: Settings) -> APIRouter:
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
         resources = AsyncExitStack()
-        lease = await resources.enter_async_context(
-            upstream_lease(
-                route="/chat/stream",
-                client=client,
-                cost=_cost(body),
-                limiter=relayed.limiter,
-                slots=relayed.slots,
-                context=context,
-            )
-        )
+        lease = await resources.enter_async_context(relayed.lease("/chat/stream", _cost(body)))
         call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=True)
         tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
         try:

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from claude_gateway import metrics
 from claude_gateway.deps import relay_call
 from claude_gateway.errors import InvalidRequest
-from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header, upstream_lease
+from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header
 from claude_gateway.relay import (
     AnthropicStream,
     complete,
@@ -126,9 +126,7 @@ async def create_message(request: Request) -> Response:
     cost = estimate_input_tokens(len(body)) + max_tokens
     headers = forwarded_headers(request.headers)
     upstream = relayed.upstream
-    lease_cm = upstream_lease(
-        route=PATH, client=client, cost=cost, limiter=relayed.limiter, slots=relayed.slots, context=context
-    )
+    lease_cm = relayed.lease(PATH, cost)
     # Each call is created only once the lease is held: a request refused for tokens or for want of a slot never
     # reached Anthropic, so it must not count as an upstream call (nor hold the in-flight gauge and a span open).
     if not stream:
