@@ -3,9 +3,9 @@
 `upstream_lease` first admits the request against the client's request and token limits in one round trip (all or
 nothing: a request refused for its tokens is not counted as a request), reserving its worst-case token cost, then
 takes an upstream slot (a client over its limits never occupies one). When the call ends it gives the slot back and
-settles the reservation to the usage the call reports, refunding what was not spent (without holding the answer
-back for it). A streamed answer outlives its handler, so its lease is entered on an `AsyncExitStack` that the
-stream's end closes.
+settles the reservation to the usage the call reports, refunding what was not spent, before the answer is complete
+(the client's next request must see its refund). A streamed answer outlives its handler, so its lease is entered on
+an `AsyncExitStack` that the stream's end closes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+
+import anyio
 
 from claude_gateway import metrics
 from claude_gateway.auth import ClientKey
@@ -70,7 +72,8 @@ async def upstream_lease(
             slots.release()
     finally:
         context.usage = lease.usage
-        limiter.settle_soon(admission.reservation, lease.usage.total if lease.usage else 0)
+        with anyio.CancelScope(shield=True):
+            await limiter.settle(admission.reservation, lease.usage.total if lease.usage else 0)
 
 
 async def finish_stream(

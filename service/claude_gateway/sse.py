@@ -93,6 +93,7 @@ class EventStreamResponse(Response):
 
     `on_close(disconnected)` runs exactly once when the response ends, however it ends (even if the client left
     before the first chunk was asked for), shielded from cancellation: it is where a stream gives back what it holds.
+    A stream that ends normally runs it before its last byte goes out.
     """
 
     def __init__(
@@ -127,6 +128,8 @@ class EventStreamResponse(Response):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for chunk in self.chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # Settled before the answer is complete: a client's next request sees what this one gave back.
+            await self._close(disconnected=False)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             # The client went away between two writes (uvicorn raises ClientDisconnected, an OSError).
@@ -141,5 +144,9 @@ class EventStreamResponse(Response):
                 aclose = getattr(self.chunks, "aclose", None)
                 if aclose is not None:
                     await aclose()
-                if self.on_close is not None:
-                    await self.on_close(disconnected)
+                await self._close(disconnected=disconnected)
+
+    async def _close(self, *, disconnected: bool) -> None:
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            await on_close(disconnected)

@@ -191,26 +191,20 @@ class TestTokens:
         await limiter.aclose()  # waits for shielded settlements
         assert await counter(limiter, "tokens", CLIENT, MINUTE_TOKENS[0]) == 50
 
-    async def test_settle_soon_returns_at_once_and_close_waits_for_it(self, limiter: RateLimiter) -> None:
-        reservations = [await limiter.reserve_tokens(CLIENT, MINUTE_TOKENS, 300) for _ in range(3)]
-        for reservation in reservations:
-            limiter.settle_soon(reservation, 20)
-            assert reservation.settled  # and a later `settle` is a no-op
-        await limiter.aclose()  # waits for the settlements still running
-        assert await counter(limiter, "tokens", CLIENT, MINUTE_TOKENS[0]) == 60
-
     async def test_settlements_due_together_go_together(self, limiter: RateLimiter) -> None:
-        """Refunds and an over-charge of two clients, queued while none is sent yet: one batch, each to its own
-        windows."""
+        """Refunds and an over-charge of two clients, due at the same moment: sent as one batch, each to its own
+        windows, and each caller returns once its own is applied."""
         first = await limiter.reserve_tokens(CLIENT, MINUTE_TOKENS, 400)
         second = await limiter.reserve_tokens(CLIENT, MINUTE_TOKENS, 400)
         other = await limiter.reserve_tokens(OTHER, MINUTE_TOKENS, 100)
-        limiter.settle_soon(first, 50)
-        limiter.settle_soon(second, 0)
-        limiter.settle_soon(other, 250)
-        more = await limiter.reserve_tokens(CLIENT, MINUTE_TOKENS, 100)  # while the batch may still be on its way
-        limiter.settle_soon(more, 100)  # nothing to settle: used what it reserved
-        await limiter.aclose()
+        more = await limiter.reserve_tokens(CLIENT, MINUTE_TOKENS, 100)
+        await asyncio.gather(
+            limiter.settle(first, 50),
+            limiter.settle(second, 0),
+            limiter.settle(other, 250),
+            limiter.settle(more, 100),  # nothing to settle: used what it reserved
+        )
+        assert all(reservation.settled for reservation in (first, second, other, more))
         assert await counter(limiter, "tokens", CLIENT, MINUTE_TOKENS[0]) == 150
         assert await counter(limiter, "tokens", OTHER, MINUTE_TOKENS[0]) == 250
 

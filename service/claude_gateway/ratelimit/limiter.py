@@ -140,7 +140,7 @@ class RateLimiter:
         self._retry_at = 0.0  # monotonic
         self._probing = False
         self._settling: set[asyncio.Task[None]] = set()
-        self._queued: list[tuple[Windows, Settlement]] = []
+        self._queued: list[tuple[Windows, Settlement, asyncio.Future[None]]] = []
         self._flushing = False
 
     @classmethod
@@ -201,26 +201,17 @@ class RateLimiter:
     async def settle(self, reservation: TokenReservation, used: int | Usage) -> None:
         """Bring a reservation to what the request used (Usage.total): refund the rest, charge any excess.
 
-        Never raises (Redis trouble is counted and logged); a second call is a no-op. The work is
-        shielded, so a cancelled caller (a client gone mid-stream) still gets its refund applied.
+        Returns once the settlement is applied, so that the client's next request sees it. Settlements due while
+        others are being sent go together in the next call: under load one Redis round trip settles many answers.
+        Never raises (Redis trouble is counted and logged); a second call is a no-op. The work is shielded, so a
+        cancelled caller (a client gone mid-stream) still gets its refund applied.
         """
-        due = self._settlement(reservation, used)
-        if due is not None:
-            await asyncio.shield(self._track(self._adjust(*due)))
+        applied = self._queue(reservation, used)
+        if applied is not None:
+            await asyncio.shield(applied)
 
-    def settle_soon(self, reservation: TokenReservation, used: int | Usage) -> None:
-        """`settle` without waiting for it: an answer need not wait a Redis round trip for its refund to land.
-        Settlements due while others are being sent go together in the next call (one round trip for many
-        answers under load). `aclose` waits for all of them."""
-        due = self._settlement(reservation, used)
-        if due is None:
-            return
-        self._queued.append(due)
-        if not self._flushing:
-            self._flushing = True
-            self._track(self._flush())
-
-    def _settlement(self, reservation: TokenReservation, used: int | Usage) -> tuple[Windows, Settlement] | None:
+    def _queue(self, reservation: TokenReservation, used: int | Usage) -> asyncio.Future[None] | None:
+        """Queue the reservation's settlement, if it owes anything; the future is done once it is applied."""
         if reservation.settled:
             return None
         reservation.settled = True
@@ -228,14 +219,24 @@ class RateLimiter:
         delta = max(0, total) - reservation.cost
         if delta == 0 or not reservation.charges or reservation.windows is None:
             return None
-        return reservation.windows, Settlement(reservation.charges, delta)
+        applied = asyncio.get_running_loop().create_future()
+        self._queued.append((reservation.windows, Settlement(reservation.charges, delta), applied))
+        if not self._flushing:
+            self._flushing = True
+            self._track(self._flush())
+        return applied
 
     async def _flush(self) -> None:
         try:
             while self._queued:
                 batch, self._queued = self._queued, []
-                for windows in {id(windows): windows for windows, _ in batch}.values():
-                    await self._adjust(windows, *(settlement for owner, settlement in batch if owner is windows))
+                try:
+                    for windows in {id(windows): windows for windows, _, _ in batch}.values():
+                        await self._adjust(windows, *(settlement for owner, settlement, _ in batch if owner is windows))
+                finally:
+                    for _, _, applied in batch:
+                        if not applied.done():
+                            applied.set_result(None)
         finally:
             self._flushing = False
 
