@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import aiohttp
 import orjson
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from claude_gateway import __version__
 from claude_gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable, classify_status
@@ -166,7 +166,7 @@ class AnthropicTransport:
             pass
         finally:
             response.release()
-        return classify_status(response.status, _error_type(bytes(raw)), _headers(response.headers))
+        return classify_status(response.status, _error_type(bytes(raw)), response.headers)
 
 
 def _stale(exc: BaseException) -> bool:
@@ -184,7 +184,3 @@ def _error_type(raw: bytes) -> str | None:
     error = body.get("error") if isinstance(body, dict) else None
     kind = error.get("type") if isinstance(error, dict) else None
     return kind if isinstance(kind, str) else None
-
-
-def _headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    return {name: headers[name] for name in ("retry-after",) if name in headers}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from limits import RateLimitItem
 from redis.exceptions import RedisError
@@ -139,9 +139,9 @@ class RateLimiter:
         self._down = False
         self._retry_at = 0.0  # monotonic
         self._probing = False
-        self._settling: set[asyncio.Task[None]] = set()
+        # Settlements waiting for the next Redis call, and the one task sending them (while it runs, new ones queue).
         self._queued: list[tuple[Windows, Settlement, asyncio.Future[None]]] = []
-        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, retry_interval_s: float = REDIS_RETRY_INTERVAL_S) -> RateLimiter:
@@ -221,30 +221,20 @@ class RateLimiter:
             return None
         applied = asyncio.get_running_loop().create_future()
         self._queued.append((reservation.windows, Settlement(reservation.charges, delta), applied))
-        if not self._flushing:
-            self._flushing = True
-            self._track(self._flush())
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
         return applied
 
     async def _flush(self) -> None:
-        try:
-            while self._queued:
-                batch, self._queued = self._queued, []
-                try:
-                    for windows in {id(windows): windows for windows, _, _ in batch}.values():
-                        await self._adjust(windows, *(settlement for owner, settlement, _ in batch if owner is windows))
-                finally:
-                    for _, _, applied in batch:
-                        if not applied.done():
-                            applied.set_result(None)
-        finally:
-            self._flushing = False
-
-    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(work)
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-        return task
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                for windows in {id(windows): windows for windows, _, _ in batch}.values():
+                    await self._adjust(windows, *(settlement for owner, settlement, _ in batch if owner is windows))
+            finally:
+                for _, _, applied in batch:
+                    if not applied.done():
+                        applied.set_result(None)
 
     async def ping(self) -> bool:
         """For /health/ready: whether Redis answers within the timeout (true in memory). Never raises."""
@@ -260,8 +250,8 @@ class RateLimiter:
         return True
 
     async def aclose(self) -> None:
-        if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
         await self.windows.aclose()
         if self.fallback is not None:
             await self.fallback.aclose()
