@@ -31,8 +31,9 @@ import math
 from collections.abc import Mapping
 from typing import ClassVar, Literal
 
-import aiohttp
 import anthropic
+
+from claude_gateway.http_client import ConnectFailed
 
 Outcome = Literal["ok", "rate_limited", "overloaded", "timeout", "unreachable", "error"]
 
@@ -209,7 +210,7 @@ def classify(exc: BaseException) -> GatewayError:
     # Reads of a stream's body after its 2xx raise the transport's own errors.
     if isinstance(exc, TimeoutError):
         return UpstreamTimeout()
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectFailed):
         return UpstreamUnreachable()
     return UpstreamFailed()
 

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from claude_gateway import tracing
 from claude_gateway.errors import GatewayError, UpstreamFailed, classify, classify_stream_error
+from claude_gateway.http_client import HTTPClientError, Response
 from claude_gateway.sse import SSEEvent, SSEParser
 from claude_gateway.transport import AnthropicTransport
 from claude_gateway.upstream import UpstreamCall
@@ -34,7 +34,7 @@ def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name in FORWARDED_HEADERS if (value := headers.get(name))}
 
 
-def returned_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
+def returned_headers(response: Response) -> dict[str, str]:
     return {name: value for name in RETURNED_HEADERS if (value := response.headers.get(name))}
 
 
@@ -42,7 +42,7 @@ def returned_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
 class Completion:
     """A whole (non-streamed) answer: Anthropic's bytes as they came, and the decoded Message."""
 
-    response: aiohttp.ClientResponse
+    response: Response
     raw: bytes
     message: dict[str, Any]
 
@@ -62,7 +62,7 @@ async def complete(
         response = await upstream.post(body, headers)
         try:
             raw = await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, HTTPClientError) as exc:
             raise classify(exc) from None
         finally:
             response.release()
@@ -85,7 +85,7 @@ async def complete(
 
 async def open_stream(
     upstream: AnthropicTransport, body: bytes, headers: Mapping[str, str], call: UpstreamCall
-) -> aiohttp.ClientResponse:
+) -> Response:
     """Start a streamed call; a failure before the first byte ends `call` and raises a `GatewayError`."""
     try:
         with call.context():
@@ -98,7 +98,7 @@ async def open_stream(
 class AnthropicStream:
     """Anthropic's SSE answer, chunk by chunk, with the call's accounting kept as it goes."""
 
-    def __init__(self, response: aiohttp.ClientResponse, call: UpstreamCall, request_started: float) -> None:
+    def __init__(self, response: Response, call: UpstreamCall, request_started: float) -> None:
         self.response = response
         self.call = call
         self.request_started = request_started
@@ -121,12 +121,12 @@ class AnthropicStream:
         """Each chunk as it arrived, with the whole events it completed."""
         parser = SSEParser()
         try:
-            async for chunk in self.response.content.iter_any():
+            async for chunk in self.response.chunks():
                 events = parser.feed(chunk)
                 for event in events:
                     self._observe(event)
                 yield chunk, events
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, HTTPClientError) as exc:
             self.error = classify(exc)
             return
         if not self.completed and self.error is None:

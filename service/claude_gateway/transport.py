@@ -1,4 +1,4 @@
-"""The raw HTTP path to Anthropic's `POST /v1/messages`: one aiohttp session per process, no SDK in between.
+"""The raw HTTP path to Anthropic's `POST /v1/messages`: one connection pool per process, no SDK in between.
 
 The passthrough routes relay bytes, so nothing the SDK adds there (request options, its httpx layer over aiohttp,
 response wrappers) earns its CPU: profiled under load it was a third of the gateway's time per request. This keeps
@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
-from multidict import CIMultiDict
 
 from claude_gateway import __version__
 from claude_gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable, classify_status
+from claude_gateway.http_client import ConnectionDropped, ConnectionPool, HTTPClientError, Response
 from claude_gateway.settings import Settings
 
 ANTHROPIC_API_URL = "https://api.anthropic.com"
@@ -31,8 +31,8 @@ MESSAGES_PATH = "/v1/messages"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 # Connecting to Anthropic should take well under a second; a slow connect is a network fault, not a slow model.
 CONNECT_TIMEOUT_S = 5.0
-# Keep-alive connections per worker: enough for the upstream concurrency we allow (MAX_INFLIGHT_UPSTREAM), so a
-# burst does not pay new TLS handshakes. Idle ones are closed after KEEPALIVE_S.
+# Idle keep-alive connections kept per worker, so that a burst does not pay new TLS handshakes; they are closed
+# once idle for KEEPALIVE_S.
 KEEPALIVE_CONNECTIONS = 256
 KEEPALIVE_S = 30.0
 # The SDK's backoff: 0.5 s doubling to 8 s, less up to a quarter of jitter.
@@ -72,65 +72,60 @@ def should_retry(status: int, headers: Mapping[str, str]) -> bool:
 
 
 class AnthropicTransport:
-    """`POST /v1/messages` as bytes in, an `aiohttp.ClientResponse` out (its body unread, for the caller to read,
-    stream or drop). Opened in the app's lifespan: a session belongs to the event loop that creates it."""
+    """`POST /v1/messages` as bytes in, an `http_client.Response` out (its body unread, for the caller to read,
+    stream or drop). Opened in the app's lifespan: a pool belongs to the event loop that creates it."""
 
     def __init__(self, settings: Settings) -> None:
         base = str(settings.anthropic_base_url).rstrip("/") if settings.anthropic_base_url else ANTHROPIC_API_URL
         self.url = base + MESSAGES_PATH
+        # The base URL may carry a path of its own (an egress proxy's prefix, say).
+        self.path = urlsplit(self.url).path
         key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else PLACEHOLDER_KEY
-        self._headers = CIMultiDict(
-            {
-                "x-api-key": key,
-                "anthropic-version": DEFAULT_ANTHROPIC_VERSION,
-                "content-type": "application/json",
-                "accept": "application/json",
-                "user-agent": f"claude-gateway/{__version__}",
-            }
-        )
+        self._headers = {
+            "x-api-key": key,
+            "anthropic-version": DEFAULT_ANTHROPIC_VERSION,
+            "content-type": "application/json",
+            "accept": "application/json",
+            "user-agent": f"claude-gateway/{__version__}",
+        }
         self.max_retries = settings.upstream_max_retries
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=min(CONNECT_TIMEOUT_S, settings.upstream_timeout_s),
-            sock_read=settings.upstream_timeout_s,
-        )
-        self._limit = max(settings.max_inflight_upstream, KEEPALIVE_CONNECTIONS) * 2
-        self._session: aiohttp.ClientSession | None = None
+        self._connect_timeout_s = min(CONNECT_TIMEOUT_S, settings.upstream_timeout_s)
+        self._read_timeout_s = settings.upstream_timeout_s
+        self._pool: ConnectionPool | None = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=KEEPALIVE_S),
-                timeout=self._timeout,
-                # Bodies are relayed as they came: no decompression, no cookie jar, no auto headers.
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("user-agent", "accept-encoding"),
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self.url,
+                connect_timeout_s=self._connect_timeout_s,
+                read_timeout_s=self._read_timeout_s,
+                keepalive_s=KEEPALIVE_S,
+                max_idle=KEEPALIVE_CONNECTIONS,
             )
-        return self._session
+        return self._pool
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
 
-    def headers(self, forwarded: Mapping[str, str]) -> CIMultiDict[str]:
+    def headers(self, forwarded: Mapping[str, str]) -> dict[str, str]:
         """The request's headers: ours, with the caller's `anthropic-version` and `anthropic-beta` in place."""
-        headers = self._headers.copy()
-        headers.update(forwarded)
-        return headers
+        return {**self._headers, **forwarded} if forwarded else self._headers.copy()
 
-    async def post(self, body: bytes, forwarded: Mapping[str, str]) -> aiohttp.ClientResponse:
+    async def post(self, body: bytes, forwarded: Mapping[str, str]) -> Response:
         """A 2xx response with its body unread; otherwise, after the retries the policy allows, a `GatewayError`."""
+        pool = self.pool
         headers = self.headers(forwarded)
+        head = pool.head("POST", self.path, headers.items(), len(body))
         retry = 0
         stale_retried = False
         while True:
             try:
-                response = await self.session.post(self.url, data=body, headers=headers)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                if _stale(exc) and not stale_retried:
+                response = await pool.request(head, body)
+            except (TimeoutError, HTTPClientError) as exc:
+                if isinstance(exc, ConnectionDropped) and exc.stale and not stale_retried:
                     # Likely a pooled connection the upstream closed as it was reused: no answer began, so the
                     # request goes again at once on a new connection, once per call, outside the retry budget.
                     stale_retried = True
@@ -151,29 +146,23 @@ class AnthropicTransport:
                     wait = backoff_s(retry)
             retry += 1
             headers["x-stainless-retry-count"] = str(retry)
+            head = pool.head("POST", self.path, headers.items(), len(body))
             await asyncio.sleep(wait)
 
     @staticmethod
-    async def _error(response: aiohttp.ClientResponse) -> GatewayError:
+    async def _error(response: Response) -> GatewayError:
         """The error an unsuccessful answer stands for; its connection goes back to the pool (or is closed)."""
         raw = bytearray()
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response.chunks():
                 raw += chunk
                 if len(raw) > MAX_ERROR_BODY_BYTES:
                     break
-        except (TimeoutError, aiohttp.ClientError):
+        except (TimeoutError, HTTPClientError):
             pass
         finally:
             response.release()
         return classify_status(response.status, _error_type(bytes(raw)), response.headers)
-
-
-def _stale(exc: BaseException) -> bool:
-    """A kept-alive connection found closed as the request went out (not a failure to connect)."""
-    return isinstance(exc, aiohttp.ServerDisconnectedError) or (
-        isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError)
-    )
 
 
 def _error_type(raw: bytes) -> str | None:

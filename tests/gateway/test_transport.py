@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import orjson
 import pytest
 
 from claude_gateway import __version__
@@ -43,7 +44,7 @@ class TestAgainstTheSimulator:
     async def test_a_2xx_comes_back_unread_with_our_headers_sent(self, simulator: Process) -> None:
         async with opened(gateway_settings(simulator.url)) as transport:
             response = await transport.post(body("hello [[sim:tokens=3]]"), {"anthropic-beta": "x-test-2025"})
-            message = await response.json()
+            message = orjson.loads(await response.read())
             response.release()
             assert response.status == 200
             assert message["usage"]["output_tokens"] == 3

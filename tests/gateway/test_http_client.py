@@ -1,0 +1,322 @@
+"""`http_client`, the gateway's HTTP/1.1 client, against real socket servers that answer as each test scripts them:
+keep-alive reuse, chunked bodies as they arrive, flow control, timeouts, broken answers, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+import trustme
+import uvloop
+
+from claude_gateway.http_client import (
+    HIGH_WATER_BYTES,
+    ConnectFailed,
+    ConnectionDropped,
+    ConnectionPool,
+    ConnectTimeout,
+    MalformedResponse,
+    ReadTimeout,
+)
+from tests.support.servers import free_port
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One request's head and body (by its Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length:"))
+    return head, await reader.readexactly(length)
+
+
+def answer(body: bytes, *headers: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\n%scontent-length: %d\r\n\r\n%s" % (
+        b"".join(h + b"\r\n" for h in headers),
+        len(body),
+        body,
+    )
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class Upstream:
+    """A TCP (or TLS) server running `handler` on each connection; it counts connections and keeps the heads."""
+
+    def __init__(self, handler: Handler | None) -> None:
+        self.handler = handler or self.keep_alive(b"{}")
+        self.port = 0
+        self.connections = 0
+        self.heads: list[bytes] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def keep_alive(self, body: bytes, *headers: bytes) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                head, _ = await read_request(reader)
+                self.heads.append(head)
+                writer.write(answer(body, *headers))
+                await writer.drain()
+
+        return handle
+
+
+@asynccontextmanager
+async def upstream(handler: Handler | None = None, tls: ssl.SSLContext | None = None) -> AsyncIterator[Upstream]:
+    server_state = Upstream(handler)
+    server = await asyncio.start_server(server_state.serve, "127.0.0.1", 0, ssl=tls)
+    server_state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield server_state
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def pool_for(
+    port: int, *, scheme: str = "http", read_timeout_s: float = 5.0, keepalive_s: float = 30.0
+) -> ConnectionPool:
+    return ConnectionPool(
+        f"{scheme}://127.0.0.1:{port}/v1/messages",
+        connect_timeout_s=0.5,
+        read_timeout_s=read_timeout_s,
+        keepalive_s=keepalive_s,
+        max_idle=8,
+    )
+
+
+async def post(pool: ConnectionPool, body: bytes = b"{}", headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+    response = await pool.request(pool.head("POST", "/v1/messages", headers, len(body)), body)
+    try:
+        return await response.read()
+    finally:
+        response.release()
+
+
+class TestKeepAlive:
+    async def test_sequential_requests_share_one_connection(self) -> None:
+        async with upstream() as server:
+            server.handler = server.keep_alive(b'{"ok":true}')
+            pool = pool_for(server.port)
+            assert [await post(pool) for _ in range(3)] == [b'{"ok":true}'] * 3
+            await pool.aclose()
+        assert server.connections == 1
+
+    async def test_an_answer_not_read_to_its_end_closes_its_connection(self) -> None:
+        async with upstream() as server:
+            big = b"x" * (8 * 1024 * 1024)  # more than arrives with the head
+            server.handler = server.keep_alive(big)
+            pool = pool_for(server.port)
+            response = await pool.request(pool.head("POST", "/v1/messages", (), 0), b"")
+            response.release()  # unread: the rest of it would be read as the next answer's start
+            assert await post(pool) == big
+            await pool.aclose()
+        assert server.connections == 2
+
+    async def test_a_connection_idle_past_keepalive_is_not_reused(self) -> None:
+        async with upstream() as server:
+            server.handler = server.keep_alive(b"{}")
+            pool = pool_for(server.port, keepalive_s=0.05)
+            await post(pool)
+            await asyncio.sleep(0.1)
+            await post(pool)
+            await pool.aclose()
+        assert server.connections == 2
+
+    async def test_the_request_head_carries_host_length_and_clean_headers(self) -> None:
+        async with upstream() as server:
+            server.handler = server.keep_alive(b"{}")
+            pool = pool_for(server.port)
+            await post(pool, b'{"a":1}', (("anthropic-beta", "x\r\nx-injected: yes"),))
+            await pool.aclose()
+        head = server.heads[0]
+        assert head.startswith(b"POST /v1/messages HTTP/1.1\r\n")
+        assert b"host: 127.0.0.1:%d\r\n" % server.port in head
+        assert b"content-length: 7\r\n" in head
+        assert b"\r\nx-injected" not in head
+        assert b"anthropic-beta: xx-injected: yes\r\n" in head
+
+
+class TestBodies:
+    async def test_chunks_arrive_as_the_upstream_sends_them(self) -> None:
+        """The second chunk is only sent once the client has the first: nothing waits for the whole body."""
+        first_seen = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nrequest-id: req_1\r\nx-other: y\r\n\r\n")
+            writer.write(chunk(b"event: one\n\n"))
+            await writer.drain()
+            await first_seen.wait()
+            writer.write(chunk(b"event: two\n\n") + b"0\r\n\r\n")
+            await writer.drain()
+
+        async with upstream(handle) as server:
+            pool = pool_for(server.port)
+            response = await pool.request(pool.head("POST", "/v1/messages", (), 0), b"")
+            assert response.status == 200
+            assert response.headers == {"request-id": "req_1"}  # only the headers the gateway reads
+            received = []
+            async with asyncio.timeout(5):
+                async for data in response.chunks():
+                    received.append(data)
+                    first_seen.set()
+            response.release()
+            await pool.aclose()
+        assert received == [b"event: one\n\n", b"event: two\n\n"]
+
+    async def test_a_reader_behind_stops_the_reading(self) -> None:
+        """Flow control: an unread answer is not buffered whole; the upstream's writes wait for the reader."""
+        size = 64 * 1024 * 1024
+        sent = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+            for _ in range(size // HIGH_WATER_BYTES):
+                writer.write(b"x" * HIGH_WATER_BYTES)
+                await writer.drain()
+            sent.set()
+
+        async with upstream(handle) as server:
+            pool = pool_for(server.port)
+            response = await pool.request(pool.head("POST", "/v1/messages", (), 0), b"")
+            await asyncio.sleep(0.5)
+            assert not sent.is_set(), "the whole answer was taken in while nobody read it"
+            total = 0
+            async for data in response.chunks():
+                total += len(data)
+            response.release()
+            await pool.aclose()
+        assert total == size
+
+    async def test_an_upstream_closing_mid_body_is_a_dropped_connection(self) -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunk(b"partial"))
+            await writer.drain()
+
+        async with upstream(handle) as server:
+            pool = pool_for(server.port)
+            response = await pool.request(pool.head("POST", "/v1/messages", (), 0), b"")
+            with pytest.raises(ConnectionDropped) as dropped:
+                await response.read()
+            response.release()
+            await pool.aclose()
+        assert not dropped.value.stale
+
+    async def test_bytes_that_are_not_http_are_malformed(self) -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+            await writer.drain()
+            await reader.read()
+
+        async with upstream(handle) as server:
+            pool = pool_for(server.port)
+            with pytest.raises(MalformedResponse):
+                await post(pool)
+            await pool.aclose()
+
+
+class TestTimeouts:
+    async def test_an_upstream_silent_between_reads_times_out(self) -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunk(b"a"))
+            await writer.drain()
+            for _ in range(3):  # reads 0.1 s apart: under the timeout each time, over it in all
+                await asyncio.sleep(0.1)
+                writer.write(chunk(b"b"))
+                await writer.drain()
+            await reader.read()  # until the client gives up and closes
+
+        async with upstream(handle) as server:
+            pool = pool_for(server.port, read_timeout_s=0.25)
+            response = await pool.request(pool.head("POST", "/v1/messages", (), 0), b"")
+            received = bytearray()
+
+            async def read_all() -> None:
+                async for data in response.chunks():
+                    received.extend(data)
+
+            with pytest.raises(ReadTimeout):
+                await read_all()
+            response.release()
+            await pool.aclose()
+        assert received == b"abbb"
+
+    async def test_nothing_listening_fails_to_connect(self) -> None:
+        pool = pool_for(free_port())
+        with pytest.raises(ConnectFailed):
+            await post(pool)
+
+    async def test_a_connect_that_hangs_times_out(self) -> None:
+        """A listener whose accept queue is full: Linux drops the SYN and the connect hangs."""
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            pool = pool_for(port)
+            with pytest.raises(ConnectTimeout):
+                await post(pool)
+        finally:
+            for filler in fillers:
+                filler.close()
+            listener.close()
+
+
+class TestTLS:
+    async def test_https_verifies_the_upstream_certificate(self) -> None:
+        ca = trustme.CA()
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_context)
+
+        async with upstream(tls=server_context) as server:
+            server.handler = server.keep_alive(b'{"tls":true}')
+            untrusting = pool_for(server.port, scheme="https")
+            with pytest.raises(ConnectFailed):
+                await post(untrusting)
+            trusting = pool_for(server.port, scheme="https")
+            assert trusting.ssl is not None
+            ca.configure_trust(trusting.ssl)
+            assert [await post(trusting) for _ in range(2)] == [b'{"tls":true}'] * 2
+            await trusting.aclose()
+        # One kept-alive connection: the refused handshake never reached the server's handler.
+        assert server.connections == 1
+
+
+ON_ASYNCIO = [
+    (cls, name)
+    for cls in (TestKeepAlive, TestBodies, TestTimeouts, TestTLS)
+    for name in dir(cls)
+    if name.startswith("test_")
+]
+
+
+@pytest.mark.parametrize(("cls", "name"), ON_ASYNCIO, ids=[f"{cls.__name__}.{name}" for cls, name in ON_ASYNCIO])
+def test_again_on_uvloop(cls: type, name: str) -> None:
+    """The gateway's workers run uvloop, whose transports are not asyncio's (nor registered as its classes)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(getattr(cls(), name)())
