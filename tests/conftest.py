@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from claude_gateway.app import create_app
+from claude_gateway.http_protocol import GatewayHttpProtocol
 from claude_gateway.settings import Settings, load_settings
 from tests.support.servers import Process, RedisServer, ThreadedServer, start_simulator
 
@@ -76,13 +77,15 @@ def gateway_settings(simulator_url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture
 def make_gateway(simulator: Process) -> Iterator[Callable[..., Gateway]]:
-    """`make_gateway(**settings)`: a gateway app served over HTTP, stopped after the test."""
+    """`make_gateway(**settings)`: a gateway app served over HTTP, stopped after the test (`http=` picks uvicorn's
+    HTTP protocol, the gateway's own by default)."""
     servers: list[ThreadedServer] = []
 
     def make(**overrides: Any) -> Gateway:
+        http = overrides.pop("http", GatewayHttpProtocol)
         settings = gateway_settings(overrides.pop("anthropic_base_url", simulator.url), **overrides)
         app = create_app(settings)
-        server = ThreadedServer(app)
+        server = ThreadedServer(app, http=http)
         server.start()
         servers.append(server)
         return Gateway(url=server.url, settings=settings, app=app, server=server)

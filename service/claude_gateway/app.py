@@ -14,6 +14,7 @@ from claude_gateway import __version__, handlers, metrics, tracing
 from claude_gateway.auth import KeyStore
 from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.deps import State
+from claude_gateway.fast_lane import GatewayApp
 from claude_gateway.health import HealthCheck
 from claude_gateway.jobs import create_job_queue
 from claude_gateway.logs import configure_logging, get_logger
@@ -115,7 +116,7 @@ def _document_plain_routes(app: FastAPI, paths: dict[str, Any]) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     tracing.set_content_capture(settings.otel_instrumentation_genai_capture_message_content)
-    app = FastAPI(
+    app = GatewayApp(
         title="claude-gateway",
         version=__version__,
         debug=False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from typing import Annotated, NamedTuple, TypedDict
 
 from fastapi import Depends, Request
@@ -12,7 +11,7 @@ from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.context import RequestContext, request_context
 from claude_gateway.health import HealthCheck
 from claude_gateway.jobs import JobQueue
-from claude_gateway.lease import Lease, upstream_lease
+from claude_gateway.lease import UpstreamLease
 from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
 from claude_gateway.transport import AnthropicTransport
@@ -64,9 +63,9 @@ class RelayCall(NamedTuple):
     limiter: RateLimiter
     slots: UpstreamSlots
 
-    def lease(self, route: str, cost: int) -> AbstractAsyncContextManager[Lease]:
-        """The call's place in the client's limits and an upstream slot (`lease.upstream_lease`)."""
-        return upstream_lease(
+    def lease(self, route: str, cost: int) -> UpstreamLease:
+        """The call's place in the client's limits and an upstream slot, not yet acquired."""
+        return UpstreamLease(
             route=route, client=self.client, cost=cost, limiter=self.limiter, slots=self.slots, context=self.context
         )
 

@@ -12,7 +12,8 @@ Here a request is one write of prepared bytes; the answer's body is handed on in
 - Reading stops while the reader has more than `HIGH_WATER_BYTES` unread, so a slow client cannot make the gateway
   buffer a fast upstream's answer.
 - `read_timeout_s` bounds the wait between two reads from the upstream (not the whole answer), as aiohttp's
-  `sock_read` did; time when the reader, not the upstream, is behind is not counted.
+  `sock_read` did; time when the reader, not the upstream, is behind is not counted. One timer per pool checks
+  every connection awaiting the upstream a few times per timeout, rather than a timer per request.
 - Only the headers the gateway reads are kept (`KEPT_HEADERS`).
 """
 
@@ -153,7 +154,6 @@ class _Connection(asyncio.Protocol):
         "pool",
         "requests",
         "response",
-        "timer",
         "transport",
     )  # fmt: skip
 
@@ -168,7 +168,6 @@ class _Connection(asyncio.Protocol):
         self.requests = 0
         self.idle_since = 0.0
         self.last_read = 0.0
-        self.timer: asyncio.TimerHandle | None = None
         self.paused = False
         self.open = False
         self.keep_alive = False
@@ -190,7 +189,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
-        self._cancel_timer()
         self.pool.forget(self)
         response = self.response
         answered = response is not None and response.status != 0
@@ -217,7 +215,7 @@ class _Connection(asyncio.Protocol):
             self.response._feed(body)
 
     def on_message_complete(self) -> None:
-        self._cancel_timer()
+        self.pool.answered(self)
         if self.response is not None:
             self.response._finish()
 
@@ -229,7 +227,7 @@ class _Connection(asyncio.Protocol):
         self.response = Response(self)
         self.head = self.loop.create_future()
         self.last_read = self.loop.time()
-        self._arm_timer()
+        self.pool.awaiting(self)
         self.transport.write(head + body if len(body) < HIGH_WATER_BYTES else head)
         if len(body) >= HIGH_WATER_BYTES:
             self.transport.write(body)
@@ -273,24 +271,13 @@ class _Connection(asyncio.Protocol):
         elif self.response is not None:
             self.response._fail(error)
 
-    # One timer per connection, re-armed from the last read only when it fires: no timer work per chunk.
-    def _arm_timer(self) -> None:
-        self.timer = self.loop.call_at(self.last_read + self.pool.read_timeout_s, self._check_read_timeout)
-
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _check_read_timeout(self) -> None:
-        self.timer = None
+    def check_read_timeout(self, now: float) -> None:
         if self.paused:  # the reader is behind, not the upstream
-            self.last_read = self.loop.time()
-        if self.loop.time() - self.last_read >= self.pool.read_timeout_s:
+            self.last_read = now
+        elif now - self.last_read >= self.pool.read_timeout_s:
+            self.pool.answered(self)
             self._fail(ReadTimeout("no data from the upstream within the read timeout"))
             self.close()
-        else:
-            self._arm_timer()
 
 
 class ConnectionPool:
@@ -319,6 +306,10 @@ class ConnectionPool:
         self.keepalive_s = keepalive_s
         self.max_idle = max_idle
         self._idle: list[_Connection] = []
+        # Connections whose answer is not yet whole, checked for the read timeout by one timer.
+        self._awaiting: set[_Connection] = set()
+        self._sweep_every_s = min(1.0, read_timeout_s / 4)
+        self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 
     def head(self, method: str, path: str, headers: Iterable[tuple[str, str]], content_length: int) -> bytes:
@@ -336,6 +327,9 @@ class ConnectionPool:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
@@ -352,8 +346,23 @@ class ConnectionPool:
             self._idle.pop(0).close()
 
     def forget(self, connection: _Connection) -> None:
+        self._awaiting.discard(connection)
         if connection in self._idle:
             self._idle.remove(connection)
+
+    def awaiting(self, connection: _Connection) -> None:
+        self._awaiting.add(connection)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self._sweep_every_s, self._sweep)
+
+    def answered(self, connection: _Connection) -> None:
+        self._awaiting.discard(connection)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for connection in list(self._awaiting):
+            connection.check_read_timeout(now)
+        self._sweeper = self.loop.call_later(self._sweep_every_s, self._sweep) if self._awaiting else None
 
     def _take_idle(self) -> _Connection | None:
         now = self.loop.time()

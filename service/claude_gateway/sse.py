@@ -17,6 +17,8 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from claude_gateway.http_protocol import disconnect_callbacks
+
 DONE = b"data: [DONE]\n\n"
 
 SSE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
@@ -111,19 +113,29 @@ class EventStreamResponse(Response):
         self.raw_headers = list(SSE_HEADERS) + (headers or [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # One watcher task rather than a task group: a stream holds it for its whole life, thousands at once.
         this = asyncio.current_task()
         assert this is not None
-        disconnected = False
+        disconnected = finished = False
+
+        def client_left() -> None:
+            nonlocal disconnected
+            if not finished:
+                disconnected = True
+                this.cancel()
 
         async def watch_disconnect() -> None:
-            nonlocal disconnected
             while (await receive())["type"] != "http.disconnect":
                 pass
-            disconnected = True
-            this.cancel()
+            client_left()
 
-        watcher = asyncio.get_running_loop().create_task(watch_disconnect())
+        # The server tells of a lost connection when it can (`http_protocol`); otherwise one watcher task, not a
+        # task group: a stream holds it for its whole life, thousands at once.
+        callbacks = disconnect_callbacks(scope)
+        watcher = None
+        if callbacks is not None:
+            callbacks.append(client_left)
+        else:
+            watcher = asyncio.get_running_loop().create_task(watch_disconnect())
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for chunk in self.chunks:
@@ -139,7 +151,9 @@ class EventStreamResponse(Response):
                 raise
             this.uncancel()  # our own cancellation, done with: the task goes on to clean up
         finally:
-            watcher.cancel()
+            finished = True
+            if watcher is not None:
+                watcher.cancel()
             with anyio.CancelScope(shield=True):
                 aclose = getattr(self.chunks, "aclose", None)
                 if aclose is not None:

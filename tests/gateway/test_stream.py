@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from claude_gateway.http_protocol import GatewayHttpProtocol
 from tests.conftest import Gateway
 from tests.gateway.sse_client import collect, data_events
 from tests.support.servers import Process
@@ -100,8 +102,16 @@ class TestChatStream:
         assert response.json() == {"detail": "Claude is overloaded. Try again."}
 
 
+@pytest.fixture(params=[GatewayHttpProtocol, "httptools"], ids=["told-by-the-protocol", "watching-receive"])
+def leaving_gateway(request: pytest.FixtureRequest, make_gateway: Callable[..., Gateway]) -> Gateway:
+    """Served by the gateway's protocol, which tells a stream its client left; and by uvicorn's own, where the
+    stream learns it from `receive()`."""
+    return make_gateway(http=request.param)
+
+
 class TestClientDisconnect:
-    async def test_upstream_stream_closes_within_a_second(self, gateway: Gateway, simulator: Process) -> None:
+    async def test_upstream_stream_closes_within_a_second(self, leaving_gateway: Gateway, simulator: Process) -> None:
+        gateway = leaving_gateway
         before = await sim_stats(simulator)
         body = {"message": "[[sim:tokens=2000 tokens_per_s=50]]"}  # 40 s if nobody stopped it
         async with httpx.AsyncClient(base_url=gateway.url) as http:
@@ -119,8 +129,9 @@ class TestClientDisconnect:
             await asyncio.sleep(0.02)
 
     async def test_disconnect_is_counted_and_logged_with_usage_so_far(
-        self, gateway: Gateway, caplog: pytest.LogCaptureFixture
+        self, leaving_gateway: Gateway, caplog: pytest.LogCaptureFixture
     ) -> None:
+        gateway = leaving_gateway
         before = REGISTRY.get_sample_value("claude_gateway_client_disconnects_total", {"route": "/chat/stream"}) or 0
         body = {"message": "[[sim:tokens=2000 tokens_per_s=100]]"}
         with caplog.at_level(logging.INFO, logger="claude_gateway.access"):

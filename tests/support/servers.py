@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from claude_gateway.http_protocol import GatewayHttpProtocol
 from tests.support.programs import require_program
 
 START_TIMEOUT_S = 20.0
@@ -147,16 +149,17 @@ def start_simulator(*extra: str) -> Process:
 
 
 class ThreadedServer:
-    """An ASGI app served by uvicorn on a free port from a background thread of the test process."""
+    """An ASGI app served by uvicorn on a free port from a background thread of the test process, with the
+    gateway's own HTTP protocol as its workers have it (`http="httptools"` for uvicorn's own)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, http: type[asyncio.Protocol] | str = GatewayHttpProtocol) -> None:
         self.port = free_port()
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=self.port,
             loop="asyncio",
-            http="httptools",
+            http=http,
             lifespan="on",
             log_config=None,
             access_log=False,

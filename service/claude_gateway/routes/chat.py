@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from functools import partial
 from typing import Any
 
 import orjson
@@ -12,12 +10,12 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from claude_gateway import metrics, tracing
+from claude_gateway import tracing
 from claude_gateway.deps import Relayed
 from claude_gateway.errors import UpstreamFailed
-from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header
+from claude_gateway.lease import estimate_input_tokens, overhead_header, start_stream, stream_response
 from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
-from claude_gateway.relay import NO_HEADERS, AnthropicStream, complete, forwarded_headers, open_stream
+from claude_gateway.relay import NO_HEADERS, AnthropicStream, complete, forwarded_headers
 from claude_gateway.settings import Settings
 from claude_gateway.sse import DONE, EventStreamResponse, data_event
 from claude_gateway.upstream import UpstreamCall
@@ -79,22 +77,21 @@ def build_router(settings: Settings) -> APIRouter:
         """Server-sent events: `{"text": ...}` per delta, then `{"done": true, "usage": ...}`, then `[DONE]`."""
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
-        resources = AsyncExitStack()
-        lease = await resources.enter_async_context(relayed.lease("/chat/stream", _cost(body)))
-        call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=True)
-        tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
-        try:
-            response = await open_stream(
-                relayed.upstream, upstream_body(body, model, stream=True), forwarded_headers(request.headers), call
-            )
-        except BaseException:
-            await resources.aclose()
-            raise
-        stream = AnthropicStream(response, call, context.started)
-        metrics.ACTIVE_STREAMS.inc()
-        return EventStreamResponse(
-            translate(stream), on_close=partial(finish_stream, stream, lease, resources, context)
+
+        def new_call() -> UpstreamCall:
+            call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=True)
+            tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
+            return call
+
+        lease = relayed.lease("/chat/stream", _cost(body))
+        stream = await start_stream(
+            lease,
+            new_call,
+            relayed.upstream,
+            upstream_body(body, model, stream=True),
+            forwarded_headers(request.headers),
         )
+        return stream_response(stream, lease, translate(stream))
 
     # The body model carries this deployment's bounds; FastAPI validates against (and documents) that class.
     bounded = bounded_chat_request(settings.max_message_chars, settings.max_tokens_limit)

@@ -8,28 +8,24 @@ Anthropic's `request-id`. Errors take Anthropic's shape so the SDK raises its us
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from functools import partial
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from claude_gateway import metrics
 from claude_gateway.deps import relay_call
 from claude_gateway.errors import InvalidRequest
-from claude_gateway.lease import estimate_input_tokens, finish_stream, overhead_header
+from claude_gateway.lease import estimate_input_tokens, overhead_header, start_stream, stream_response
 from claude_gateway.relay import (
     AnthropicStream,
     complete,
     forwarded_headers,
-    open_stream,
     returned_headers,
 )
 from claude_gateway.routes.plain import PlainRoute
 from claude_gateway.settings import Settings
-from claude_gateway.sse import EventStreamResponse, named_event
+from claude_gateway.sse import named_event
 from claude_gateway.upstream import UpstreamCall
 
 MODEL_NAME_MAX_CHARS = 128
@@ -121,16 +117,16 @@ async def create_message(request: Request) -> Response:
     relayed = await relay_call(request)
     client, context = relayed.client, relayed.context
     body = await request.body()
-    _, model, max_tokens, stream = parse_request(body, relayed.settings)
+    _, model, max_tokens, streamed = parse_request(body, relayed.settings)
     context.model = model
     cost = estimate_input_tokens(len(body)) + max_tokens
     headers = forwarded_headers(request.headers)
     upstream = relayed.upstream
-    lease_cm = relayed.lease(PATH, cost)
+    lease = relayed.lease(PATH, cost)
     # Each call is created only once the lease is held: a request refused for tokens or for want of a slot never
     # reached Anthropic, so it must not count as an upstream call (nor hold the in-flight gauge and a span open).
-    if not stream:
-        async with lease_cm as lease:
+    if not streamed:
+        async with lease:
             call = UpstreamCall(model=model, max_tokens=max_tokens, client=client.name, stream=False)
             completion = await complete(upstream, body, headers, call)
             lease.usage = call.usage
@@ -140,21 +136,14 @@ async def create_message(request: Request) -> Response:
             headers={**returned_headers(completion.response), **overhead_header(context)},
         )
 
-    resources = AsyncExitStack()
-    try:
-        lease = await resources.enter_async_context(lease_cm)
-        call = UpstreamCall(model=model, max_tokens=max_tokens, client=client.name, stream=True)
-        response = await open_stream(upstream, body, headers, call)  # ends `call` itself if it fails
-    except BaseException:
-        await resources.aclose()
-        raise
-    anthropic_stream = AnthropicStream(response, call, context.started)
-    metrics.ACTIVE_STREAMS.inc()
-    return EventStreamResponse(
-        relay(anthropic_stream),
-        on_close=partial(finish_stream, anthropic_stream, lease, resources, context),
-        headers=[(name.encode(), value.encode()) for name, value in returned_headers(response).items()],
+    stream = await start_stream(
+        lease,
+        lambda: UpstreamCall(model=model, max_tokens=max_tokens, client=client.name, stream=True),
+        upstream,
+        body,
+        headers,
     )
+    return stream_response(stream, lease, relay(stream), returned_headers(stream.response))
 
 
 # A plain Starlette route, not a FastAPI one: the body is relayed as bytes, so FastAPI's dependency solving and
