@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.middleware.cors import CORSMiddleware
 
@@ -101,13 +102,27 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
     return lifespan
 
 
-def _document_plain_routes(app: FastAPI, paths: dict[str, Any]) -> None:
-    """Add the operations of plain Starlette routes (which FastAPI does not document) to the OpenAPI document."""
+def _document_plain_routes(app: FastAPI, fragments: list[dict[str, Any]]) -> None:
+    """Add the operations and schemas of the plain routes (which FastAPI does not document) to the OpenAPI document,
+    each path where its route stands in the app's routes."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            generate()["paths"].update(paths)
+            document = generate()
+            plain = {path: item for fragment in fragments for path, item in fragment["paths"].items()}
+            generated = document["paths"]
+            paths = {
+                path: plain.get(path) or generated[path]
+                for route in app.routes
+                if (path := getattr(route, "path", None)) in plain or path in generated
+            }
+            paths.update((path, item) for path, item in generated.items() if path not in paths)
+            document["paths"] = paths
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for fragment in fragments:
+                schemas.update(fragment.get("components", {}).get("schemas", {}))
+            document["components"]["schemas"] = dict(sorted(schemas.items()))
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -126,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.expose_docs else None,
     )
     handlers.install(app)
-    app.include_router(chat.build_router(settings))
+    app.router.routes.extend(chat.build_routes(settings))
     app.router.routes.extend(messages.routes)
     app.include_router(analyze.router)
     app.include_router(health.router)
@@ -146,7 +161,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         excluded_urls=TRACING_EXCLUDED_URLS,
         exclude_spans=TRACING_EXCLUDED_SPANS,  # type: ignore[arg-type]
     )
-    _document_plain_routes(app, messages.OPENAPI_PATHS)
+    chat_doc = get_openapi(title=app.title, version=app.version, routes=chat.openapi_router(settings).routes)
+    _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}])
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

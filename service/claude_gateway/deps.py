@@ -53,8 +53,8 @@ async def limited_client(request: Request, client: Annotated[ClientKey, Depends(
 
 
 class RelayCall(NamedTuple):
-    """Everything a route relaying to Anthropic needs, as one dependency: FastAPI's cost is per dependency, and
-    these routes are the busiest."""
+    """Everything a route relaying to Anthropic needs (`relay_call`): those routes are plain routes, the busiest,
+    and take it in one call rather than as FastAPI dependencies."""
 
     client: ClientKey
     context: RequestContext
@@ -80,6 +80,5 @@ async def relay_call(request: Request) -> RelayCall:
 # Every dependency is `async def`: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per request.
 Client = Annotated[ClientKey, Depends(authenticate)]
 LimitedClient = Annotated[ClientKey, Depends(limited_client)]
-Relayed = Annotated[RelayCall, Depends(relay_call)]
 Jobs = Annotated[JobQueue, Depends(get_jobs)]
 Health = Annotated[HealthCheck, Depends(get_health)]

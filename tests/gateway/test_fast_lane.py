@@ -23,10 +23,10 @@ def lanes(gateway: Gateway) -> list[tuple[str, str]]:
     return sorted(app.lanes)
 
 
-async def test_only_the_plain_route_has_a_lane(gateway: Gateway) -> None:
+async def test_the_plain_routes_have_lanes(gateway: Gateway) -> None:
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         await http.get("/health/live")  # the stack is built on the first request
-    assert lanes(gateway) == [("POST", "/v1/messages")]
+    assert lanes(gateway) == [("POST", "/chat"), ("POST", "/chat/stream"), ("POST", "/v1/messages")]
 
 
 async def test_cors_applies_in_the_lane(make_gateway: Callable[..., Gateway]) -> None:

@@ -11,11 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from claude_gateway import tracing
-from claude_gateway.deps import Relayed
+from claude_gateway.deps import relay_call
 from claude_gateway.errors import UpstreamFailed
 from claude_gateway.lease import estimate_input_tokens, overhead_header, start_stream, stream_response
 from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
 from claude_gateway.relay import NO_HEADERS, AnthropicStream, complete, forwarded_headers
+from claude_gateway.routes.plain import PlainRoute, read_json_body, validate_body
 from claude_gateway.settings import Settings
 from claude_gateway.sse import DONE, EventStreamResponse, data_event
 from claude_gateway.upstream import UpstreamCall
@@ -43,11 +44,15 @@ def upstream_body(body: ChatRequest, model: str, *, stream: bool) -> bytes:
     )
 
 
-def build_router(settings: Settings) -> APIRouter:
-    router = APIRouter(tags=["chat"])
+def build_routes(settings: Settings) -> list[PlainRoute]:
+    """The two routes, plain (served by the fast lane), with this deployment's bounds on the body."""
+    bounded = bounded_chat_request(settings.max_message_chars, settings.max_tokens_limit)
 
-    async def chat(body: ChatRequest, relayed: Relayed) -> Response:
+    async def chat(request: Request) -> Response:
         """One answer from Claude, with its token counts."""
+        parsed = await read_json_body(request)
+        relayed = await relay_call(request)
+        body = validate_body(parsed, bounded)
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
         async with relayed.lease("/chat", _cost(body)) as lease:
@@ -73,8 +78,11 @@ def build_router(settings: Settings) -> APIRouter:
         }
         return Response(orjson.dumps(answer), media_type="application/json", headers=overhead_header(context))
 
-    async def chat_stream(request: Request, body: ChatRequest, relayed: Relayed) -> EventStreamResponse:
+    async def chat_stream(request: Request) -> EventStreamResponse:
         """Server-sent events: `{"text": ...}` per delta, then `{"done": true, "usage": ...}`, then `[DONE]`."""
+        parsed = await read_json_body(request)
+        relayed = await relay_call(request)
+        body = validate_body(parsed, bounded)
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
 
@@ -93,10 +101,25 @@ def build_router(settings: Settings) -> APIRouter:
         )
         return stream_response(stream, lease, translate(stream))
 
-    # The body model carries this deployment's bounds; FastAPI validates against (and documents) that class.
+    return [PlainRoute("/chat", chat, methods=["POST"]), PlainRoute("/chat/stream", chat_stream, methods=["POST"])]
+
+
+def openapi_router(settings: Settings) -> APIRouter:
+    """The two routes declared as FastAPI routes, for the OpenAPI document only: FastAPI writes their operations
+    (the bounded body schema, the 422, the responses) exactly as it would if it served them."""
+    router = APIRouter(tags=["chat"])
     bounded = bounded_chat_request(settings.max_message_chars, settings.max_tokens_limit)
-    for handler in (chat, chat_stream):
+    served = {route.path: route.endpoint for route in build_routes(settings)}
+
+    async def chat(body: ChatRequest) -> Response:
+        raise NotImplementedError  # documentation only
+
+    async def chat_stream(body: ChatRequest) -> Response:
+        raise NotImplementedError  # documentation only
+
+    for handler, path in ((chat, "/chat"), (chat_stream, "/chat/stream")):
         handler.__annotations__["body"] = bounded
+        handler.__doc__ = served[path].__doc__
     router.add_api_route("/chat", chat, methods=["POST"], response_model=ChatResponse, responses=ERROR_RESPONSES)
     router.add_api_route(
         "/chat/stream",
