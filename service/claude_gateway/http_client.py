@@ -29,7 +29,7 @@ import certifi
 import httptools
 
 # Headers of the answer the gateway reads: the request id it passes back, and what the retry policy obeys.
-KEPT_HEADERS = frozenset({"request-id", "retry-after", "retry-after-ms", "x-should-retry", "content-type"})
+KEPT_HEADERS = frozenset({"request-id", "retry-after", "retry-after-ms", "x-should-retry"})
 HIGH_WATER_BYTES = 64 * 1024
 _FORBIDDEN_IN_HEADERS = str.maketrans("", "", "\r\n\0")
 
