@@ -174,19 +174,32 @@ def retry_after_seconds(reset_at: float, now: float) -> int:
     return max(1, math.ceil(reset_at - now))
 
 
-def _upstream_retry_after(value: str | None) -> str:
-    if value is not None:
+def upstream_retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """The wait Anthropic asks for before a retry: `retry-after-ms`, else `retry-after` in (possibly fractional)
+    seconds; None when it names none that is a finite, non-negative number (an HTTP date is not used)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
         try:
-            return str(max(1, math.ceil(float(value))))
+            seconds = float(value) * scale
         except ValueError:
-            pass
-    return str(DEFAULT_UPSTREAM_RETRY_AFTER_S)
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
+
+
+def _client_retry_after(headers: Mapping[str, str]) -> str:
+    """Anthropic's wait, as a `Retry-After` a client can obey (whole seconds, at least one)."""
+    seconds = upstream_retry_after_s(headers)
+    return str(DEFAULT_UPSTREAM_RETRY_AFTER_S if seconds is None else max(1, math.ceil(seconds)))
 
 
 def classify_status(status: int, error_type: str | None, headers: Mapping[str, str]) -> GatewayError:
     """Map an unsuccessful answer of Anthropic's (its status, its error `type`, its headers) onto our error."""
     if status == 429:
-        return UpstreamRateLimited(headers={"Retry-After": _upstream_retry_after(headers.get("retry-after"))})
+        return UpstreamRateLimited(headers={"Retry-After": _client_retry_after(headers)})
     if status in (401, 403):
         return UpstreamMisconfigured()
     if status == 529 or error_type == "overloaded_error":

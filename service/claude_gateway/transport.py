@@ -21,7 +21,13 @@ from urllib.parse import urlsplit
 import orjson
 
 from claude_gateway import __version__
-from claude_gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable, classify_status
+from claude_gateway.errors import (
+    GatewayError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    classify_status,
+    upstream_retry_after_s,
+)
 from claude_gateway.http_client import ConnectionDropped, ConnectionPool, HTTPClientError, Response
 from claude_gateway.settings import Settings
 
@@ -45,18 +51,6 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429})
 PLACEHOLDER_KEY = "sk-ant-unset"
 # An error body is read only to learn Anthropic's error type; a larger one is not an Anthropic error.
 MAX_ERROR_BODY_BYTES = 64 * 1024
-
-
-def retry_after_s(headers: Mapping[str, str]) -> float | None:
-    """Anthropic's wait before a retry: `retry-after-ms`, else `retry-after` in (possibly fractional) seconds."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is not None:
-            try:
-                return float(value) * scale
-            except ValueError:
-                continue
-    return None
 
 
 def backoff_s(retry: int) -> float:
@@ -139,7 +133,7 @@ class AnthropicTransport:
                 error = await self._error(response)
                 if retry >= self.max_retries or not should_retry(response.status, response.headers):
                     raise error
-                wait = retry_after_s(response.headers) or 0.0
+                wait = upstream_retry_after_s(response.headers) or 0.0
                 if wait > MAX_RETRY_WAIT_S:
                     raise error
                 if wait <= 0:

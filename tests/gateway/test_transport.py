@@ -14,7 +14,7 @@ import pytest
 from claude_gateway import __version__
 from claude_gateway.errors import UpstreamOverloaded, UpstreamRateLimited, UpstreamRejected, UpstreamUnreachable
 from claude_gateway.settings import Settings
-from claude_gateway.transport import MAX_RETRY_WAIT_S, AnthropicTransport, retry_after_s, should_retry
+from claude_gateway.transport import MAX_RETRY_WAIT_S, AnthropicTransport, should_retry
 from tests.conftest import gateway_settings
 from tests.support.servers import Process, free_port
 
@@ -166,18 +166,3 @@ class TestStaleConnections:
 )
 def test_should_retry_follows_the_sdk(status: int, headers: dict[str, str], expected: bool) -> None:
     assert should_retry(status, headers) is expected
-
-
-@pytest.mark.parametrize(
-    ("headers", "expected"),
-    [
-        ({"retry-after-ms": "250"}, 0.25),
-        ({"retry-after": "3"}, 3.0),
-        ({"retry-after": "1.5"}, 1.5),
-        ({"retry-after-ms": "oops", "retry-after": "2"}, 2.0),
-        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
-        ({}, None),
-    ],
-)
-def test_retry_after(headers: dict[str, str], expected: float | None) -> None:
-    assert retry_after_s(headers) == expected

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from claude_gateway.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamUnreachable,
+    upstream_retry_after_s,
 )
 from claude_gateway.jobs.codec import JobFailed
 from claude_gateway.jobs.constants import BACKOFF_BASE_S, BACKOFF_CAP_S, RETRY_AFTER_CAP_S
@@ -75,12 +75,7 @@ def retry_after_of(error: GatewayError) -> float | None:
     cause = error.__cause__
     if not isinstance(cause, anthropic.APIStatusError):
         return None
-    value = cause.response.headers.get("retry-after")
-    try:
-        seconds = float(value) if value is not None else math.nan
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds > 0 else None
+    return upstream_retry_after_s(cause.response.headers) or None
 
 
 async def run_attempt(
