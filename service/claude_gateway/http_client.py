@@ -130,8 +130,9 @@ class Response:
         self._wake()
 
     def _finish(self) -> None:
-        self._complete = True
-        self._wake()
+        if self._error is None:  # an answer that already failed (timed out, malformed) stays failed
+            self._complete = True
+            self._wake()
 
     def _fail(self, error: BaseException) -> None:
         if not self._complete and self._error is None:
@@ -143,8 +144,10 @@ class _Connection(asyncio.Protocol):
     """One connection to the upstream; at most one request on it at a time."""
 
     __slots__ = (
+        "framed",
         "head",
         "idle_since",
+        "interim",
         "keep_alive",
         "last_read",
         "loop",
@@ -171,6 +174,10 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.open = False
         self.keep_alive = False
+        # Whether the answer says where its body ends (Content-Length, chunked); if not, the close ends it.
+        self.framed = False
+        # Set while an interim (1xx) answer is parsed: it is skipped, the final answer follows.
+        self.interim = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------------
 
@@ -192,7 +199,10 @@ class _Connection(asyncio.Protocol):
         self.pool.forget(self)
         response = self.response
         answered = response is not None and response.status != 0
-        self._fail(ConnectionDropped(reused=self.requests > 1, answered=answered))
+        if response is not None and answered and not self.framed and exc is None:
+            response._finish()  # a body delimited by the close, as HTTP/1.0 and `Connection: close` answers may be
+        else:
+            self._fail(ConnectionDropped(reused=self.requests > 1, answered=answered))
 
     # -- httptools callbacks ----------------------------------------------------------------------------------------
 
@@ -200,12 +210,20 @@ class _Connection(asyncio.Protocol):
         key = name.decode("latin-1").lower()
         if key in KEPT_HEADERS and self.response is not None:
             self.response.headers[key] = value.decode("latin-1")
+        elif key in ("content-length", "transfer-encoding"):
+            self.framed = True
 
     def on_headers_complete(self) -> None:
         response = self.response
         if response is None:
             return
-        response.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # 100 Continue, 103 Early Hints: not the answer
+            self.interim = True
+            self.framed = False
+            response.headers.clear()
+            return
+        response.status = status
         self.keep_alive = self.parser.should_keep_alive()
         if self.head is not None and not self.head.done():
             self.head.set_result(response)
@@ -215,6 +233,9 @@ class _Connection(asyncio.Protocol):
             self.response._feed(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.pool.answered(self)
         if self.response is not None:
             self.response._finish()
@@ -224,6 +245,7 @@ class _Connection(asyncio.Protocol):
     async def request(self, head: bytes, body: bytes) -> Response:
         assert self.transport is not None
         self.requests += 1
+        self.framed = self.interim = False
         self.response = Response(self)
         self.head = self.loop.create_future()
         self.last_read = self.loop.time()
@@ -245,10 +267,15 @@ class _Connection(asyncio.Protocol):
         if response is not self.response:
             return
         self.response = None
-        if response._complete and self.keep_alive and self.open and not self.paused:
+        if response._complete and self.keep_alive and self.usable and not self.paused:
             self.pool.put_back(self)
         else:
             self.close()
+
+    @property
+    def usable(self) -> bool:
+        """Open, and not closing (a close we asked for takes effect only on the next loop iteration)."""
+        return self.open and self.transport is not None and not self.transport.is_closing()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -326,10 +353,8 @@ class ConnectionPool:
         return await connection.request(head, body)
 
     async def aclose(self) -> None:
+        """Close the idle connections; answers still being read keep theirs (and their read timeout) to the end."""
         self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
@@ -338,12 +363,9 @@ class ConnectionPool:
         if self._closed or len(self._idle) >= self.max_idle:
             connection.close()
             return
-        now = self.loop.time()
-        connection.idle_since = now
+        connection.idle_since = self.loop.time()
         self._idle.append(connection)
-        # The oldest idle connections are at the bottom: expire them as others come back.
-        while self._idle and now - self._idle[0].idle_since > self.keepalive_s:
-            self._idle.pop(0).close()
+        self._arm_sweeper()
 
     def forget(self, connection: _Connection) -> None:
         self._awaiting.discard(connection)
@@ -352,23 +374,32 @@ class ConnectionPool:
 
     def awaiting(self, connection: _Connection) -> None:
         self._awaiting.add(connection)
-        if self._sweeper is None:
-            self._sweeper = self.loop.call_later(self._sweep_every_s, self._sweep)
+        self._arm_sweeper()
 
     def answered(self, connection: _Connection) -> None:
         self._awaiting.discard(connection)
 
+    def _arm_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self._sweep_every_s, self._sweep)
+
     def _sweep(self) -> None:
+        """Read timeouts of the connections awaiting the upstream; idle connections past `keepalive_s` closed (the
+        oldest are at the bottom of the stack)."""
+        self._sweeper = None
         now = self.loop.time()
         for connection in list(self._awaiting):
             connection.check_read_timeout(now)
-        self._sweeper = self.loop.call_later(self._sweep_every_s, self._sweep) if self._awaiting else None
+        while self._idle and now - self._idle[0].idle_since > self.keepalive_s:
+            self._idle.pop(0).close()
+        if self._awaiting or self._idle:
+            self._arm_sweeper()
 
     def _take_idle(self) -> _Connection | None:
         now = self.loop.time()
         while self._idle:
             connection = self._idle.pop()
-            if connection.open and now - connection.idle_since <= self.keepalive_s:
+            if connection.usable and now - connection.idle_since <= self.keepalive_s:
                 return connection
             connection.close()
         return None

@@ -10,8 +10,9 @@
 Bodies are bounded by the middleware (`MAX_BODY_BYTES`, `middleware.BODY_READ_TIMEOUT_S`), which sees requests.
 
 It also tells the app when a client leaves mid-answer without the app having to wait on `receive()` for
-`http.disconnect`: each request's scope carries a list of callbacks run as its connection is lost
-(`scope["extensions"][DISCONNECT_EXTENSION]["callbacks"]`; ASGI extensions are dicts). A stream registers one instead of keeping a task waiting on `receive()` for its
+`http.disconnect`: each request's scope carries `scope["extensions"][DISCONNECT_EXTENSION]` (ASGI extensions are
+dicts), whose `callbacks` are run as its connection is lost and whose `disconnected` turns true then, for a stream
+that registers only after its client already left (while it waited for a slot or for Anthropic's headers). A stream registers one instead of keeping a task waiting on `receive()` for its
 whole life, which cost a task and a chain of middleware frames per open stream.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import cast
+from typing import TypedDict, cast
 
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -52,10 +53,14 @@ async def head_too_large(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": _TOO_LARGE_BODY})
 
 
-def disconnect_callbacks(scope: Scope) -> list[Callable[[], None]] | None:
-    """The request's disconnect callbacks, when the server runs them (this protocol does; others may not)."""
-    extension = (scope.get("extensions") or {}).get(DISCONNECT_EXTENSION)
-    return extension["callbacks"] if extension else None
+class DisconnectExtension(TypedDict):
+    callbacks: list[Callable[[], None]]
+    disconnected: bool
+
+
+def disconnect_extension(scope: Scope) -> DisconnectExtension | None:
+    """The request's disconnect extension, when the server provides it (this protocol does; others may not)."""
+    return (scope.get("extensions") or {}).get(DISCONNECT_EXTENSION)
 
 
 class _Head:
@@ -84,10 +89,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         cycle = self.cycle
-        callbacks = None if cycle is None or cycle.response_complete else disconnect_callbacks(cast(Scope, cycle.scope))
+        extension = None if cycle is None or cycle.response_complete else disconnect_extension(cast(Scope, cycle.scope))
         super().connection_lost(exc)
-        for callback in callbacks or ():
-            callback()
+        if extension is not None:
+            extension["disconnected"] = True
+            for callback in extension["callbacks"]:
+                callback()
 
     def data_received(self, data: bytes) -> None:
         head = self._head
@@ -104,7 +111,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {DISCONNECT_EXTENSION: {"callbacks": []}}
+        extension: DisconnectExtension = {"callbacks": [], "disconnected": False}
+        self.scope["extensions"] = {DISCONNECT_EXTENSION: extension}  # type: ignore[dict-item]
         head = self._head
         head.incomplete = True
         head.size = 0

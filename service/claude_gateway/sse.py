@@ -17,7 +17,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from claude_gateway.http_protocol import disconnect_callbacks
+from claude_gateway.http_protocol import disconnect_extension
 
 DONE = b"data: [DONE]\n\n"
 
@@ -130,10 +130,12 @@ class EventStreamResponse(Response):
 
         # The server tells of a lost connection when it can (`http_protocol`); otherwise one watcher task, not a
         # task group: a stream holds it for its whole life, thousands at once.
-        callbacks = disconnect_callbacks(scope)
+        extension = disconnect_extension(scope)
         watcher = None
-        if callbacks is not None:
-            callbacks.append(client_left)
+        if extension is not None:
+            extension["callbacks"].append(client_left)
+            if extension["disconnected"]:  # gone while the stream was being set up
+                client_left()
         else:
             watcher = asyncio.get_running_loop().create_task(watch_disconnect())
         try:

@@ -137,6 +137,30 @@ class TestKeepAlive:
             await pool.aclose()
         assert server.connections == 2
 
+    async def test_an_idle_connection_is_closed_once_past_keepalive(self) -> None:
+        """Even when no other connection comes back to the pool: the pool's timer closes it."""
+        closed = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(answer(b"{}"))
+            await writer.drain()
+            await reader.read()  # returns when the client closes the connection
+            closed.set()
+
+        async with upstream(handle) as server:
+            pool = ConnectionPool(
+                f"http://127.0.0.1:{server.port}/v1/messages",
+                connect_timeout_s=0.5,
+                read_timeout_s=0.2,
+                keepalive_s=0.1,
+                max_idle=8,
+            )
+            await post(pool)
+            async with asyncio.timeout(2):
+                await closed.wait()
+            await pool.aclose()
+
     async def test_the_request_head_carries_host_length_and_clean_headers(self) -> None:
         async with upstream() as server:
             server.handler = server.keep_alive(b"{}")
@@ -218,6 +242,57 @@ class TestBodies:
             response.release()
             await pool.aclose()
         assert not dropped.value.stale
+
+    async def test_a_body_ended_by_the_close_is_whole(self) -> None:
+        """No Content-Length, not chunked: the body ends where the upstream closes (an egress proxy may do this)."""
+        for head in (b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\n"):
+
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes = head) -> None:
+                await read_request(reader)
+                writer.write(head + b'{"ok":true}')
+                await writer.drain()
+
+            async with upstream(handle) as server:
+                pool = pool_for(server.port)
+                assert await post(pool) == b'{"ok":true}', head
+                await pool.aclose()
+
+    async def test_an_interim_answer_is_skipped(self) -> None:
+        """`100 Continue` (and any 1xx) comes before the answer; it is not the answer."""
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await read_request(reader)
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(answer(b'{"final":true}', b"request-id: req_2"))
+                await writer.drain()
+
+        async with upstream(handle) as server:
+            pool = pool_for(server.port)
+            for _ in range(2):  # and the kept-alive connection stays in step
+                response = await pool.request(pool.head("POST", "/v1/messages", (), 0), b"")
+                assert (response.status, response.headers) == (200, {"request-id": "req_2"})
+                assert await response.read() == b'{"final":true}'
+                response.release()
+            await pool.aclose()
+        assert server.connections == 1
+
+    async def test_a_connection_closed_by_trailing_garbage_is_not_reused(self) -> None:
+        """Bytes after a whole answer are not HTTP: the connection is closed, and a closing one is never pooled."""
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await read_request(reader)
+                writer.write(answer(b"{}") + b"garbage\r\n\r\n")
+                await writer.drain()
+
+        async with upstream(handle) as server:
+            pool = pool_for(server.port)
+            assert [await post(pool) for _ in range(3)] == [b"{}"] * 3
+            await pool.aclose()
+        assert server.connections == 3
 
     async def test_bytes_that_are_not_http_are_malformed(self) -> None:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

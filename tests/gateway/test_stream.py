@@ -128,6 +128,34 @@ class TestClientDisconnect:
             assert time.monotonic() < deadline, f"upstream stream still open a second after the client left: {stats}"
             await asyncio.sleep(0.02)
 
+    @pytest.mark.parametrize(
+        "http", [GatewayHttpProtocol, "httptools"], ids=["told-by-the-protocol", "watching-receive"]
+    )
+    async def test_a_client_gone_while_its_stream_waited_for_a_slot_is_noticed(
+        self, http: type[GatewayHttpProtocol] | str, make_gateway: Callable[..., Gateway], simulator: Process
+    ) -> None:
+        """The client leaves before its stream began (it waited for the only upstream slot): once the stream gets
+        the slot, it must close its upstream stream at once, not relay a 40 s answer to nobody."""
+        gateway = make_gateway(http=http, max_inflight_upstream=1, backpressure_wait_s=10)
+        before = await sim_stats(simulator)
+        async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers(), timeout=30) as client:
+
+            async def hold_the_slot() -> None:
+                body = {"message": "[[sim:tokens=20 tokens_per_s=20]]"}  # one second
+                async with client.stream("POST", "/chat/stream", json=body) as response:
+                    await collect(response)
+
+            holder = asyncio.create_task(hold_the_slot())
+            await asyncio.sleep(0.3)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):  # leaves while waiting for the slot: its connection closes
+                    await client.post("/chat/stream", json={"message": "[[sim:tokens=2000 tokens_per_s=50]]"})
+            await holder
+        deadline = time.monotonic() + 1.0 + UPSTREAM_CLOSE_DEADLINE_S
+        while (await sim_stats(simulator))["streams_cancelled"] <= before["streams_cancelled"]:
+            assert time.monotonic() < deadline, "the stream of a client already gone is still being relayed"
+            await asyncio.sleep(0.02)
+
     async def test_disconnect_is_counted_and_logged_with_usage_so_far(
         self, leaving_gateway: Gateway, caplog: pytest.LogCaptureFixture
     ) -> None:

@@ -63,3 +63,17 @@ async def test_a_script_redis_forgot_is_loaded_again(redis: Redis, redis_url: st
     await redis.script_flush()
     assert list(await asyncio.gather(script(["c"], [1]), script(["c"], [1]))) == [6, 7]
     await scripted.aclose()
+
+
+async def test_a_call_whose_caller_gave_up_before_it_was_sent_is_not_sent(redis: Redis, redis_url: str) -> None:
+    """A caller that timed out will never settle what its call reserves: the call must not run at all."""
+    scripted = Redis.from_url(redis_url)
+    script = PipelinedScript(scripted, INCRBY)
+    calls = [asyncio.ensure_future(script(["d"], [1])) for _ in range(3)]
+    await asyncio.sleep(0)  # the three are queued; the batch goes out on the next turn of the loop
+    calls[1].cancel()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    await scripted.aclose()
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert sorted(result for result in results if isinstance(result, int)) == [1, 2]
+    assert int(await redis.get("d") or 0) == 2

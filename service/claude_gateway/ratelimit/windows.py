@@ -199,6 +199,10 @@ def limits_uri(redis_url: str) -> str:
     return "async+" + redis_url
 
 
+# One call of a pipelined script: its keys, its arguments, and the future its caller awaits.
+_Call = tuple[Sequence[str], Sequence[int], asyncio.Future[Any]]
+
+
 class PipelinedScript:
     """A Lua script whose calls, made while one batch of them is in flight, go together in the next batch: one
     pipeline, one write and one read for all, over one pooled connection. Each call still runs alone and atomically
@@ -208,7 +212,7 @@ class PipelinedScript:
     def __init__(self, redis: Redis, script: str) -> None:
         self.redis = redis
         self.script = redis.register_script(script)
-        self._queued: list[tuple[Sequence[str], Sequence[int], asyncio.Future[Any]]] = []
+        self._queued: list[_Call] = []
         self._sender: asyncio.Task[None] | None = None
 
     async def __call__(self, keys: Sequence[str], args: Sequence[int]) -> Any:
@@ -220,32 +224,42 @@ class PipelinedScript:
 
     async def _send(self) -> None:
         while self._queued:
-            batch, self._queued = self._queued, []
+            # A call whose caller already gave up (timed out) is not sent: nobody would settle what it reserved.
+            batch = [call for call in self._queued if not call[2].done()]
+            self._queued = []
             try:
                 replies = await self._execute(batch)
-                if any(isinstance(reply, NoScriptError) for reply in replies):  # Redis restarted, or flushed
+                forgotten = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+                if forgotten:  # Redis restarted, or its scripts were flushed: load, then send those calls again
                     await self.redis.script_load(self.script.script)
-                    replies = await self._execute(batch)
+                    again = await self._execute([batch[i] for i in forgotten])
+                    for i, reply in zip(forgotten, again, strict=True):
+                        replies[i] = reply
             except BaseException as exc:  # the connection failed: every caller of the batch hears it
-                for *_, reply in batch:
-                    if reply.done():
-                        continue
-                    if isinstance(exc, Exception):
-                        reply.set_exception(exc)
-                    else:  # cancelled (shutting down): so are its callers
-                        reply.cancel()
-                if not isinstance(exc, Exception):
+                self._fail([*batch, *self._queued] if not isinstance(exc, Exception) else batch, exc)
+                if not isinstance(exc, Exception):  # cancelled (shutting down): so are the calls still queued
+                    self._queued = []
                     raise
                 continue
             for (*_, reply), value in zip(batch, replies, strict=True):
-                if reply.done():  # its caller gave up (timed out) meanwhile
+                if reply.done():  # its caller gave up meanwhile
                     continue
                 if isinstance(value, Exception):
                     reply.set_exception(value)
                 else:
                     reply.set_result(value)
 
-    async def _execute(self, batch: list[tuple[Sequence[str], Sequence[int], asyncio.Future[Any]]]) -> list[Any]:
+    @staticmethod
+    def _fail(calls: list[_Call], exc: BaseException) -> None:
+        for *_, reply in calls:
+            if reply.done():
+                continue
+            if isinstance(exc, Exception):
+                reply.set_exception(exc)
+            else:
+                reply.cancel()
+
+    async def _execute(self, batch: list[_Call]) -> list[Any]:
         pipeline = self.redis.pipeline(transaction=False)
         for keys, args, _ in batch:
             pipeline.execute_command("EVALSHA", self.script.sha, len(keys), *keys, *args)
