@@ -12,7 +12,8 @@ WORKER = """
 import gc
 import time
 from claude_gateway.app import create_app
-from claude_gateway.server import GC_YOUNG_THRESHOLD, gunicorn_options
+from claude_gateway.gc_tuning import GC_YOUNG_THRESHOLD
+from claude_gateway.server import gunicorn_options
 from claude_gateway.settings import load_settings
 
 settings = load_settings()
