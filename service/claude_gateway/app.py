@@ -141,7 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.expose_docs else None,
     )
     handlers.install(app)
-    app.router.routes.extend(chat.build_routes(settings))
+    chat_routes = chat.build_routes(settings)
+    app.router.routes.extend(chat_routes)
     app.router.routes.extend(messages.routes)
     app.include_router(analyze.router)
     app.include_router(health.router)
@@ -161,7 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         excluded_urls=TRACING_EXCLUDED_URLS,
         exclude_spans=TRACING_EXCLUDED_SPANS,  # type: ignore[arg-type]
     )
-    chat_doc = get_openapi(title=app.title, version=app.version, routes=chat.openapi_router(settings).routes)
+    chat_doc = get_openapi(
+        title=app.title, version=app.version, routes=chat.openapi_router(settings, chat_routes).routes
+    )
     _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}])
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from claude_gateway import tracing
-from claude_gateway.deps import relay_call
+from claude_gateway.deps import RelayCall, relay_call
 from claude_gateway.errors import UpstreamFailed
 from claude_gateway.lease import estimate_input_tokens, overhead_header, start_stream, stream_response
 from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
@@ -48,11 +48,15 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
     """The two routes, plain (served by the fast lane), with this deployment's bounds on the body."""
     bounded = bounded_chat_request(settings.max_message_chars, settings.max_tokens_limit)
 
-    async def chat(request: Request) -> Response:
-        """One answer from Claude, with its token counts."""
+    async def read(request: Request) -> tuple[ChatRequest, RelayCall]:
+        """The body and the caller, in FastAPI's order: JSON parsed, caller authenticated, body validated."""
         parsed = await read_json_body(request)
         relayed = await relay_call(request)
-        body = validate_body(parsed, bounded)
+        return validate_body(parsed, bounded), relayed
+
+    async def chat(request: Request) -> Response:
+        """One answer from Claude, with its token counts."""
+        body, relayed = await read(request)
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
         async with relayed.lease("/chat", _cost(body)) as lease:
@@ -80,9 +84,7 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
 
     async def chat_stream(request: Request) -> EventStreamResponse:
         """Server-sent events: `{"text": ...}` per delta, then `{"done": true, "usage": ...}`, then `[DONE]`."""
-        parsed = await read_json_body(request)
-        relayed = await relay_call(request)
-        body = validate_body(parsed, bounded)
+        body, relayed = await read(request)
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
 
@@ -104,12 +106,12 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
     return [PlainRoute("/chat", chat, methods=["POST"]), PlainRoute("/chat/stream", chat_stream, methods=["POST"])]
 
 
-def openapi_router(settings: Settings) -> APIRouter:
-    """The two routes declared as FastAPI routes, for the OpenAPI document only: FastAPI writes their operations
-    (the bounded body schema, the 422, the responses) exactly as it would if it served them."""
+def openapi_router(settings: Settings, served: list[PlainRoute]) -> APIRouter:
+    """The `served` routes (`build_routes`) declared as FastAPI routes, for the OpenAPI document only: FastAPI writes
+    their operations (the bounded body schema, the 422, the responses) exactly as it would if it served them."""
     router = APIRouter(tags=["chat"])
     bounded = bounded_chat_request(settings.max_message_chars, settings.max_tokens_limit)
-    served = {route.path: route.endpoint for route in build_routes(settings)}
+    docs = {route.path: route.endpoint.__doc__ for route in served}
 
     async def chat(body: ChatRequest) -> Response:
         raise NotImplementedError  # documentation only
@@ -119,7 +121,7 @@ def openapi_router(settings: Settings) -> APIRouter:
 
     for handler, path in ((chat, "/chat"), (chat_stream, "/chat/stream")):
         handler.__annotations__["body"] = bounded
-        handler.__doc__ = served[path].__doc__
+        handler.__doc__ = docs[path]
     router.add_api_route("/chat", chat, methods=["POST"], response_model=ChatResponse, responses=ERROR_RESPONSES)
     router.add_api_route(
         "/chat/stream",
