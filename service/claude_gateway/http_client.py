@@ -151,7 +151,6 @@ class _Connection(asyncio.Protocol):
         "keep_alive",
         "last_read",
         "loop",
-        "open",
         "parser",
         "paused",
         "pool",
@@ -172,7 +171,6 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.last_read = 0.0
         self.paused = False
-        self.open = False
         self.keep_alive = False
         # Whether the answer says where its body ends (Content-Length, chunked); if not, the close ends it.
         self.framed = False
@@ -184,7 +182,6 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not registered as asyncio.Transport subclasses, so no isinstance check here.
         self.transport = cast(asyncio.Transport, transport)
-        self.open = True
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()
@@ -195,7 +192,6 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.open = False
         self.pool.forget(self)
         response = self.response
         answered = response is not None and response.status != 0
@@ -274,8 +270,9 @@ class _Connection(asyncio.Protocol):
 
     @property
     def usable(self) -> bool:
-        """Open, and not closing (a close we asked for takes effect only on the next loop iteration)."""
-        return self.open and self.transport is not None and not self.transport.is_closing()
+        """Connected, and not closing: a transport closes as its connection is lost, or at once when we ask (though
+        `connection_lost` comes only on the next loop iteration)."""
+        return self.transport is not None and not self.transport.is_closing()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
