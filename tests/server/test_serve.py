@@ -15,6 +15,8 @@ from tests.server.conftest import ServeFactory
 from tests.support.programs import require_program
 
 HEADERS = {"X-API-Key": CLIENT_KEY}
+ROUNDS = 10
+ROUND_REQUESTS = 40
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -45,15 +47,21 @@ class TestServe:
             before = sample(
                 (await http.get("/metrics")).text, "claude_gateway_http_requests_total", route="/chat", status="200"
             )
-            answers = await asyncio.gather(
-                *(http.post("/chat", json={"message": "hi [[sim:tokens=3]]"}) for _ in range(40))
-            )
+            # Which worker accepts a connection is the kernel's choice, and an idle worker may take a whole burst:
+            # rounds go on (a bounded number of them) until both have served some.
+            answers: list[httpx.Response] = []
+            for _ in range(ROUNDS):
+                answers += await asyncio.gather(
+                    *(http.post("/chat", json={"message": "hi [[sim:tokens=3]]"}) for _ in range(ROUND_REQUESTS))
+                )
+                if len(access_pids(server.output(), "/chat")) == 2:
+                    break
             text = (await http.get("/metrics")).text
         assert all(answer.status_code == 200 for answer in answers)
         assert len(access_pids(server.output(), "/chat")) == 2, "both workers served some of the requests"
         after = sample(text, "claude_gateway_http_requests_total", route="/chat", status="200")
-        assert after - before == 40
-        assert sample(text, "claude_gateway_tokens_total", direction="output") >= 120
+        assert after - before == len(answers)
+        assert sample(text, "claude_gateway_tokens_total", direction="output") >= 3 * len(answers)
         assert "claude_gateway_active_streams" in text
 
     async def test_promtool_accepts_the_metrics(self, serve: ServeFactory) -> None:
