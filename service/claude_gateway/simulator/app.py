@@ -454,7 +454,7 @@ class SimulatorApp:
     ) -> None:
         self._begin_files_request(scope)
         await self._send_json(
-            send, 200, orjson.dumps(page(self.files.newest_first(), scope["query_string"])), request_id
+            send, 200, orjson.dumps(page(self.files.newest_first(), scope["query_string"], cursor=True)), request_id
         )
 
     async def _file_metadata(

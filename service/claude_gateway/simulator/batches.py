@@ -41,11 +41,8 @@ class Batch:
     def ended(self, now: float) -> bool:
         return now >= self.ends_at
 
-    def canceled(self) -> bool:
-        return self.cancel_initiated_at is not None and self.cancel_initiated_at < self.ends_at
-
     def final_results(self) -> Iterator[tuple[str, JSONObject]]:
-        if self.canceled():
+        if self.cancel_initiated_at is not None:
             for custom_id, _ in self.results:
                 yield custom_id, {"type": "canceled"}
         else:
@@ -118,6 +115,7 @@ class BatchStore:
         batch = self.get(batch_id)
         now = self.clock()
         if batch.cancel_initiated_at is None and not batch.ended(now):
+            # Nothing has been answered yet (results show only at the end): every request is canceled.
             batch.cancel_initiated_at = now
             batch.ends_at = now
         return batch
