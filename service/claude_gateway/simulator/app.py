@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import math
+import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -474,17 +475,20 @@ class SimulatorApp:
         self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
     ) -> None:
         self._begin_files_request(scope)
-        stored = self.files.get(ids[0])
+        stored, fd = self.files.open(ids[0])
         self.stats.responses[200] += 1
         headers = [
             (b"content-type", stored.mime_type.encode("latin-1")),
             (b"content-length", b"%d" % stored.size_bytes),
             (b"request-id", request_id.encode()),
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        async for chunk in read_chunks(stored.path):
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            async for chunk in read_chunks(fd):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            os.close(fd)
 
     # -- the simulator's own endpoints -------------------------------------------------------------------------
 

@@ -1,21 +1,21 @@
-"""The Files API's store: uploads streamed to a temporary directory, metadata in memory, contents read back in chunks.
+"""The Files API's store: uploads streamed to temporary files, metadata in memory, contents read back in chunks.
 
-A file of hundreds of MB passes through with one chunk in memory at a time, both ways.
+A file of hundreds of MB passes through with one chunk in memory at a time, both ways. Each file is unlinked as
+soon as it is created and kept by its open descriptor, so nothing is left on disk however the process ends.
 """
 
 from __future__ import annotations
 
 import mimetypes
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from claude_gateway.simulator.errors import SimError, invalid_request
 from claude_gateway.simulator.ids import new_id
@@ -39,7 +39,8 @@ class StoredFile:
     mime_type: str
     size_bytes: int
     created_at: float
-    path: Path
+    # An unlinked temporary file, open for reading at any offset.
+    fd: int
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -57,15 +58,22 @@ def not_found(file_id: str) -> SimError:
     return SimError(404, "not_found_error", f"File not found: {file_id}")
 
 
+def _anonymous_file() -> int:
+    fd, path = tempfile.mkstemp(prefix="cgw-sim-file-")
+    os.unlink(path)
+    return fd
+
+
 class FileStore:
-    """Files by id, newest last; their bytes in a directory of their own, removed by `close()`."""
+    """Files by id, newest last; `close()` releases their space."""
 
     def __init__(self) -> None:
-        self._directory = Path(tempfile.mkdtemp(prefix="cgw-sim-files-"))
         self._files: dict[str, StoredFile] = {}
 
     def close(self) -> None:
-        shutil.rmtree(self._directory, ignore_errors=True)
+        for stored in self._files.values():
+            os.close(stored.fd)
+        self._files.clear()
 
     def newest_first(self) -> list[dict[str, Any]]:
         return [stored.metadata() for stored in reversed(self._files.values())]
@@ -76,20 +84,26 @@ class FileStore:
             raise not_found(file_id)
         return stored
 
+    def open(self, file_id: str) -> tuple[StoredFile, int]:
+        """The file and a descriptor of its own for `read_chunks`, valid even if the file is deleted meanwhile."""
+        stored = self.get(file_id)
+        return stored, os.dup(stored.fd)
+
     def delete(self, file_id: str) -> None:
         stored = self.get(file_id)
         del self._files[file_id]
-        stored.path.unlink(missing_ok=True)
+        # A download still reading it keeps its own duplicate of the descriptor.
+        os.close(stored.fd)
 
     async def upload(self, receive: Receive, boundary: bytes) -> StoredFile:
         """Read a multipart body whose `file` part is written to disk as it arrives."""
         reader = MultipartReader(boundary)
-        file_id = new_id("file")
-        path = self._directory / file_id
+        fd = _anonymous_file()
         found: PartStart | None = None
         size = 0
-        async with await anyio.open_file(path, "wb") as out:
-            try:
+        try:
+            with os.fdopen(os.dup(fd), "wb") as raw:
+                out = anyio.wrap_file(raw)
                 current: PartStart | None = None
                 more = True
                 while more:
@@ -109,20 +123,22 @@ class FileStore:
                             await out.write(event.data)
                         elif isinstance(event, PartEnd):
                             current = None
-            except BaseException:
-                await anyio.Path(path).unlink(missing_ok=True)
-                raise
-        if found is None or not reader.finished:
-            await anyio.Path(path).unlink(missing_ok=True)
-            raise invalid_request("file: Field required")
+                await out.flush()
+            if found is None or not reader.finished:
+                raise invalid_request("file: Field required")
+        except BaseException:
+            os.close(fd)
+            raise
         filename = os.path.basename(found.filename or "") or "upload"
         mime_type = found.content_type or mimetypes.guess_type(filename)[0] or _DEFAULT_MIME_TYPE
-        stored = StoredFile(file_id, filename, mime_type, size, time.time(), path)
-        self._files[file_id] = stored
+        stored = StoredFile(new_id("file"), filename, mime_type, size, time.time(), fd)
+        self._files[stored.id] = stored
         return stored
 
 
-async def read_chunks(path: Path) -> AsyncIterator[bytes]:
-    async with await anyio.open_file(path, "rb") as source:
-        while chunk := await source.read(READ_CHUNK_BYTES):
-            yield chunk
+async def read_chunks(fd: int) -> AsyncIterator[bytes]:
+    """The bytes behind `fd` (from `FileStore.open`, closed by the caller) in chunks, read off the event loop."""
+    offset = 0
+    while chunk := await anyio.to_thread.run_sync(os.pread, fd, READ_CHUNK_BYTES, offset):
+        offset += len(chunk)
+        yield chunk
