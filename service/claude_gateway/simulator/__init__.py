@@ -14,7 +14,8 @@ Endpoints (the query string is ignored for matching: Claude Code calls `/v1/mess
                                     uploads (multipart, `file` part) streamed to disk, downloads streamed from it
     GET  /_sim/stats                `{"requests", "streams_open", "streams_started", "streams_completed",
                                     "streams_cancelled", "streams_failed", "responses", "last_headers",
-                                    "last_request", "last_path"}` (`last_path`: "POST /v1/messages?beta=true") (`last_headers` leaves out `x-api-key` and `authorization`)
+                                    "last_request", "last_path"}` (`last_headers` leaves out `x-api-key` and
+                                    `authorization`; `last_path` is e.g. "POST /v1/messages?beta=true")
     POST /_sim/reset                zeroes the counters and forgets cached prompts (`streams_open` is live: kept)
 Any other path is a 404 and a known path with the wrong method a 405, in Anthropic's error shape.
 
