@@ -3,7 +3,8 @@
 Fixture `npm_tools` (session scope; import it into a conftest to use it): an `NpmTools` whose `claude(...)` runs
 Claude Code's `-p` mode against a base URL and returns its JSON result, and whose `node(script, ...)` runs an ES
 module that may `import Anthropic from "@anthropic-ai/sdk"` and prints one JSON value, which it returns.
-The install is reused while both packages are present. No npm or node: skipped with the reason; under CI=true that,
+The versions are pinned (`PACKAGES`), so that a new release cannot change what the tests see overnight; bump them
+on purpose. The install is reused while those versions are present. No npm or node: skipped with the reason; under CI=true that,
 or a failed install, fails the test instead.
 """
 
@@ -25,7 +26,8 @@ import pytest
 from tests.support.programs import in_ci, require_program
 
 NPM_PREFIX = Path(__file__).resolve().parents[2] / ".tools" / "npm"
-PACKAGES = ("@anthropic-ai/claude-code", "@anthropic-ai/sdk")
+# name -> version: the releases the tests were written against.
+PACKAGES = {"@anthropic-ai/claude-code": "2.1.197", "@anthropic-ai/sdk": "1.17.0"}
 # The first install downloads Claude Code's native binary (~250 MB); later ones come from npm's cache.
 INSTALL_TIMEOUT_S = 900.0
 # One `claude -p` turn against a local server takes about a second; the margin is for a loaded machine.
@@ -154,18 +156,19 @@ def install_npm_tools(prefix: Path = NPM_PREFIX) -> NpmTools:
     with (prefix / ".install.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _installed(prefix):
+            specs = [f"{package}@{version}" for package, version in PACKAGES.items()]
             try:
                 completed = subprocess.run(
-                    [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", *PACKAGES],
+                    [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", *specs],
                     capture_output=True,
                     text=True,
                     timeout=INSTALL_TIMEOUT_S,
                     check=False,
                 )
             except subprocess.TimeoutExpired:
-                _unavailable(f"npm install {' '.join(PACKAGES)} took more than {INSTALL_TIMEOUT_S:.0f} s")
+                _unavailable(f"npm install {' '.join(specs)} took more than {INSTALL_TIMEOUT_S:.0f} s")
             if completed.returncode != 0 or not _installed(prefix):
-                _unavailable(f"npm install {' '.join(PACKAGES)} failed: {completed.stderr[-1500:]}")
+                _unavailable(f"npm install {' '.join(specs)} failed: {completed.stderr[-1500:]}")
     return NpmTools(prefix, node, claude_binary(prefix))
 
 
