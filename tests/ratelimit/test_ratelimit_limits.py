@@ -279,3 +279,17 @@ async def test_a_refund_does_not_reach_a_window_opened_since(make_limiter: MakeL
     await limiter.reserve_tokens(CLIENT, MINUTE_TOKENS, 100)
     await limiter.settle(old, 0)
     assert await counter(limiter, "tokens", CLIENT, item) == 100
+
+
+@pytest.mark.parametrize(
+    ("limit", "kind", "key"),
+    [
+        ("10/minute", "requests", "claude-gateway:rl:LIMITER/requests/billing-service/10/1/minute"),
+        ("200000 per 5 hours", "tokens", "claude-gateway:rl:LIMITER/tokens/billing-service/200000/5/hour"),
+        ("1/second", "requests", "claude-gateway:rl:LIMITER/requests/billing-service/1/1/second"),
+        ("500/day", "tokens", "claude-gateway:rl:LIMITER/tokens/billing-service/500/1/day"),
+    ],
+)
+def test_window_keys_keep_the_layout_earlier_releases_wrote(limit: str, kind: LimitKind, key: str) -> None:
+    """Old and new pods count into the same windows during a rolling upgrade (and a `limits` upgrade moves no key)."""
+    assert window_key(kind, CLIENT, parse_many(limit)[0]) == key

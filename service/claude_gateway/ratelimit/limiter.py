@@ -222,11 +222,11 @@ class RateLimiter:
         delta = max(0, used.total if isinstance(used, Usage) else used) - reservation.cost
         if delta == 0 or not reservation.charges or windows is None:
             return
-        shared = windows is self.windows and self.fallback is not None
-        if shared and self._down:  # the window will expire on its own; a lost refund only holds budget until then
+        may_fail = windows is self.windows and self.fallback is not None  # Redis, bounded by the timeout and circuit
+        if may_fail and self._down:  # the window will expire on its own; a lost refund only holds budget until then
             return
         applied = windows.adjust(Settlement(reservation.charges, delta))
-        if not shared:
+        if not may_fail:
             await asyncio.shield(applied)
             return
         applied.add_done_callback(_observe)  # its error, if it ends after our timeout, is not left unread
