@@ -28,7 +28,9 @@ A window starts at its first charge and lasts the limit's period. A window whose
 zero (all refunded) is the same as no window: the next charge opens a fresh one.
 
 In memory (no REDIS_URL, or the fallback while Redis is down) the same windows live in a dict, with
-the same rules; every operation there runs without an await, so it is atomic on the event loop.
+the same rules; every operation there runs without an await, so it is atomic on the event loop. This
+replaced `limits`' MemoryStorage, around which check-then-charge needed a lock, and whose background
+expiry task could only be stopped through an attribute outside its documented API.
 """
 
 from __future__ import annotations
