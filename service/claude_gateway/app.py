@@ -17,7 +17,7 @@ from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.deps import State
 from claude_gateway.fast_lane import GatewayApp
 from claude_gateway.health import HealthCheck
-from claude_gateway.jobs import create_job_queue
+from claude_gateway.jobs import arq_queue, create_job_queue
 from claude_gateway.logs import configure_logging, get_logger
 from claude_gateway.middleware import GatewayMiddleware
 from claude_gateway.ratelimit import RateLimiter
@@ -74,8 +74,10 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         # The routes relay bytes over the raw transport; jobs and the deep health check use the SDK's client.
         transport = AnthropicTransport(settings)
         sdk = create_client(settings)
-        limiter = RateLimiter.from_settings(settings)
-        jobs = create_job_queue(settings, sdk)
+        # One Redis client and connection pool for the process: rate limits and jobs share it (see `connect`).
+        redis = arq_queue.connect(settings, client_name=arq_queue.API_CLIENT_NAME) if settings.redis_url else None
+        limiter = RateLimiter.from_settings(settings, redis=redis)
+        jobs = create_job_queue(settings, sdk, redis=redis)
         health_check = HealthCheck(sdk, settings.health_model)
         if settings.redis_url is not None:
             health_check.readiness_checks["redis"] = limiter.ping
@@ -96,6 +98,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
             await keys.stop_watching()
             await jobs.aclose()
             await limiter.aclose()
+            if redis is not None:
+                await redis.aclose(close_connection_pool=True)
             await transport.aclose()
             await sdk.close()
 

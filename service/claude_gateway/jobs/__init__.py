@@ -19,7 +19,7 @@ The API sees one small interface, so that ARQ (in maintenance mode, pinning redi
         async def ping(self) -> bool
         async def aclose(self) -> None
 
-    def create_job_queue(settings: Settings, upstream: AsyncAnthropic) -> JobQueue
+    def create_job_queue(settings: Settings, upstream: AsyncAnthropic, *, redis: ArqRedis | None = None) -> JobQueue
         # ArqJobQueue with REDIS_URL (jobs run by `claude-gateway worker`), else InProcessJobQueue (asyncio tasks of
         # this process; a warning says it holds for one process only)
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 
 import anthropic
+from arq.connections import ArqRedis
 
 from claude_gateway.jobs.arq_queue import ArqJobQueue
 from claude_gateway.jobs.codec import JobFailed
@@ -59,10 +60,15 @@ __all__ = [
 logger = logging.getLogger("claude_gateway.jobs")
 
 
-def create_job_queue(settings: Settings, upstream: anthropic.AsyncAnthropic) -> JobQueue:
-    """The job queue for these settings: shared through Redis when REDIS_URL is set, else in this process."""
+def create_job_queue(
+    settings: Settings, upstream: anthropic.AsyncAnthropic, *, redis: ArqRedis | None = None
+) -> JobQueue:
+    """The job queue for these settings: shared through Redis when REDIS_URL is set, else in this process.
+
+    `redis`: the process's client for REDIS_URL (`arq_queue.connect`), which the queue then uses and does not close.
+    """
     if settings.redis_url is not None:
-        return ArqJobQueue(settings)
+        return ArqJobQueue(settings, redis=redis)
     logger.warning(
         "REDIS_URL is not set: /analyze jobs run inside this process; they are visible to this process only "
         "and lost when it stops (run one worker process, or set REDIS_URL and run `claude-gateway worker`)"
