@@ -96,7 +96,7 @@ class RetryPolicy:
 
     def backoff_s(self, retry: int) -> float:
         """The wait before retry number `retry` (0-based) when Anthropic names none."""
-        ceiling = min(self.initial_delay_s * 2.0 ** min(retry, 32), self.max_delay_s)
+        ceiling = min(self.initial_delay_s * 2.0**retry, self.max_delay_s)
         return ceiling * (1 - 0.25 * random.random())  # noqa: S311 (jitter, not a secret)
 
     def delay_s(self, failure: BaseException | None, retry: int) -> float | None:
