@@ -34,6 +34,11 @@ from .support import (
 )
 
 
+def upstream_requests(model: str, outcome: str) -> float:
+    labels = {"model": model, "outcome": outcome}
+    return REGISTRY.get_sample_value("claude_gateway_upstream_requests_total", labels) or 0.0
+
+
 class TestSubmit:
     async def test_a_job_completes_with_the_summary(
         self, make_queue: MakeQueue, workers: Workers, make_settings: MakeSettings, sim: Sim
@@ -270,6 +275,8 @@ class TestFailures:
         """A 429 with `retry-after: 1`: ARQ defers the job exactly that long (no jittered backoff), and each try makes
         one upstream call although UPSTREAM_MAX_RETRIES is 2 (the client would have retried in place)."""
         retried = jobs_total("retried")
+        model = make_settings().default_model
+        rate_limited = upstream_requests(model, "rate_limited")
         queue = make_queue()
         view = await queue.submit(
             client="billing", document="[[sim:fault=rate_limit retry_after=1]] a note", idempotency_key=None
@@ -283,6 +290,7 @@ class TestFailures:
         assert stats["requests"] == 2
         assert stats["responses"] == {"429": 2}
         assert jobs_total("retried") - retried == 1
+        assert upstream_requests(model, "rate_limited") - rate_limited == 2  # one call a try, counted as a route's
         deferrals = [record.getMessage() for record in caplog.records if "retrying job in" in record.getMessage()]
         assert len(deferrals) == 1
         assert deferrals[0].endswith("retrying job in 1.00s")
