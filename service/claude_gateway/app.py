@@ -23,8 +23,7 @@ from claude_gateway.middleware import GatewayMiddleware
 from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.routes import analyze, chat, health, messages, ops
 from claude_gateway.settings import Settings, load_settings
-from claude_gateway.transport import AnthropicTransport
-from claude_gateway.upstream import create_client
+from claude_gateway.upstream_client import UpstreamClient
 
 log = get_logger("claude_gateway.app")
 
@@ -71,14 +70,13 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         keys = KeyStore(settings)
         keys.load_file_now()
-        # The routes relay bytes over the raw transport; jobs and the deep health check use the SDK's client.
-        transport = AnthropicTransport(settings)
-        sdk = create_client(settings)
+        # The one client to Anthropic: the routes, in-process jobs and the deep health check all call through it.
+        upstream = UpstreamClient(settings)
         # One Redis client and connection pool for the process: rate limits and jobs share it (see `connect`).
         redis = arq_queue.connect(settings, client_name=arq_queue.API_CLIENT_NAME) if settings.redis_url else None
         limiter = RateLimiter.from_settings(settings, redis=redis)
-        jobs = create_job_queue(settings, sdk, redis=redis)
-        health_check = HealthCheck(sdk, settings.health_model)
+        jobs = create_job_queue(settings, upstream, redis=redis)
+        health_check = HealthCheck(upstream, settings.health_model)
         if settings.redis_url is not None:
             health_check.readiness_checks["redis"] = limiter.ping
             health_check.readiness_checks["jobs"] = jobs.ping
@@ -87,7 +85,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         try:
             yield State(
                 settings=settings,
-                upstream=transport,
+                upstream=upstream,
                 keys=keys,
                 limiter=limiter,
                 jobs=jobs,
@@ -100,8 +98,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
             await limiter.aclose()
             if redis is not None:
                 await redis.aclose(close_connection_pool=True)
-            await transport.aclose()
-            await sdk.close()
+            await upstream.aclose()
 
     return lifespan
 

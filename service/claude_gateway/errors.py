@@ -18,8 +18,8 @@
         ├── UpstreamRejected        400/404/413 error (the request was bad for Anthropic: safe to pass on)
         └── UpstreamFailed          502 error
 
-One `classify()` turns any exception of the anthropic SDK or of the raw transport into one of these
-(`classify_status()` an unsuccessful answer); the HTTP handlers render it as
+One `classify()` turns any exception met while calling Anthropic into one of these (`classify_status()` an
+unsuccessful answer); the HTTP handlers render it as
 `{"detail": ...}` or as Anthropic's `{"type": "error", "error": {...}}` depending on the route (see `render`),
 and the `outcome` feeds `claude_gateway_upstream_requests_total{outcome}`.
 No upstream error text reaches a client: messages here are ours.
@@ -30,8 +30,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import ClassVar, Literal
-
-import anthropic
 
 from claude_gateway.http_client import ConnectFailed
 
@@ -214,13 +212,7 @@ def classify(exc: BaseException) -> GatewayError:
     """Map an exception met while calling Anthropic onto the gateway's own error (a flat ladder, most specific first)."""
     if isinstance(exc, GatewayError):
         return exc
-    if isinstance(exc, anthropic.APITimeoutError):
-        return UpstreamTimeout()
-    if isinstance(exc, anthropic.APIConnectionError):
-        return UpstreamUnreachable()
-    if isinstance(exc, anthropic.APIStatusError):
-        return classify_status(exc.status_code, exc.type, exc.response.headers)
-    # Reads of a stream's body after its 2xx raise the transport's own errors.
+    # Reads of a body after its 2xx raise the connection's own errors.
     if isinstance(exc, TimeoutError):
         return UpstreamTimeout()
     if isinstance(exc, ConnectFailed):

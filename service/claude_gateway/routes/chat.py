@@ -19,7 +19,7 @@ from claude_gateway.relay import NO_HEADERS, AnthropicStream, complete, forwarde
 from claude_gateway.routes.plain import PlainRoute, read_json_body, validate_body
 from claude_gateway.settings import Settings
 from claude_gateway.sse import DONE, EventStreamResponse, data_event
-from claude_gateway.upstream import UpstreamCall
+from claude_gateway.upstream_call import UpstreamCall
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorDetail} for status in (400, 401, 403, 413, 429, 500, 502, 503, 504)

@@ -26,7 +26,7 @@ from claude_gateway.relay import (
 from claude_gateway.routes.plain import PlainRoute
 from claude_gateway.settings import Settings
 from claude_gateway.sse import named_event
-from claude_gateway.upstream import UpstreamCall
+from claude_gateway.upstream_call import UpstreamCall
 
 MODEL_NAME_MAX_CHARS = 128
 
