@@ -23,9 +23,8 @@ import orjson
 from claude_gateway import __version__
 from claude_gateway.errors import (
     GatewayError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
     classify_status,
+    classify_unanswered,
     upstream_retry_after_s,
 )
 from claude_gateway.http_client import ConnectionDropped, ConnectionPool, HTTPClientError, Response
@@ -125,7 +124,7 @@ class AnthropicTransport:
                     stale_retried = True
                     continue
                 if retry >= self.max_retries:
-                    raise UpstreamTimeout() if isinstance(exc, TimeoutError) else UpstreamUnreachable() from None
+                    raise classify_unanswered(exc) from None
                 wait = backoff_s(retry)
             else:
                 if response.status < 300:
