@@ -95,8 +95,8 @@ class ProxyError(ConnectFailed):
 class ProxyRefused(ProxyError):
     """The proxy answered CONNECT (or, for an http:// upstream, the request) with a refusal: 407, 403, any non-2xx."""
 
-    def __init__(self, proxy: Proxy, status: int) -> None:
-        super().__init__(proxy, f"refused the tunnel ({status})")
+    def __init__(self, proxy: Proxy, status: int, *, refused: str = "the tunnel") -> None:
+        super().__init__(proxy, f"refused {refused} ({status})")
         self.status = status
 
 
@@ -351,7 +351,7 @@ class _Connection(asyncio.Protocol):
         if (
             status == 407 and self.pool.proxy is not None
         ):  # Proxy Authentication Required: the proxy's, not the origin's
-            error = ProxyRefused(self.pool.proxy, status)
+            error = ProxyRefused(self.pool.proxy, status, refused="the request")
             self.pool.proxy_failed(error)
             self._fail(error)
             self.close()
@@ -473,6 +473,10 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
     def pause(self) -> None:
         if not self.paused and self.transport is not None:
             self.paused = True
@@ -577,11 +581,13 @@ class ConnectionPool:
         return await self.request(self.head(method, path, headers, length), body)
 
     async def aclose(self) -> None:
-        """Close the idle connections; answers still being read keep theirs (and their read timeout) to the end."""
+        """Close the idle connections; answers still being read keep theirs (and their read timeout) to the end.
+        Idle ones are aborted: a TLS close would wait on the upstream's reply while the event loop may be stopping,
+        and an idle HTTP/1.1 connection has nothing to lose."""
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            connection.close()
+            connection.abort()
 
     def put_back(self, connection: _Connection) -> None:
         if self._closed or len(self._idle) >= self.max_idle:
