@@ -87,12 +87,13 @@ class SSEParser:
             chunk = chunk.replace(b"\r\n", b"\n")
         pending = self._pending
         if pending:
-            ends_here = chunk.find(b"\n\n") >= 0 or (chunk[:1] == b"\n" and pending[-1].endswith(b"\n"))
-            if not ends_here:
-                self._hold(chunk)
+            if chunk.find(b"\n\n") < 0 and not (chunk[:1] == b"\n" and pending[-1][-1:] == b"\n"):
+                pending.append(chunk)
+                self._pending_bytes += len(chunk)
+                if self._pending_bytes > MAX_SSE_EVENT_BYTES:
+                    self._too_large()
                 return []
-            pending.append(chunk)
-            buffer = b"".join(pending)
+            buffer = pending[0] + chunk if len(pending) == 1 else b"".join([*pending, chunk])
             pending.clear()
             self._pending_bytes = 0
         else:
@@ -105,18 +106,17 @@ class SSEParser:
             if event is not None:
                 events.append(event)
         if start < len(buffer):
-            self._hold(buffer[start:] if start else buffer)
+            rest = buffer[start:] if start else buffer
+            pending.append(rest)
+            self._pending_bytes = len(rest)
+            if self._pending_bytes > MAX_SSE_EVENT_BYTES:
+                self._too_large()
         return events
 
-    def _hold(self, piece: bytes) -> None:
-        if not piece:
-            return
-        self._pending.append(piece)
-        self._pending_bytes += len(piece)
-        if self._pending_bytes > MAX_SSE_EVENT_BYTES:
-            self._pending.clear()
-            self._pending_bytes = 0
-            raise SSEEventTooLarge(f"an event of the upstream's stream is over {MAX_SSE_EVENT_BYTES} bytes")
+    def _too_large(self) -> None:
+        self._pending.clear()
+        self._pending_bytes = 0
+        raise SSEEventTooLarge(f"an event of the upstream's stream is over {MAX_SSE_EVENT_BYTES} bytes")
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:
