@@ -546,6 +546,8 @@ class ConnectionPool:
         # an https:// one goes through a tunnel and is sent as it would be directly.
         self._target = ""
         self._proxy_header = ""
+        if self.proxy is not None:
+            logger.info("upstream %s through the egress proxy %s", self.authority, self.proxy.address)
         if self.proxy is not None and self.ssl is None:
             self._target = f"http://{self.authority}"
             if self.proxy.authorization is not None:

@@ -4,6 +4,7 @@ requires credentials, one that refuses the tunnel (a 503 and a log line naming i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -13,6 +14,7 @@ import httpx
 import orjson
 import pytest
 import trustme
+import uvloop
 
 from claude_gateway.egress import DIRECT, EgressConfigError, EgressProxies, NoProxy, Proxy
 from claude_gateway.errors import EgressProxyFailed, GatewayError, classify
@@ -310,6 +312,26 @@ class TestThroughTinyproxy:
         assert await post(proxied) == (200, b'{"tls":true}')
         await proxied.aclose()
         assert proxy.wait_for_requests(1) == [f"CONNECT 127.0.0.1:{server.port}"]
+
+
+def test_the_tunnel_on_uvloop(make_proxy: MakeProxy) -> None:
+    """The gateway's workers run uvloop: CONNECT on its sockets, then TLS started on the tunnel's socket."""
+    proxy = make_proxy()
+    origin = TLSOrigin()
+
+    async def through_the_tunnel() -> tuple[list[tuple[int, bytes]], int]:
+        async with upstream(tls=origin.context) as server:
+            server.handler = server.keep_alive(b'{"tls":true}')
+            pool = pool_through(f"https://localhost:{server.port}/v1/messages", origin.ca, HTTPS_PROXY=proxy.url())
+            answers = [await post(pool) for _ in range(2)]
+            await pool.aclose()
+            return answers, server.port
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        answers, port = runner.run(through_the_tunnel())
+    assert answers == [(200, b'{"tls":true}')] * 2
+    assert proxy.wait_for_requests(1) == [f"CONNECT localhost:{port}"]
+    assert origin.server_names == ["localhost"]
 
 
 def assert_names_the_proxy(error: GatewayError, proxy: TinyProxy, caplog: pytest.LogCaptureFixture) -> None:
