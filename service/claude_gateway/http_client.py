@@ -52,8 +52,9 @@ logger = logging.getLogger("claude_gateway.upstream")
 # Headers of the answer the gateway reads: the request id it passes back, and what the retry policy obeys.
 KEPT_HEADERS = frozenset({"request-id", "retry-after", "retry-after-ms", "x-should-retry"})
 HIGH_WATER_BYTES = 64 * 1024
-# An answer's status line and headers: Anthropic's are under 2 KiB; 64 KiB is what nginx and Node accept at most
-# (large_client_header_buffers, --max-http-header-size), and anything past it is a broken or hostile middlebox.
+# An answer's status line and headers: Anthropic's are under 2 KiB, and common HTTP stacks refuse heads past 8 to
+# 16 KiB by default (Node, h11, nginx's header buffers). 64 KiB leaves room for whatever a proxy adds; past it is a
+# broken or hostile middlebox, and the bytes are not held.
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 # A non-streamed answer read whole (`Response.read`): the largest Message Anthropic sends (128k output tokens, about
 # 0.5 MiB of text, under 2 MiB as escaped JSON with its content blocks) sixteen times over. A larger one is refused

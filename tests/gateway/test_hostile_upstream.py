@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from claude_gateway.egress import DIRECT
 from claude_gateway.errors import UpstreamFailed, UpstreamTimeout, classify
 from claude_gateway.http_client import (
     MAX_RESPONSE_BODY_BYTES,
@@ -38,6 +39,7 @@ def pool_for(port: int, *, read_timeout_s: float = 30.0, head_timeout_s: float |
         head_timeout_s=head_timeout_s,
         keepalive_s=30.0,
         max_idle=8,
+        proxies=DIRECT,  # whatever the environment says: these tests are about the client itself
     )
 
 

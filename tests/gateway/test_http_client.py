@@ -11,6 +11,7 @@ import pytest
 import trustme
 import uvloop
 
+from claude_gateway.egress import DIRECT
 from claude_gateway.http_client import (
     HIGH_WATER_BYTES,
     ConnectFailed,
@@ -33,6 +34,7 @@ def pool_for(
         read_timeout_s=read_timeout_s,
         keepalive_s=keepalive_s,
         max_idle=8,
+        proxies=DIRECT,  # whatever the environment says: these tests are about the client itself
     )
 
 
@@ -92,6 +94,7 @@ class TestKeepAlive:
                 read_timeout_s=0.2,
                 keepalive_s=0.1,
                 max_idle=8,
+                proxies=DIRECT,
             )
             await post(pool)
             async with asyncio.timeout(2):
