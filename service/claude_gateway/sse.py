@@ -113,6 +113,12 @@ class SSEParser:
                 self._too_large()
         return events
 
+    @property
+    def unfinished(self) -> bool:
+        """Bytes of an event whose blank line has not come: a relay cut off here must end that event (`\n\n`)
+        before it adds an event of its own, or the client reads the two as one."""
+        return bool(self._pending)
+
     def _too_large(self) -> None:
         self._pending.clear()
         self._pending_bytes = 0

@@ -84,3 +84,11 @@ def test_an_event_past_the_bound_is_refused_however_it_is_cut() -> None:
         pieces = [raw[start : start + piece] for start in range(0, len(raw), piece)]
         with pytest.raises(SSEEventTooLarge):
             parse_with(parser, pieces)
+
+
+def test_it_tells_whether_an_event_is_unfinished() -> None:
+    parser = SSEParser()
+    parser.feed(b"event: a\ndata: 1\n\nevent: b\nda")
+    assert parser.unfinished
+    parser.feed(b"ta: 2\n\n")
+    assert not parser.unfinished
