@@ -13,6 +13,7 @@
         ├── UpstreamRateLimited     429 rate_limited
         ├── UpstreamOverloaded      503 overloaded
         ├── UpstreamUnreachable     503 unreachable
+        │   └── EgressProxyFailed   503 unreachable (the egress proxy, named by host:port, refused or was down)
         ├── UpstreamTimeout         504 timeout
         ├── UpstreamMisconfigured   500 error   "Internal configuration error"
         ├── UpstreamRejected        400/404/413 error (the request was bad for Anthropic: safe to pass on)
@@ -31,7 +32,7 @@ import math
 from collections.abc import Mapping
 from typing import ClassVar, Literal
 
-from claude_gateway.http_client import ConnectFailed
+from claude_gateway.http_client import ConnectFailed, HTTPClientError, ProxyError
 
 Outcome = Literal["ok", "rate_limited", "overloaded", "timeout", "unreachable", "error"]
 
@@ -119,6 +120,13 @@ class UpstreamUnreachable(UpstreamError):
     anthropic_type = "api_error"
     outcome = "unreachable"
     default_message = "Could not reach Claude API."
+
+
+class EgressProxyFailed(UpstreamUnreachable):
+    """The egress proxy could not be reached or refused the tunnel: the message names it (host:port, never its
+    credentials) so that whoever reads the 503 knows where to look."""
+
+    default_message = "Could not reach Claude API through the egress proxy."
 
 
 class UpstreamTimeout(UpstreamError):
@@ -213,11 +221,21 @@ def classify(exc: BaseException) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
     # Reads of a body after its 2xx raise the connection's own errors.
+    if isinstance(exc, ProxyError):
+        return EgressProxyFailed(f"Could not reach Claude API: {exc}")
     if isinstance(exc, TimeoutError):
         return UpstreamTimeout()
     if isinstance(exc, ConnectFailed):
         return UpstreamUnreachable()
     return UpstreamFailed()
+
+
+def classify_unanswered(exc: TimeoutError | HTTPClientError) -> GatewayError:
+    """A request that got no answer (after its retries): the egress proxy's failure naming it, a timeout, or else
+    unreachable."""
+    if isinstance(exc, ProxyError):
+        return classify(exc)
+    return UpstreamTimeout() if isinstance(exc, TimeoutError) else UpstreamUnreachable()
 
 
 def classify_stream_error(error_type: str | None) -> GatewayError:

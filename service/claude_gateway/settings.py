@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from claude_gateway.egress import EgressConfigError, EgressProxies
+
 
 def parse_limits(value: Any) -> list[RateLimitItem]:
     """`10/minute;1000/day` -> rate limit items (the `limits` syntax, several separated by `;`)."""
@@ -153,9 +155,16 @@ class SettingsError(Exception):
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment (plus `overrides`, for tests); raise `SettingsError` with one clear line."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc, overrides)) from None
+    try:
+        # HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY: read by the upstream client as curl reads them (egress.py),
+        # checked here so that a bad one stops start-up like any other setting.
+        EgressProxies.from_environment()
+    except EgressConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    return settings
 
 
 def describe_validation_error(exc: ValidationError, overrides: dict[str, Any]) -> str:

@@ -32,9 +32,8 @@ import orjson
 
 from claude_gateway import __version__
 from claude_gateway.errors import (
-    UpstreamTimeout,
-    UpstreamUnreachable,
     classify_status,
+    classify_unanswered,
     upstream_retry_after_s,
 )
 from claude_gateway.http_client import ConnectionDropped, ConnectionPool
@@ -220,7 +219,7 @@ class UpstreamClient:
                     continue
                 wait = self.retry_policy.delay_s(exc, retry)
                 if wait is None or retry >= retries:
-                    raise (UpstreamTimeout() if isinstance(exc, TimeoutError) else UpstreamUnreachable()) from exc
+                    raise classify_unanswered(exc) from exc
             else:
                 if response.status < 300:
                     return response
