@@ -11,14 +11,16 @@ import re
 import time
 import uuid
 
+from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from claude_gateway import metrics
+from claude_gateway import metrics, pricing, tracing
 from claude_gateway.context import SCOPE_KEY, RequestContext
 from claude_gateway.errors import PayloadTooLarge
 from claude_gateway.handlers import error_body
 from claude_gateway.logs import get_logger
+from claude_gateway.usage import cost_usd
 
 access_log = get_logger("claude_gateway.access")
 
@@ -156,10 +158,15 @@ class GatewayMiddleware:
                 metrics.overhead(template).observe(context.overhead_s(now))
             if context.disconnected:
                 metrics.client_disconnects(template).inc()
+        usage = context.usage
+        cost = cost_usd(context.model, usage) if context.model is not None else None
+        # Rounded as the X-Gateway-Cost-USD header is, so that the log line and the header agree.
+        cost_number = float(round(cost, pricing.COST_DECIMAL_PLACES)) if cost is not None else None
+        # The request span (FastAPI instrumentation's) is still current here: it wraps this middleware.
+        tracing.record_cost(trace.get_current_span(), cost_number)
         level = logging.DEBUG if quiet and status_code < 500 else logging.INFO
         if not access_log.isEnabledFor(level):
             return
-        usage = context.usage
         access_log.log(
             level,
             "request",
@@ -175,6 +182,8 @@ class GatewayMiddleware:
                 "output_tokens": usage.output if usage else None,
                 "cache_read_tokens": usage.cache_read if usage else None,
                 "cache_write_tokens": usage.cache_write if usage else None,
+                "cache_write_1h_tokens": usage.cache_write_1h if usage else None,
+                "cost_usd": cost_number,
                 "disconnected": context.disconnected or None,
                 "request_id": context.request_id,
             },
