@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import uuid
+from decimal import Decimal
 
 from opentelemetry import trace
 from starlette.exceptions import HTTPException
@@ -99,6 +100,10 @@ class GatewayMiddleware:
                     if encoded not in present:
                         headers.append((encoded, value.encode()))
                 message["headers"] = headers
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # The request span (OpenTelemetry's ASGI middleware, outside this one) ends with the last byte:
+                # its cost goes on it now. Usage is final by then (a stream settles before its last byte).
+                _settle_cost(context)
             await send(message)
 
         try:
@@ -159,11 +164,7 @@ class GatewayMiddleware:
             if context.disconnected:
                 metrics.client_disconnects(template).inc()
         usage = context.usage
-        cost = cost_usd(context.model, usage) if context.model is not None else None
-        # Rounded as the X-Gateway-Cost-USD header is, so that the log line and the header agree.
-        cost_number = float(round(cost, pricing.COST_DECIMAL_PLACES)) if cost is not None else None
-        # The request span (FastAPI instrumentation's) is still current here: it wraps this middleware.
-        tracing.record_cost(trace.get_current_span(), cost_number)
+        cost = context.cost_usd if context.costed else _settle_cost(context, on_span=False)
         level = logging.DEBUG if quiet and status_code < 500 else logging.INFO
         if not access_log.isEnabledFor(level):
             return
@@ -183,11 +184,25 @@ class GatewayMiddleware:
                 "cache_read_tokens": usage.cache_read if usage else None,
                 "cache_write_tokens": usage.cache_write if usage else None,
                 "cache_write_1h_tokens": usage.cache_write_1h if usage else None,
-                "cost_usd": cost_number,
+                "cost_usd": _usd_number(cost),
                 "disconnected": context.disconnected or None,
                 "request_id": context.request_id,
             },
         )
+
+
+def _usd_number(cost: Decimal | None) -> float | None:
+    """Rounded as the X-Gateway-Cost-USD header is, so that the log line, the span and the header agree."""
+    return float(round(cost, pricing.COST_DECIMAL_PLACES)) if cost is not None else None
+
+
+def _settle_cost(context: RequestContext, *, on_span: bool = True) -> Decimal | None:
+    """The request's cost from its final usage, kept on the context (and put on the current span, the request's)."""
+    context.cost_usd = cost_usd(context.model, context.usage) if context.model is not None else None
+    context.costed = True
+    if on_span:
+        tracing.record_cost(trace.get_current_span(), _usd_number(context.cost_usd))
+    return context.cost_usd
 
 
 async def _send_too_large(context: RequestContext, send: Send) -> None:
