@@ -128,7 +128,7 @@ def format_usd(cost: Decimal) -> str:
 
 
 def _decimal(value: Any, where: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise PricesError(f"{where}: expected a number")
     try:
         number = Decimal(str(value))
