@@ -49,6 +49,7 @@ CORS_EXPOSED_HEADERS = [
     "x-request-id",
     "request-id",
     "x-gateway-overhead-ms",
+    "x-gateway-cost-usd",
 ]
 # Spans for every ASGI send/receive would add one span per SSE chunk; the request span is the one that matters.
 TRACING_EXCLUDED_SPANS = ["receive", "send"]

@@ -4,6 +4,10 @@ A request presents its key in `X-API-Key` or as `Authorization: Bearer <key>` (t
 latter). Keys come from `VALID_API_KEYS` and from `API_KEYS_FILE` (docs/CONTRACTS.md), the file re-read by a
 background task when it changes. Only sha256 digests are held in memory; a presented key is hashed and its digest
 looked up, then confirmed with `hmac.compare_digest`, so the comparison takes the same time whatever the key.
+
+Each key carries its limits, its policy (`policy.Policy`: allowed models, largest `max_tokens`, betas, costlier
+features) and its spend budget (`budgets.Budget`), all from its keys-file entry (docs/CONTRACTS.md). Keys in
+`ADMIN_API_KEYS` are never client keys: presented to a client route they get 403.
 """
 
 from __future__ import annotations
