@@ -43,22 +43,14 @@ class Usage:
         `cache_creation_input_tokens` is given, they count as 5-minute writes (the default lifetime)."""
         if usage is None:
             return cls()
-
-        def get(source: Any, name: str) -> int:
-            value = source.get(name) if isinstance(source, dict) else getattr(source, name, None)
-            return int(value or 0) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-        def field(name: str) -> Any:
-            return usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
-
-        creation = field("cache_creation")
-        split_5m = get(creation, "ephemeral_5m_input_tokens") if creation is not None else 0
-        split_1h = get(creation, "ephemeral_1h_input_tokens") if creation is not None else 0
-        cache_write = max(get(usage, "cache_creation_input_tokens"), split_5m + split_1h)
+        creation = _field(usage, "cache_creation")
+        split_5m = _count(creation, "ephemeral_5m_input_tokens")
+        split_1h = _count(creation, "ephemeral_1h_input_tokens")
+        cache_write = max(_count(usage, "cache_creation_input_tokens"), split_5m + split_1h)
         return cls(
-            input=get(usage, "input_tokens"),
-            output=get(usage, "output_tokens"),
-            cache_read=get(usage, "cache_read_input_tokens"),
+            input=_count(usage, "input_tokens"),
+            output=_count(usage, "output_tokens"),
+            cache_read=_count(usage, "cache_read_input_tokens"),
             cache_write=cache_write,
             cache_write_1h=min(split_1h, cache_write),
         )
@@ -73,6 +65,19 @@ class Usage:
             cache_write=max(self.cache_write, later.cache_write),
             cache_write_1h=max(self.cache_write_1h, later.cache_write_1h),
         )
+
+
+def _field(source: Any, name: str) -> Any:
+    """A field of a wire mapping or of an SDK object (None when either is missing)."""
+    if source is None:
+        return None
+    return source.get(name) if isinstance(source, dict) else getattr(source, name, None)
+
+
+def _count(source: Any, name: str) -> int:
+    """A token count: missing, null or not a number is zero."""
+    value = _field(source, name)
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def cost_usd(model: str, usage: Usage | None) -> Decimal | None:
