@@ -200,7 +200,7 @@ def _settle_cost(context: RequestContext, *, on_span: bool = True) -> Decimal | 
     """The request's cost from its final usage, kept on the context (and put on the current span, the request's)."""
     context.cost_usd = cost_usd(context.model, context.usage) if context.model is not None else None
     context.costed = True
-    if on_span:
+    if on_span and context.cost_usd is not None:
         tracing.record_cost(trace.get_current_span(), _usd_number(context.cost_usd))
     return context.cost_usd
 
