@@ -3,6 +3,8 @@ keys refused on client routes."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -173,6 +175,25 @@ class TestChatPolicy:
         assert tokens.status_code == 403
         assert tokens.json() == {"detail": "max_tokens 4096 is more than this key allows (256)"}
         assert fine.status_code == 200
+
+
+class TestLiveReload:
+    async def test_a_policy_written_into_the_keys_file_applies_without_a_restart(
+        self, make_gateway: Callable[..., Gateway], tmp_path: Path
+    ) -> None:
+        keys = tmp_path / "keys.yaml"
+        keys.write_text(f"keys:\n  - name: team\n    key: {OPEN_KEY}\n")
+        gateway = make_gateway(api_keys_file=str(keys))
+        body = {"message": "hi", "model": "claude-opus-4-6"}
+        async with httpx.AsyncClient(base_url=gateway.url, headers={"X-API-Key": OPEN_KEY}) as http:
+            assert (await http.post("/chat", json=body)).status_code == 200
+            keys.write_text(f"keys:\n  - name: team\n    key: {OPEN_KEY}\n    models: [claude-haiku-*]\n")
+            deadline = time.monotonic() + 10
+            while (answer := await http.post("/chat", json=body)).status_code == 200:
+                assert time.monotonic() < deadline, "the new policy never applied"
+                await asyncio.sleep(0.1)
+        assert answer.status_code == 403
+        assert answer.json() == {"detail": "model 'claude-opus-4-6' is not allowed for this key"}
 
 
 class TestAdminKeys:
