@@ -98,7 +98,8 @@ def requested_features(request: Mapping[str, Any]) -> list[str]:
     """The costlier features (FEATURES) a Messages request asks for, in a fixed order."""
     found: list[str] = []
     tier = request.get("service_tier")
-    if tier is not None and tier not in STANDARD_SERVICE_TIERS:
+    # Any value but a standard one asks for more (an invalid one is Anthropic's to refuse, not a pass here).
+    if tier is not None and not (isinstance(tier, str) and tier in STANDARD_SERVICE_TIERS):
         found.append("service_tier")
     if request.get("mcp_servers"):
         found.append("mcp_servers")

@@ -131,6 +131,7 @@ class TestMessagesPolicy:
             ({"tools": [{"type": "code_execution_20250825", "name": "code_execution"}]}, "code_execution"),
             ({"tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]}, "web_fetch"),
             ({"service_tier": "auto"}, "service_tier"),
+            ({"service_tier": {"tier": "priority"}}, "service_tier"),
         ],
     )
     async def test_costlier_features_not_listed_are_refused(
@@ -141,6 +142,19 @@ class TestMessagesPolicy:
             restricted.messages.create(model="claude-sonnet-4-6", max_tokens=16, messages=HELLO, extra_body=extra),
         )
         assert message_of(error) == f"{feature} is not allowed for this key"
+
+    async def test_the_standard_tier_and_listed_features_pass(self, restricted: anthropic.AsyncAnthropic) -> None:
+        standard = await restricted.messages.create(
+            model="claude-sonnet-4-6", max_tokens=16, messages=HELLO, service_tier="standard_only"
+        )
+        searching = await restricted.messages.create(
+            model="claude-sonnet-4-6",
+            max_tokens=16,
+            messages=HELLO,
+            tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}],
+        )
+        assert standard.usage.output_tokens == 3
+        assert searching.usage.output_tokens > 0
 
     async def test_a_stream_is_refused_before_it_starts(
         self, restricted: anthropic.AsyncAnthropic, simulator: Process
