@@ -7,6 +7,7 @@ the same shape, replaces it without a rebuild:
 as_of: "2026-12-06"                       # when the prices were read (informational)
 source: "https://..."                     # where from (informational)
 batch_discount: 0.5                       # Message Batches pay this share of every price (0 < x <= 1)
+include_shipped: false                    # true: these rows on top of the shipped table (same id replaces)
 models:
   claude-sonnet-4-5:                      # the canonical id: what the `model` metric label shows
     aliases: [claude-sonnet-4-5-latest]   # optional: other names for the same row
@@ -183,6 +184,14 @@ def parse_prices(data: Any) -> PriceTable:
             if alias in aliases and aliases[alias] != model:
                 raise PricesError(f"{where}.aliases: {alias!r} is already an alias of {aliases[alias]!r}")
             aliases[alias] = model
+    include_shipped = data.get("include_shipped", False)
+    if not isinstance(include_shipped, bool):
+        raise PricesError("include_shipped: expected true or false")
+    if include_shipped:
+        # The file's rows on top of the shipped ones: a row of the file replaces the shipped row of that id.
+        base_table = shipped()
+        prices = {**base_table.prices, **prices}
+        aliases = {**{a: m for a, m in base_table.aliases.items() if a not in prices}, **aliases}
     clash = next((alias for alias in aliases if alias in prices), None)
     if clash is not None:
         raise PricesError(f"models.{aliases[clash]}.aliases: {clash!r} is a model of its own")

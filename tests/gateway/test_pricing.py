@@ -119,12 +119,30 @@ class TestFileFormat:
             ({"models": {"M M": {"input": 1, "output": 1}}}, "models.M M: not a model id"),
             ({"models": {"m": {"input": 1, "output": 1, "aliases": "n"}}}, "models.m.aliases: expected a list"),
             ({"batch_discount": 2, "models": {"m": {"input": 1, "output": 1}}}, "batch_discount: must be more"),
+            ({"include_shipped": "yes", "models": {"m": {"input": 1, "output": 1}}}, "include_shipped: expected"),
         ],
     )
     def test_a_bad_table_names_what_is_wrong(self, data: Any, message: str) -> None:
         with pytest.raises(PricesError) as raised:
             parse_prices(data)
         assert str(raised.value).startswith(message)
+
+    def test_a_file_can_add_to_the_shipped_table(self) -> None:
+        table = parse_prices(
+            {
+                "include_shipped": True,
+                "models": {
+                    "claude-opus-4-0": {"input": 10, "output": 50},
+                    "house-model": {"input": 1, "output": 2, "aliases": ["house"]},
+                },
+            }
+        )
+        assert table.canonical("house") == "house-model"
+        assert table.canonical("claude-sonnet-4-5-20250929") == "claude-sonnet-4-5"
+        assert table.prices["claude-sonnet-4-5"] == shipped().prices["claude-sonnet-4-5"]
+        # A row of the file replaces a shipped alias of the same name: claude-opus-4-0 is priced apart now.
+        assert table.canonical("claude-opus-4-0") == "claude-opus-4-0"
+        assert table.prices["claude-opus-4-0"].input == 10
 
     def test_json_files_are_read_too(self, tmp_path: Path) -> None:
         path = tmp_path / "prices.json"
