@@ -14,8 +14,8 @@ import yaml
 
 from .catalogue import (
     RULE_FILES,
-    RULES_RENDERER,
     RULE_TESTS,
+    RULES_RENDERER,
     RUNBOOK_BASE,
     RUNBOOKS,
     alert_names,
