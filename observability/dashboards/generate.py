@@ -28,7 +28,7 @@ TAG = "claude-gateway"
 OVERVIEW_UID = "claude-gateway-overview"
 USAGE_UID = "claude-gateway-usage"
 # The runbooks' path in the repository and in the packaged chart (observability/alerts/parameters.yaml's default
-# runbookBaseUrl); relative to Grafana's URL it finds nothing, so the link names the place to open.
+# runbookBaseUrl): not a URL Grafana can open, so the dashboards name it in their description rather than link it.
 RUNBOOK_BASE = "observability/runbooks/"
 DATASOURCE: Json = {"type": "prometheus", "uid": "${datasource}"}
 # Traces and logs of a slow or failing request: the Tempo and Loki data sources the data links open in Explore.
@@ -310,18 +310,6 @@ def links(other_uid: str, other_title: str) -> list[Json]:
             "tags": [],
             "tooltip": "",
         },
-        {
-            "title": "Runbooks",
-            "type": "link",
-            "url": RUNBOOK_BASE,
-            "icon": "doc",
-            "keepTime": False,
-            "includeVars": False,
-            "targetBlank": True,
-            "asDropdown": False,
-            "tags": [],
-            "tooltip": "One runbook per alert",
-        },
     ]
 
 
@@ -332,7 +320,7 @@ def dashboard(uid: str, title: str, description: str, variables: list[Json], pan
     return {
         "uid": uid,
         "title": title,
-        "description": description,
+        "description": f"{description} Runbooks: {RUNBOOK_BASE} in the repository and the chart package.",
         "tags": [TAG],
         "editable": True,
         "graphTooltip": 1,
