@@ -11,10 +11,13 @@ import asyncio
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import CLIENT_KEY
 from tests.gateway.sse_client import collect, data_events
@@ -28,6 +31,8 @@ SCRAPE_INTERVAL = "1s"
 # Long enough for rate() over the panels' window to see several scrapes of the traffic below.
 TRAFFIC_ROUNDS = 8
 EXTRA_ROUNDS = 5
+# How long the gateway may take to count a stream after its client has read the last event.
+STREAMS_SETTLE_S = 10.0
 
 
 # The panels' queries as the live Prometheus runs them: Grafana's variables at "All", short windows.
@@ -81,7 +86,31 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartPromet
         process.wait(timeout=20)
 
 
-async def traffic(gateway: str, redis_server: RedisServer) -> None:
+@dataclass
+class StreamTally:
+    """Streams as the client saw them end: with the done event, or with an error event after their first byte."""
+
+    ok: int = 0
+    broken: int = 0
+
+    def add(self, events: list[Any]) -> None:
+        final = [event for event in events if isinstance(event, dict) and ("done" in event or "error" in event)]
+        if final and "done" in final[-1]:
+            self.ok += 1
+        elif final:
+            self.broken += 1
+
+
+@dataclass
+class LiveRun:
+    """What the panels' tests read: the queries left without data, and the streams counted both ways."""
+
+    empty: set[str]
+    seen_by_clients: StreamTally
+    counted_by_gateway: dict[str, float] = field(default_factory=dict)  # claude_gateway_streams_total by outcome
+
+
+async def traffic(gateway: str, redis_server: RedisServer, tally: StreamTally) -> None:
     """One round of everything the panels show: answers, streams, failures, limits, jobs, disconnects."""
     async with httpx.AsyncClient(base_url=gateway, headers={"X-API-Key": CLIENT_KEY}, timeout=30) as http:
         message = {"model": "claude-sonnet-4-6", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
@@ -101,7 +130,9 @@ async def traffic(gateway: str, redis_server: RedisServer) -> None:
 
         async def stream(body: dict[str, str]) -> None:
             async with http.stream("POST", "/chat/stream", json=body) as response:
-                await collect(response)
+                events = await collect(response)
+                if response.status_code == 200:
+                    tally.add(events)
 
         # More slow streams than upstream slots: some wait past BACKPRESSURE_WAIT_S and get 503.
         await asyncio.gather(
@@ -121,11 +152,29 @@ async def traffic(gateway: str, redis_server: RedisServer) -> None:
         redis_server.resume()
 
 
-async def paced_traffic(gateway: str, redis_server: RedisServer) -> None:
+async def paced_traffic(gateway: str, redis_server: RedisServer, tally: StreamTally) -> None:
     """One round of traffic, spread over at least a second and a half so that scrapes fall between rounds."""
     started = time.monotonic()
-    await traffic(gateway, redis_server)
+    await traffic(gateway, redis_server, tally)
     await asyncio.sleep(max(0.0, 1.5 - (time.monotonic() - started)))
+
+
+async def streams_counted(gateway: str) -> dict[str, float]:
+    """claude_gateway_streams_total by outcome, from the gateway's own /metrics."""
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as http:
+        text = (await http.get("/metrics")).text
+    counted: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "claude_gateway_streams_total":
+                outcome = sample.labels["outcome"]
+                counted[outcome] = counted.get(outcome, 0) + sample.value
+    return counted
+
+
+def tally_of(counted: dict[str, float]) -> StreamTally:
+    ok = counted.get("ok", 0)
+    return StreamTally(ok=int(ok), broken=int(sum(counted.values()) - ok))
 
 
 async def empty_queries(prometheus_url: str, queries: list[tuple[str, str, str]]) -> set[str]:
@@ -146,7 +195,7 @@ async def empty_after_traffic(
     redis_server: RedisServer,
     prometheus: StartPrometheus,
     tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[set[str]]:
+) -> AsyncIterator[LiveRun]:
     """Serve (2 Gunicorn workers) and a job worker under traffic, scraped by Prometheus: the queries left empty."""
     tmp_path = tmp_path_factory.mktemp("live-dashboards")
     redis_server.resume()
@@ -198,8 +247,9 @@ async def empty_after_traffic(
         wait_for_workers(api, 2)
         url = prometheus({"api": [f"127.0.0.1:{api_port}"], "worker": [f"127.0.0.1:{worker_port}"]})
         expected = [(d, p, expr) for d, p, expr in QUERIES if (d, p) not in REQUIREMENTS]
+        tally = StreamTally()
         for _ in range(TRAFFIC_ROUNDS):
-            await paced_traffic(api.url, redis_server)
+            await paced_traffic(api.url, redis_server, tally)
         # Scrapes and rule evaluations land on their own clock: a panel still empty gets more traffic, a bounded
         # number of times, before it counts as failing.
         for _ in range(EXTRA_ROUNDS):
@@ -207,12 +257,30 @@ async def empty_after_traffic(
             empty = await empty_queries(url, expected)
             if not empty:
                 break
-            await paced_traffic(api.url, redis_server)
+            await paced_traffic(api.url, redis_server, tally)
         # And the panels that need more than the gateway: data there means their `requires=` is out of date.
-        yield empty | await empty_queries(url, [query for query in QUERIES if query not in expected])
+        empty |= await empty_queries(url, [query for query in QUERIES if query not in expected])
+        # A stream is counted as it closes, which may come just after the client has read its last event.
+        deadline = time.monotonic() + STREAMS_SETTLE_S
+        counted = await streams_counted(api.url)
+        while tally_of(counted) != tally and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            counted = await streams_counted(api.url)
+        yield LiveRun(empty, tally, counted)
     finally:
         worker.stop()
         api.stop()
+
+
+@pytest.mark.slow
+async def test_streams_are_counted_by_their_last_event(empty_after_traffic: LiveRun) -> None:
+    """claude_gateway_streams_total (the availability and stream-success SLIs) agrees with what clients saw:
+    each stream that ended with its done event is `ok`, each that broke after its first byte is its failure;
+    streams refused before their first byte (backpressure 503s) and a client that hung up are not counted."""
+    run = empty_after_traffic
+    assert run.seen_by_clients.broken > 0, "the traffic broke no stream mid-way: this test would check nothing"
+    assert tally_of(run.counted_by_gateway) == run.seen_by_clients, run.counted_by_gateway
+    assert set(run.counted_by_gateway) <= {"ok", "overloaded"}, run.counted_by_gateway
 
 
 def test_enough_panels_are_checked() -> None:
@@ -222,9 +290,9 @@ def test_enough_panels_are_checked() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("dashboard", "panel", "expr"), QUERIES, ids=[f"{d} / {p}" for d, p, _ in QUERIES])
-async def test_panel_has_data(empty_after_traffic: set[str], dashboard: str, panel: str, expr: str) -> None:
+async def test_panel_has_data(empty_after_traffic: LiveRun, dashboard: str, panel: str, expr: str) -> None:
     requirement = REQUIREMENTS.get((dashboard, panel))
     if requirement is not None:
-        assert expr in empty_after_traffic, f"{dashboard} / {panel} has data: drop its requires= in generate.py"
+        assert expr in empty_after_traffic.empty, f"{dashboard} / {panel} has data: drop its requires= in generate.py"
         pytest.skip(f"{dashboard} / {panel} needs {requirement}")
-    assert expr not in empty_after_traffic, f"{dashboard} / {panel} has no data: {expr}"
+    assert expr not in empty_after_traffic.empty, f"{dashboard} / {panel} has no data: {expr}"
