@@ -181,6 +181,21 @@ class TestPrometheusRule:
         values = {"metrics": {"prometheusRule": {"enabled": True, **settings}}}
         assert message in helm.template_error(values=values)
 
+    @pytest.mark.parametrize(
+        "settings",
+        [
+            {"alerts": {"ClaudeGatewayJobFailures": {"for": "ten minutes"}}},
+            {"alerts": {"ClaudeGatewayJobFailures": {"threshold": "high"}}},
+            {"slos": {"availability": {"objective": 99.9}}},
+            {"slos": {"latency": {"thresholdSeconds": 0}}},
+            {"disabled": "ClaudeGatewayNoTraffic"},
+        ],
+        ids=["for-not-a-duration", "threshold-not-a-number", "objective-not-a-share", "zero-threshold", "not-a-list"],
+    )
+    def test_the_schema_refuses_malformed_settings(self, helm: Helm, settings: dict[str, Any]) -> None:
+        values = {"metrics": {"prometheusRule": {"enabled": True, **settings}}}
+        assert "values don't meet the specifications of the schema" in helm.template_error(values=values)
+
     def test_a_changed_threshold_and_for_move_the_boundary(self, helm: Helm, promtool: str, tmp_path: Path) -> None:
         """ClaudeGatewayUpstreamErrors at 8% errors: silent with the default 5%-for-10m... until overridden.
 
