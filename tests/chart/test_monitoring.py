@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -30,12 +29,12 @@ from tests.chart.conftest import (
     all_features_values,
     observability_files,
 )
+from tests.observability import promtool as promtool_cli
 from tests.observability.runbook_commands import Command, Requirement, all_commands, substitute
 
 MONITORING = CI_VALUES / "monitoring-values.yaml"
 RULES = OBSERVABILITY / "alerts" / "claude-gateway.rules.yaml"
 RULE_TESTS = OBSERVABILITY / "alerts" / "tests"
-PROMTOOL_TIMEOUT_S = 60
 RULE_ON = {"metrics": {"prometheusRule": {"enabled": True}}}
 
 
@@ -62,12 +61,11 @@ def alerts_of(rule: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
+    path = promtool_cli.find()
     if path is None:
-        reason = "promtool not found on PATH: `make tools-observability` installs Debian's prometheus package"
         if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+            pytest.fail(promtool_cli.MISSING)
+        pytest.skip(promtool_cli.MISSING)
     return path
 
 
@@ -81,7 +79,7 @@ def promtool_test(promtool: str, groups: list[dict[str, Any]], suite: dict[str, 
         [promtool, "test", "rules", str(directory / "suite_test.yaml")],
         capture_output=True,
         text=True,
-        timeout=PROMTOOL_TIMEOUT_S,
+        timeout=promtool_cli.PROMTOOL_TIMEOUT_S,
         check=False,
     )
     return "" if result.returncode == 0 else result.stdout + result.stderr
