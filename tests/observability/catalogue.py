@@ -36,11 +36,6 @@ INTERFACE_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "claude_gateway_unpriced_tokens_total": ("counter", frozenset({"model"})),
     "claude_gateway_budget_used_ratio": ("gauge", frozenset({"client", "window"})),
 }
-# Added by the pager work, not yet in docs/CONTRACTS.md's table (service/claude_gateway/metrics.py defines them).
-GATEWAY_ADDITIONS: dict[str, tuple[str, frozenset[str]]] = {
-    "claude_gateway_streams_total": ("counter", frozenset({"model", "outcome"})),
-    "claude_gateway_redis_configured": ("gauge", frozenset()),
-}
 # Series of the exporters a Kubernetes cluster runs beside Prometheus, named as they name them: kube-state-metrics
 # (v2) and the kubelet's cAdvisor. Only the dashboards' Kubernetes row reads them.
 KUBE_STATE_METRICS = "kube-state-metrics"
@@ -80,7 +75,7 @@ def contract_metrics(text: str) -> dict[str, tuple[str, frozenset[str]]]:
 
 def exposed_series() -> dict[str, frozenset[str]]:
     """Every series name the gateway exposes -> the labels it may carry (histograms as _bucket/_sum/_count)."""
-    metrics = {**INTERFACE_METRICS, **GATEWAY_ADDITIONS, **contract_metrics(CONTRACTS.read_text())}
+    metrics = {**INTERFACE_METRICS, **contract_metrics(CONTRACTS.read_text())}
     series: dict[str, frozenset[str]] = {"up": TARGET_LABELS}
     series.update({name: labels | TARGET_LABELS for name, (_, labels) in EXPORTER_SERIES.items()})
     for name, (kind, labels) in metrics.items():
