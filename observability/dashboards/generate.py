@@ -47,12 +47,10 @@ SLOW_REQUEST_MS = 10000
 KUBE_STATE_METRICS = "kube-state-metrics"
 CADVISOR = "cadvisor"
 BUDGETS = "budgets"
-COST = "cost"
 REQUIREMENTS = {
     KUBE_STATE_METRICS: "kube-state-metrics (v2) scraped by the same Prometheus (kube-prometheus-stack has it)",
     CADVISOR: "the kubelets' cAdvisor metrics scraped by the same Prometheus (kube-prometheus-stack has them)",
     BUDGETS: "claude_gateway_budget_used_ratio{client,window}: per-key budgets (issue 15), not exported yet",
-    COST: "claude_gateway_cost_usd_total{client,model}: cost per request (issue 15), not exported yet",
 }
 GRAFANA_SCHEMA_VERSION = 39  # Grafana 10.4 / 11; older Grafanas migrate it on import
 GRID_COLUMNS = 24
@@ -987,14 +985,12 @@ def budget_row() -> list[Json]:
             "real usage (cache writes by TTL included).",
             f"sum by (client) (increase({cost}[$__range]))",
             unit="currencyUSD",
-            requires=COST,
         ),
         timeseries(
             "Monthly run rate by client (USD)",
             "What a whole month would cost at each key's pace over the last day.",
             [target(f"sum by (client) (rate({cost}[1d])) * 86400 * scalar(days_in_month())", "{{client}}")],
             "currencyUSD",
-            requires=COST,
         ),
     ]
 
