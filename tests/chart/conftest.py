@@ -21,6 +21,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "claude-gateway"
 CI_VALUES = CHART / "ci"
+# The chart refuses to render without an upstream key and client keys (an install that refuses every request must
+# not go green), so a render "with the defaults" is one with just these two Secrets named: ci/minimal-values.yaml.
+MINIMAL_VALUES = CI_VALUES / "minimal-values.yaml"
 KIND_VALUES = REPO / "k8s" / "values-kind.yaml"
 OBSERVABILITY = REPO / "observability"
 TOOLS = REPO / ".tools"
@@ -123,8 +126,10 @@ class Helm:
             raise HelmError(args, result.stderr)
         return result
 
-    def _values_args(self, files: Sequence[Path], values: Mapping[str, Any] | None) -> list[str]:
+    def _values_args(self, files: Sequence[Path], values: Mapping[str, Any] | None, bare: bool) -> list[str]:
         args: list[str] = []
+        if not files and not bare:
+            files = [MINIMAL_VALUES]
         for path in files:
             args += ["--values", str(path)]
         if values:
@@ -134,7 +139,10 @@ class Helm:
             args += ["--values", str(path)]
         return args
 
-    def template_args(self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None) -> list[str]:
+    def template_args(
+        self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None, *, bare: bool = False
+    ) -> list[str]:
+        """`helm template` arguments; without files, ci/minimal-values.yaml comes first unless `bare`."""
         return [
             "template",
             RELEASE,
@@ -143,19 +151,23 @@ class Helm:
             NAMESPACE,
             "--kube-version",
             RENDER_KUBE_VERSION,
-            *self._values_args(files, values),
+            *self._values_args(files, values, bare),
         ]
 
-    def template(self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None) -> Manifests:
-        key = json.dumps([[str(path) for path in files], values], sort_keys=True, default=str)
+    def template(
+        self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None, *, bare: bool = False
+    ) -> Manifests:
+        key = json.dumps([[str(path) for path in files], values, bare], sort_keys=True, default=str)
         if key not in self._cache:
-            output = self.run(*self.template_args(files, values)).stdout
+            output = self.run(*self.template_args(files, values, bare=bare)).stdout
             docs = tuple(doc for doc in yaml.safe_load_all(output) if doc)
             self._cache[key] = Manifests(docs)
         return self._cache[key]
 
-    def template_error(self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None) -> str:
-        result = self.run(*self.template_args(files, values), check=False)
+    def template_error(
+        self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None, *, bare: bool = False
+    ) -> str:
+        result = self.run(*self.template_args(files, values, bare=bare), check=False)
         assert result.returncode != 0, "the render was expected to fail, and it succeeded"
         return result.stderr
 

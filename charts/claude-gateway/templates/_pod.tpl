@@ -38,7 +38,7 @@ checksum/prices: {{ include (print $.Template.BasePath "/prices-configmap.yaml")
 
 {{/* Annotations of a Deployment. Call with the component's values. */}}
 {{- define "claude-gateway.deploymentAnnotations" -}}
-{{- with .deploymentAnnotations }}
+{{- with .deploymentAnnotations -}}
 annotations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
