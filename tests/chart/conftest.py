@@ -225,6 +225,12 @@ def all_features_values() -> tuple[list[Path], dict[str, Any]]:
             "dashboards": {"enabled": bool(observability_files("dashboards/*.json"))},
         },
         "networkPolicy": {"egress": {"enabled": True}},
+        # Every object the chart can make: the Redis volume, the price table, the proxy and admin keys' Secret.
+        "redis": {"internal": {"persistence": {"enabled": True}}},
+        "prices": {"table": {"models": {"claude-sonnet-4-6": {"input": 3, "output": 15}}}},
+        "egressProxy": {"httpsProxy": "http://proxy.example.internal:3128"},
+        "adminKeys": {"keys": ["admin-not-a-real-key-0123456789"]},
+        "config": {"budgetUsdDay": 20, "budgetUsdMonth": 400},
     }
     return files, values
 
