@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +39,22 @@ SETTINGS_VARIABLES = {name.upper() for name in Settings.model_fields}
 KNOWN_VARIABLES = SETTINGS_VARIABLES | PENDING_SETTINGS | OTEL_SDK_VARIABLES | POD_VARIABLES | SERVER_VARIABLES
 KNOWN_VARIABLES |= PROXY_VARIABLES
 _REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def mount_prices(manifests: Manifests, env: dict[str, str], directory: Path) -> None:
+    """Put the chart's price table where PRICES_FILE says, as the kubelet's ConfigMap mount would (under
+    `directory`); an existing ConfigMap's content is not in the render, so its PRICES_FILE is left out."""
+    if "PRICES_FILE" not in env:
+        return
+    deployment = manifests.get("Deployment", "api")
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "prices")
+    config = next((c for c in manifests.all("ConfigMap") if c["metadata"]["name"] == volume["configMap"]["name"]), None)
+    if config is None:
+        del env["PRICES_FILE"]
+        return
+    path = directory / Path(env["PRICES_FILE"]).name
+    path.write_text(config["data"][path.name])
+    env["PRICES_FILE"] = str(path)
 
 
 def environment(manifests: Manifests, component: str) -> dict[str, str]:
@@ -92,10 +109,11 @@ def test_an_unknown_variable_is_caught(helm: Helm) -> None:
 
 @pytest.mark.parametrize("component", ["api", "worker"])
 def test_the_gateway_settings_accept_the_environment(
-    helm: Helm, monkeypatch: pytest.MonkeyPatch, component: str
+    helm: Helm, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, component: str
 ) -> None:
     for name, manifests in scenarios(helm).items():
         env = environment(manifests, component)
+        mount_prices(manifests, env, tmp_path)
         for variable in SETTINGS_VARIABLES:
             monkeypatch.delenv(variable, raising=False)
         for key, value in env.items():
@@ -113,6 +131,9 @@ def test_the_gateway_settings_accept_the_environment(
             assert getattr(settings, field) == value, (name, field)
         known_redis = "REDIS_URL" in env and not env["REDIS_URL"].startswith("<from ")
         assert settings.uses_redis == known_redis, name
+        if "PRICES_FILE" in SETTINGS_VARIABLES and "PRICES_FILE" in env:
+            # The gateway read the chart's table (once settings.py has PRICES_FILE: it loads the file at start).
+            assert getattr(settings, "prices_file", None) is not None, name
 
 
 def test_the_simulator_is_the_upstream_when_enabled(helm: Helm) -> None:
