@@ -11,20 +11,19 @@ from fastapi.openapi.utils import get_openapi
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.middleware.cors import CORSMiddleware
 
-from claude_gateway import __version__, handlers, metrics, tracing
+from claude_gateway import __version__, handlers, metrics, pricing, tracing
 from claude_gateway.auth import KeyStore
 from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.deps import State
 from claude_gateway.fast_lane import GatewayApp
 from claude_gateway.health import HealthCheck
-from claude_gateway.jobs import create_job_queue
+from claude_gateway.jobs import arq_queue, create_job_queue
 from claude_gateway.logs import configure_logging, get_logger
 from claude_gateway.middleware import GatewayMiddleware
 from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.routes import analyze, chat, health, messages, ops
 from claude_gateway.settings import Settings, load_settings
-from claude_gateway.transport import AnthropicTransport
-from claude_gateway.upstream import create_client
+from claude_gateway.upstream_client import UpstreamClient
 
 log = get_logger("claude_gateway.app")
 
@@ -49,6 +48,7 @@ CORS_EXPOSED_HEADERS = [
     "x-request-id",
     "request-id",
     "x-gateway-overhead-ms",
+    "x-gateway-cost-usd",
 ]
 # Spans for every ASGI send/receive would add one span per SSE chunk; the request span is the one that matters.
 TRACING_EXCLUDED_SPANS = ["receive", "send"]
@@ -56,6 +56,7 @@ TRACING_EXCLUDED_URLS = "health,metrics"
 
 
 def _startup_notes(settings: Settings, keys: KeyStore) -> None:
+    metrics.REDIS_CONFIGURED.set(0 if settings.redis_url is None else 1)
     if settings.redis_url is None:
         # Nothing to be down: the gauge would otherwise read 0 and show Redis as down on the dashboard.
         metrics.REDIS_UP.set(1)
@@ -71,12 +72,13 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         keys = KeyStore(settings)
         keys.load_file_now()
-        # The routes relay bytes over the raw transport; jobs and the deep health check use the SDK's client.
-        transport = AnthropicTransport(settings)
-        sdk = create_client(settings)
-        limiter = RateLimiter.from_settings(settings)
-        jobs = create_job_queue(settings, sdk)
-        health_check = HealthCheck(sdk, settings.health_model)
+        # The one client to Anthropic: the routes, in-process jobs and the deep health check all call through it.
+        upstream = UpstreamClient(settings)
+        # One Redis client and connection pool for the process: rate limits and jobs share it (see `connect`).
+        redis = arq_queue.connect(settings, client_name=arq_queue.API_CLIENT_NAME) if settings.redis_url else None
+        limiter = RateLimiter.from_settings(settings, redis=redis)
+        jobs = create_job_queue(settings, upstream, redis=redis)
+        health_check = HealthCheck(upstream, settings.health_model)
         if settings.redis_url is not None:
             health_check.readiness_checks["redis"] = limiter.ping
             health_check.readiness_checks["jobs"] = jobs.ping
@@ -85,7 +87,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         try:
             yield State(
                 settings=settings,
-                upstream=transport,
+                upstream=upstream,
                 keys=keys,
                 limiter=limiter,
                 jobs=jobs,
@@ -96,8 +98,9 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
             await keys.stop_watching()
             await jobs.aclose()
             await limiter.aclose()
-            await transport.aclose()
-            await sdk.close()
+            if redis is not None:
+                await redis.aclose(close_connection_pool=True)
+            await upstream.aclose()
 
     return lifespan
 
@@ -131,6 +134,7 @@ def _document_plain_routes(app: FastAPI, fragments: list[dict[str, Any]]) -> Non
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     tracing.set_content_capture(settings.otel_instrumentation_genai_capture_message_content)
+    pricing.activate(settings.price_table)
     app = GatewayApp(
         title="claude-gateway",
         version=__version__,

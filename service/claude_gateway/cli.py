@@ -64,7 +64,13 @@ def _worker(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from claude_gateway.simulator import SimulatorConfig, serve
 
-    config = SimulatorConfig(ttft_ms=args.ttft_ms, tokens_per_s=args.tokens_per_s, seed=args.seed, api_key=args.api_key)
+    config = SimulatorConfig(
+        ttft_ms=args.ttft_ms,
+        tokens_per_s=args.tokens_per_s,
+        seed=args.seed,
+        api_key=args.api_key,
+        batch_delay_s=args.batch_delay_s,
+    )
     serve(args.host, args.port, config)
     return 0
 
@@ -141,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--tokens-per-s", type=float, default=400.0, help="generation speed (tokens/s)")
     simulate.add_argument("--seed", type=int, default=0, help="seed of the deterministic output")
     simulate.add_argument("--api-key", default=None, help="accept only this key (default: any)")
+    simulate.add_argument(
+        "--batch-delay-s",
+        type=float,
+        default=float(os.environ.get("SIM_BATCH_DELAY_S", "1.0")),
+        help="seconds a message batch stays in_progress before it ends (env SIM_BATCH_DELAY_S; default 1)",
+    )
     simulate.set_defaults(handler=_simulate)
 
     dev = commands.add_parser("dev", help="what `make run` runs: embedded defaults, the simulator without a key")

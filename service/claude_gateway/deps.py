@@ -14,12 +14,12 @@ from claude_gateway.jobs import JobQueue
 from claude_gateway.lease import UpstreamLease
 from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
-from claude_gateway.transport import AnthropicTransport
+from claude_gateway.upstream_client import UpstreamClient
 
 
 class State(TypedDict):
     settings: Settings
-    upstream: AnthropicTransport
+    upstream: UpstreamClient
     keys: KeyStore
     limiter: RateLimiter
     jobs: JobQueue
@@ -59,7 +59,7 @@ class RelayCall(NamedTuple):
     client: ClientKey
     context: RequestContext
     settings: Settings
-    upstream: AnthropicTransport
+    upstream: UpstreamClient
     limiter: RateLimiter
     slots: UpstreamSlots
 

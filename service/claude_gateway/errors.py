@@ -13,13 +13,14 @@
         ├── UpstreamRateLimited     429 rate_limited
         ├── UpstreamOverloaded      503 overloaded
         ├── UpstreamUnreachable     503 unreachable
+        │   └── EgressProxyFailed   503 unreachable (the egress proxy, named by host:port, refused or was down)
         ├── UpstreamTimeout         504 timeout
         ├── UpstreamMisconfigured   500 error   "Internal configuration error"
         ├── UpstreamRejected        400/404/413 error (the request was bad for Anthropic: safe to pass on)
         └── UpstreamFailed          502 error
 
-One `classify()` turns any exception of the anthropic SDK or of the raw transport into one of these
-(`classify_status()` an unsuccessful answer); the HTTP handlers render it as
+One `classify()` turns any exception met while calling Anthropic into one of these (`classify_status()` an
+unsuccessful answer); the HTTP handlers render it as
 `{"detail": ...}` or as Anthropic's `{"type": "error", "error": {...}}` depending on the route (see `render`),
 and the `outcome` feeds `claude_gateway_upstream_requests_total{outcome}`.
 No upstream error text reaches a client: messages here are ours.
@@ -31,9 +32,7 @@ import math
 from collections.abc import Mapping
 from typing import ClassVar, Literal
 
-import anthropic
-
-from claude_gateway.http_client import ConnectFailed
+from claude_gateway.http_client import ConnectFailed, HTTPClientError, ProxyError
 
 Outcome = Literal["ok", "rate_limited", "overloaded", "timeout", "unreachable", "error"]
 
@@ -121,6 +120,13 @@ class UpstreamUnreachable(UpstreamError):
     anthropic_type = "api_error"
     outcome = "unreachable"
     default_message = "Could not reach Claude API."
+
+
+class EgressProxyFailed(UpstreamUnreachable):
+    """The egress proxy could not be reached or refused the tunnel: the message names it (host:port, never its
+    credentials) so that whoever reads the 503 knows where to look."""
+
+    default_message = "Could not reach Claude API through the egress proxy."
 
 
 class UpstreamTimeout(UpstreamError):
@@ -214,18 +220,22 @@ def classify(exc: BaseException) -> GatewayError:
     """Map an exception met while calling Anthropic onto the gateway's own error (a flat ladder, most specific first)."""
     if isinstance(exc, GatewayError):
         return exc
-    if isinstance(exc, anthropic.APITimeoutError):
-        return UpstreamTimeout()
-    if isinstance(exc, anthropic.APIConnectionError):
-        return UpstreamUnreachable()
-    if isinstance(exc, anthropic.APIStatusError):
-        return classify_status(exc.status_code, exc.type, exc.response.headers)
-    # Reads of a stream's body after its 2xx raise the transport's own errors.
+    # Reads of a body after its 2xx raise the connection's own errors.
+    if isinstance(exc, ProxyError):
+        return EgressProxyFailed(f"Could not reach Claude API: {exc}")
     if isinstance(exc, TimeoutError):
         return UpstreamTimeout()
     if isinstance(exc, ConnectFailed):
         return UpstreamUnreachable()
     return UpstreamFailed()
+
+
+def classify_unanswered(exc: TimeoutError | HTTPClientError) -> GatewayError:
+    """A request that got no answer (after its retries): the egress proxy's failure naming it, a timeout, or else
+    unreachable."""
+    if isinstance(exc, ProxyError):
+        return classify(exc)
+    return UpstreamTimeout() if isinstance(exc, TimeoutError) else UpstreamUnreachable()
 
 
 def classify_stream_error(error_type: str | None) -> GatewayError:

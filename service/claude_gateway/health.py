@@ -1,7 +1,8 @@
 """Health: liveness (the process serves), readiness (it can take traffic), and the deep check that calls Claude.
 
 The deep check spends a real `HEALTH_MODEL` call, so its result is cached for `HEALTH_CACHE_TTL_S` and concurrent
-probes share one call in flight.
+probes share one call in flight. It goes through the process's one `UpstreamClient`, the routes' own path to
+Anthropic (same pool, key, TLS and timeouts), so that it cannot say "connected" while the routes cannot connect.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anthropic
+import orjson
 
-from claude_gateway.errors import classify
+from claude_gateway.errors import GatewayError, UpstreamMisconfigured, classify
+from claude_gateway.upstream_client import HTTPClientError, UpstreamClient
 
 # Probes every 10 s from several load balancers would otherwise spend a call each; 30 s keeps it to two a minute.
 HEALTH_CACHE_TTL_S = 30.0
@@ -30,9 +32,12 @@ class HealthResult:
 
 
 class HealthCheck:
-    def __init__(self, upstream: anthropic.AsyncAnthropic, model: str) -> None:
+    def __init__(self, upstream: UpstreamClient, model: str) -> None:
         self._upstream = upstream
         self._model = model
+        self._body = orjson.dumps(
+            {"model": model, "max_tokens": HEALTH_MAX_TOKENS, "messages": [{"role": "user", "content": "ping"}]}
+        )
         self._cached: HealthResult | None = None
         self._cached_at = 0.0
         self._lock = asyncio.Lock()
@@ -55,14 +60,18 @@ class HealthCheck:
     async def _probe(self) -> HealthResult:
         checked_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         try:
-            await self._upstream.with_options(timeout=HEALTH_TIMEOUT_S, max_retries=0).messages.create(
-                model=self._model,
-                max_tokens=HEALTH_MAX_TOKENS,
-                messages=[{"role": "user", "content": "ping"}],
-            )
-        except anthropic.AuthenticationError:
+            # One try (a probe asks again soon enough), within the time a load balancer's probe waits.
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                response = await self._upstream.post_message(self._body, retries=0)
+                try:
+                    await response.read()
+                finally:
+                    response.release()
+        except UpstreamMisconfigured:
             claude = "auth_error"
-        except (anthropic.APIError, TimeoutError) as exc:
+        except GatewayError as exc:
+            claude = exc.outcome
+        except (TimeoutError, HTTPClientError) as exc:
             claude = classify(exc).outcome
         else:
             return HealthResult(

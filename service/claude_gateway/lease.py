@@ -28,8 +28,8 @@ from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.ratelimit.limiter import Admission
 from claude_gateway.relay import NO_HEADERS, AnthropicStream, open_stream
 from claude_gateway.sse import EventStreamResponse
-from claude_gateway.transport import AnthropicTransport
-from claude_gateway.upstream import UpstreamCall
+from claude_gateway.upstream_call import UpstreamCall
+from claude_gateway.upstream_client import UpstreamClient
 from claude_gateway.usage import Usage
 
 # English text averages about four characters a token; over-estimating only holds budget until settlement.
@@ -116,7 +116,7 @@ class UpstreamLease:
 async def start_stream(
     lease: UpstreamLease,
     new_call: Callable[[], UpstreamCall],
-    upstream: AnthropicTransport,
+    upstream: UpstreamClient,
     body: bytes,
     headers: Mapping[str, str],
 ) -> AnthropicStream:

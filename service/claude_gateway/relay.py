@@ -1,5 +1,5 @@
-"""Raw calls to `POST /v1/messages` over the `AnthropicTransport`: the request body goes up as bytes, the answer
-comes back as bytes.
+"""Calls to `POST /v1/messages` over the `UpstreamClient`, accounted in an `UpstreamCall`: the request body goes up
+as bytes, the answer comes back as bytes.
 
 No SDK object parsing runs here: `/v1/messages` relays Anthropic's bytes verbatim and `/chat/stream` reads only the
 events it needs. `AnthropicStream` is a stream with a lifecycle: it watches the events go by for what accounting
@@ -15,12 +15,11 @@ from typing import Any
 
 import orjson
 
-from claude_gateway import tracing
+from claude_gateway import metrics, tracing
 from claude_gateway.errors import GatewayError, UpstreamFailed, classify, classify_stream_error
-from claude_gateway.http_client import HTTPClientError, Response
 from claude_gateway.sse import SSEEvent, SSEParser
-from claude_gateway.transport import AnthropicTransport
-from claude_gateway.upstream import UpstreamCall
+from claude_gateway.upstream_call import UpstreamCall
+from claude_gateway.upstream_client import HTTPClientError, Response, UpstreamClient
 from claude_gateway.usage import Usage
 
 # Client headers passed on to Anthropic: the API version and beta flags change what Anthropic accepts and returns.
@@ -55,15 +54,23 @@ class Completion:
 
 
 async def complete(
-    upstream: AnthropicTransport, body: bytes, headers: Mapping[str, str], call: UpstreamCall
+    upstream: UpstreamClient,
+    body: bytes,
+    headers: Mapping[str, str],
+    call: UpstreamCall,
+    *,
+    retries: int | None = None,
 ) -> Completion:
-    """A non-streamed call, accounted in `call`: one JSON decode of the answer, none of the SDK's object parsing."""
+    """A non-streamed call, accounted in `call`: one JSON decode of the answer, none of the SDK's object parsing.
+
+    `retries`: the client's retries in place (`UPSTREAM_MAX_RETRIES` by default; a job, which retries by running
+    again, passes 0)."""
     with call, call.context():
-        response = await upstream.post(body, headers)
+        response = await upstream.post_message(body, headers, retries=retries)
         try:
             raw = await response.read()
         except (TimeoutError, HTTPClientError) as exc:
-            raise classify(exc) from None
+            raise classify(exc) from exc  # the cause tells the retry policy that no whole answer came
         finally:
             response.release()
         try:
@@ -84,12 +91,12 @@ async def complete(
 
 
 async def open_stream(
-    upstream: AnthropicTransport, body: bytes, headers: Mapping[str, str], call: UpstreamCall
+    upstream: UpstreamClient, body: bytes, headers: Mapping[str, str], call: UpstreamCall
 ) -> Response:
     """Start a streamed call; a failure before the first byte ends `call` and raises a `GatewayError`."""
     try:
         with call.context():
-            return await upstream.post(body, headers)
+            return await upstream.post_message(body, headers)
     except BaseException as exc:
         call.abort(exc)
         raise
@@ -106,7 +113,7 @@ class AnthropicStream:
         self.stop_reason: str | None = None
         self.completed = False
         self.error: GatewayError | None = None
-        # True when the error came in Anthropic's own `error` event (already relayed), not from the transport.
+        # True when the error came in Anthropic's own `error` event (already relayed), not from the connection.
         self.error_from_event = False
         # Deltas relayed: the output spent so far when a stream ends before Anthropic's final usage arrives.
         self.deltas = 0
@@ -167,8 +174,10 @@ class AnthropicStream:
         if cancelled and not self.completed and self.error is None:
             self.call.cancelled()
         elif self.error is not None:
+            metrics.streams(self.call.model_label, self.error.outcome).inc()
             self.call.fail(self.error, response_id=self.message_id)
         elif self.completed:
+            metrics.streams(self.call.model_label, "ok").inc()
             self.call.finish(
                 response_id=self.message_id,
                 finish_reason=self.stop_reason,

@@ -1,6 +1,7 @@
 """Server-sent events both ways: reading Anthropic's stream and writing ours, with nothing buffered in between.
 
-`SSEParser` splits upstream bytes into events without copying the bytes it relays. `EventStreamResponse` is a pure
+`SSEParser` splits upstream bytes into events without copying the bytes it relays, in time linear in the bytes,
+holding at most `MAX_SSE_EVENT_BYTES` of an unfinished event. `EventStreamResponse` is a pure
 ASGI response that sends each chunk the moment it is produced and, at the same time, listens for the client going
 away, so a departed client cancels its generator (and with it the upstream call) at once rather than at the next write.
 """
@@ -17,9 +18,16 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from claude_gateway.http_client import HTTPClientError
 from claude_gateway.http_protocol import disconnect_extension
 
 DONE = b"data: [DONE]\n\n"
+
+# The most of one event the parser holds before its blank line arrives. Anthropic's events are small (deltas of a few
+# dozen bytes) except those that carry a whole block: a server tool's result (a fetched web page or PDF, search
+# results) in `content_block_start`, at most a few MiB. Twice the largest we expect, so that a broken or hostile
+# upstream cannot make one stream hold more.
+MAX_SSE_EVENT_BYTES = 8 * 1024 * 1024
 
 SSE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -48,19 +56,48 @@ class SSEEvent:
         return orjson.loads(self.data)
 
 
-class SSEParser:
-    """Incremental parser of `event:` / `data:` blocks separated by a blank line (LF or CRLF)."""
+class SSEEventTooLarge(HTTPClientError):
+    """An event of the upstream's stream grew past `MAX_SSE_EVENT_BYTES` before it ended."""
 
-    __slots__ = ("_buffer",)
+
+class SSEParser:
+    """Incremental parser of `event:` / `data:` blocks separated by a blank line (LF or CRLF).
+
+    An unfinished event is kept as the list of its pieces, joined once, when its blank line arrives: each byte is
+    searched and copied a bounded number of times however many chunks the event spans."""
+
+    __slots__ = ("_carried_cr", "_pending", "_pending_bytes")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        # The last chunk ended in CR: the LF that makes it a CRLF may begin the next.
+        self._carried_cr = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        """The events `chunk` completes (a list: called once per relayed chunk, it must cost next to nothing)."""
-        buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n")
+        """The events `chunk` completes (a list: called once per relayed chunk, it must cost next to nothing).
+        `SSEEventTooLarge` when an unfinished event grows past `MAX_SSE_EVENT_BYTES`."""
+        if self._carried_cr:
+            chunk = b"\r" + chunk
+            self._carried_cr = False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                chunk = chunk[:-1]
+                self._carried_cr = True
+            chunk = chunk.replace(b"\r\n", b"\n")
+        pending = self._pending
+        if pending:
+            if chunk.find(b"\n\n") < 0 and not (chunk[:1] == b"\n" and pending[-1][-1:] == b"\n"):
+                pending.append(chunk)
+                self._pending_bytes += len(chunk)
+                if self._pending_bytes > MAX_SSE_EVENT_BYTES:
+                    self._too_large()
+                return []
+            buffer = pending[0] + chunk if len(pending) == 1 else b"".join([*pending, chunk])
+            pending.clear()
+            self._pending_bytes = 0
+        else:
+            buffer = chunk
         events = []
         start = 0
         while (end := buffer.find(b"\n\n", start)) >= 0:
@@ -68,8 +105,24 @@ class SSEParser:
             start = end + 2
             if event is not None:
                 events.append(event)
-        self._buffer = buffer[start:]
+        if start < len(buffer):
+            rest = buffer[start:] if start else buffer
+            pending.append(rest)
+            self._pending_bytes = len(rest)
+            if self._pending_bytes > MAX_SSE_EVENT_BYTES:
+                self._too_large()
         return events
+
+    @property
+    def unfinished(self) -> bool:
+        """Bytes of an event whose blank line has not come: a relay cut off here must end that event (`\n\n`)
+        before it adds an event of its own, or the client reads the two as one."""
+        return bool(self._pending)
+
+    def _too_large(self) -> None:
+        self._pending.clear()
+        self._pending_bytes = 0
+        raise SSEEventTooLarge(f"an event of the upstream's stream is over {MAX_SSE_EVENT_BYTES} bytes")
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:

@@ -1,14 +1,37 @@
-"""Liveness, readiness and the deep check with its cached upstream call."""
+"""Liveness, readiness and the deep check with its cached upstream call, made through the routes' own client."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import anthropic
 import httpx
+import orjson
+import pytest
 
-from tests.conftest import Gateway
+from claude_gateway import __version__
+from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.test_stream import sim_stats
+from tests.gateway.test_upstream_client import CannedServer
 from tests.support.servers import Process, free_port
+
+MESSAGE = orjson.dumps(
+    {
+        "id": "msg_01Canned",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-6",
+        "content": [{"type": "text", "text": "pong"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 3, "output_tokens": 1},
+    }
+)
+
+
+def sdk(gateway: Gateway) -> anthropic.AsyncAnthropic:
+    """The official SDK pointed at the gateway, as a client of ours would use it (no retries of its own)."""
+    return anthropic.AsyncAnthropic(base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0)
 
 
 class TestHealth:
@@ -33,7 +56,8 @@ class TestHealth:
         assert requests_after_second == requests_after_first
 
     async def test_deep_check_degraded_when_upstream_unreachable(self, make_gateway: Callable[..., Gateway]) -> None:
-        gateway = make_gateway(anthropic_base_url=f"http://127.0.0.1:{free_port()}")
+        """Nothing listens where the gateway looks for Anthropic: the deep check says so, as the relay finds."""
+        gateway = make_gateway(anthropic_base_url=f"http://127.0.0.1:{free_port()}", upstream_max_retries=1)
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             deep = await http.get("/health")
             live = await http.get("/health/live")
@@ -41,6 +65,36 @@ class TestHealth:
         assert deep.json()["status"] == "degraded"
         assert deep.json()["claude"] == "unreachable"
         assert live.status_code == 200
+        async with sdk(gateway) as client:
+            with pytest.raises(anthropic.APIStatusError) as raised:
+                await client.messages.create(
+                    model="claude-sonnet-4-6", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+                )
+        assert raised.value.status_code == 503
+        assert isinstance(raised.value.body, dict)
+        assert raised.value.body["error"] == {"type": "api_error", "message": "Could not reach Claude API."}
+
+    async def test_deep_check_and_the_relay_share_one_client(self, make_gateway: Callable[..., Gateway]) -> None:
+        """`/v1/messages` and the deep check reach the upstream through the same client object: one keep-alive
+        connection of its pool carries both, each with the gateway's own user-agent and key."""
+        upstream = CannedServer(answer=MESSAGE)
+        async with upstream as url:
+            gateway = make_gateway(anthropic_base_url=url)
+            async with sdk(gateway) as client:
+                message = await client.messages.create(
+                    model="claude-sonnet-4-6", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+                )
+            async with httpx.AsyncClient(base_url=gateway.url) as http:
+                deep = await http.get("/health")
+        assert message.content[0].type == "text"
+        assert deep.status_code == 200
+        assert deep.json()["claude"] == "connected"
+        relayed, probe = upstream.requests
+        assert (relayed.method, relayed.target) == (probe.method, probe.target) == ("POST", "/v1/messages")
+        assert orjson.loads(probe.body)["model"] == gateway.settings.health_model
+        assert {relayed.headers["user-agent"], probe.headers["user-agent"]} == {f"claude-gateway/{__version__}"}
+        assert relayed.headers["x-api-key"] == probe.headers["x-api-key"] == "sk-ant-test-upstream-0d9c4b"
+        assert upstream.connections == 1
 
     async def test_deep_check_reports_bad_credentials(
         self, simulator: Process, make_gateway: Callable[..., Gateway]

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import pytest
 import trustme
 import uvloop
 
+from claude_gateway.egress import DIRECT
 from claude_gateway.http_client import (
     HIGH_WATER_BYTES,
     ConnectFailed,
@@ -22,69 +21,8 @@ from claude_gateway.http_client import (
     MalformedResponse,
     ReadTimeout,
 )
+from tests.support.scripted_upstream import answer, chunk, read_request, upstream
 from tests.support.servers import free_port
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    """One request's head and body (by its Content-Length)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length:"))
-    return head, await reader.readexactly(length)
-
-
-def answer(body: bytes, *headers: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\n%scontent-length: %d\r\n\r\n%s" % (
-        b"".join(h + b"\r\n" for h in headers),
-        len(body),
-        body,
-    )
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-class Upstream:
-    """A TCP (or TLS) server running `handler` on each connection; it counts connections and keeps the heads."""
-
-    def __init__(self, handler: Handler | None) -> None:
-        self.handler = handler or self.keep_alive(b"{}")
-        self.port = 0
-        self.connections = 0
-        self.heads: list[bytes] = []
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            await self.handler(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    def keep_alive(self, body: bytes, *headers: bytes) -> Handler:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while True:
-                head, _ = await read_request(reader)
-                self.heads.append(head)
-                writer.write(answer(body, *headers))
-                await writer.drain()
-
-        return handle
-
-
-@asynccontextmanager
-async def upstream(handler: Handler | None = None, tls: ssl.SSLContext | None = None) -> AsyncIterator[Upstream]:
-    server_state = Upstream(handler)
-    server = await asyncio.start_server(server_state.serve, "127.0.0.1", 0, ssl=tls)
-    server_state.port = server.sockets[0].getsockname()[1]
-    try:
-        yield server_state
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 def pool_for(
@@ -96,6 +34,7 @@ def pool_for(
         read_timeout_s=read_timeout_s,
         keepalive_s=keepalive_s,
         max_idle=8,
+        proxies=DIRECT,  # whatever the environment says: these tests are about the client itself
     )
 
 
@@ -155,6 +94,7 @@ class TestKeepAlive:
                 read_timeout_s=0.2,
                 keepalive_s=0.1,
                 max_idle=8,
+                proxies=DIRECT,
             )
             await post(pool)
             async with asyncio.timeout(2):
@@ -310,30 +250,43 @@ class TestBodies:
 
 class TestTimeouts:
     async def test_an_upstream_silent_between_reads_times_out(self) -> None:
+        """The timeout is the wait between two reads, not the whole answer: an upstream that keeps sending outlives
+        it, then fails it once silent. Each piece goes once the client has the last (the event, not a sleep, paces
+        it), a fiftieth of the timeout apart: only a stall of the whole process fifty times that long could fail it."""
+        timeout_s = 0.5
+        client_has_it = asyncio.Event()
+        sent = bytearray()
+
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunk(b"a"))
-            await writer.drain()
-            for _ in range(3):  # reads 0.1 s apart: under the timeout each time, over it in all
-                await asyncio.sleep(0.1)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 1.5 * timeout_s
+            while loop.time() < until:  # for longer than the timeout in all
+                client_has_it.clear()
                 writer.write(chunk(b"b"))
+                sent.extend(b"b")
                 await writer.drain()
-            await reader.read()  # until the client gives up and closes
+                await client_has_it.wait()
+                await asyncio.sleep(timeout_s / 50)
+            await reader.read()  # then silence, until the client gives up and closes
 
         async with upstream(handle) as server:
-            pool = pool_for(server.port, read_timeout_s=0.25)
+            pool = pool_for(server.port, read_timeout_s=timeout_s)
             response = await pool.request(pool.head("POST", "/v1/messages", (), 0), b"")
             received = bytearray()
 
             async def read_all() -> None:
                 async for data in response.chunks():
                     received.extend(data)
+                    client_has_it.set()
 
             with pytest.raises(ReadTimeout):
                 await read_all()
             response.release()
             await pool.aclose()
-        assert received == b"abbb"
+        assert received == sent
+        assert len(sent) > 1
 
     async def test_nothing_listening_fails_to_connect(self) -> None:
         pool = pool_for(free_port())

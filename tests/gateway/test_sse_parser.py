@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from claude_gateway.sse import SSEEvent, SSEParser
+from claude_gateway.sse import MAX_SSE_EVENT_BYTES, SSEEvent, SSEEventTooLarge, SSEParser
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sse"
 
@@ -51,3 +51,44 @@ def test_the_rest_of_the_syntax() -> None:
 
 def test_an_event_decodes_its_json() -> None:
     assert SSEEvent("message_delta", b'{"usage": {"output_tokens": 5}}').json() == {"usage": {"output_tokens": 5}}
+
+
+def test_an_event_just_under_the_bound_in_small_pieces_parses_in_linear_time() -> None:
+    """8 MiB in 1 KiB pieces: a parser that rebuilt its buffer on every piece would copy 32 GiB here (and not
+    finish within the test's timeout); this one joins the pieces once."""
+    payload = b"a" * (MAX_SSE_EVENT_BYTES - 64)
+    raw = b"event: big\ndata: " + payload + b"\n\nevent: next\ndata: {}\n\n"
+    parser = SSEParser()
+    events = []
+    for start in range(0, len(raw), 1024):
+        events.extend(parser.feed(raw[start : start + 1024]))
+    assert [(event.event, len(event.data)) for event in events] == [("big", len(payload)), ("next", 2)]
+
+
+def test_a_crlf_split_across_pieces_still_ends_an_event() -> None:
+    parser = SSEParser()
+    pieces = [b"event: a\r", b"\ndata: 1\r\n\r", b"\n", b"data: 2\r\n", b"\r\n"]
+    events = [event for piece in pieces for event in parser.feed(piece)]
+    assert [(event.event, event.data) for event in events] == [("a", b"1"), ("message", b"2")]
+
+
+def parse_with(parser: SSEParser, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        parser.feed(piece)
+
+
+def test_an_event_past_the_bound_is_refused_however_it_is_cut() -> None:
+    for piece in (1024 * 1024, 64 * 1024):
+        parser = SSEParser()
+        raw = b"event: huge\ndata: " + b"a" * (2 * MAX_SSE_EVENT_BYTES)
+        pieces = [raw[start : start + piece] for start in range(0, len(raw), piece)]
+        with pytest.raises(SSEEventTooLarge):
+            parse_with(parser, pieces)
+
+
+def test_it_tells_whether_an_event_is_unfinished() -> None:
+    parser = SSEParser()
+    parser.feed(b"event: a\ndata: 1\n\nevent: b\nda")
+    assert parser.unfinished
+    parser.feed(b"ta: 2\n\n")
+    assert not parser.unfinished

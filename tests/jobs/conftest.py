@@ -5,8 +5,8 @@
 - `redis` (per test): an ARQ Redis client on it, the database flushed first.
 - `simulator` (session): the Anthropic simulator on a free port, answering at once; `sim` (per test) resets its
   counters and reads them over HTTP.
-- `make_settings(**overrides)`: `Settings` pointed at both, with no SDK retries, so that each upstream request the
-  tests count is one try of a job.
+- `make_settings(**overrides)`: `Settings` pointed at both (a job's calls are never retried in place, whatever
+  UPSTREAM_MAX_RETRIES says: each upstream request the tests count is one try of a job).
 - `make_queue()`, `make_inprocess_queue()`, `workers`: built on demand, closed at the end of the test.
 - `spans`: an in-memory span exporter on the process's tracer provider.
 """
@@ -16,19 +16,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import anthropic
 import pytest
 from arq.connections import ArqRedis
 
-from claude_gateway import upstream
 from claude_gateway.jobs import ArqJobQueue, InProcessJobQueue
 from claude_gateway.jobs.arq_queue import connect
 from claude_gateway.jobs.constants import IN_PROCESS_MAX_JOBS
 from claude_gateway.settings import Settings, load_settings
 from claude_gateway.simulator import BackgroundSimulator, SimulatorConfig
+from claude_gateway.upstream_client import UpstreamClient
 from tests.support.servers import RedisServer
 
-from .support import FAST_BACKOFF, MakeSettings, Sim, Workers
+from .support import FAST_RETRIES, MakeSettings, Sim, Workers
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +67,7 @@ def make_settings(redis: ArqRedis, redis_server: str, simulator: BackgroundSimul
             "redis_url": redis_server,
             "anthropic_base_url": simulator.base_url,
             "anthropic_api_key": "sk-ant-test",
-            "upstream_max_retries": 0,
+            "upstream_max_retries": 2,
             "upstream_timeout_s": 10.0,
             "job_max_tries": 3,
             "metrics_enabled": False,
@@ -95,19 +94,34 @@ async def make_queue(make_settings: MakeSettings) -> AsyncIterator[Callable[...,
 
 @pytest.fixture
 async def make_inprocess_queue(make_settings: MakeSettings) -> AsyncIterator[Callable[..., InProcessJobQueue]]:
-    built: list[tuple[InProcessJobQueue, anthropic.AsyncAnthropic]] = []
+    built: list[tuple[InProcessJobQueue, UpstreamClient]] = []
 
     def make(*, max_jobs: int = IN_PROCESS_MAX_JOBS, **overrides: Any) -> InProcessJobQueue:
         settings = make_settings(**{"redis_url": None, **overrides})
-        client = upstream.create_client(settings)
-        queue = InProcessJobQueue(settings, client, backoff=FAST_BACKOFF, max_jobs=max_jobs)
-        built.append((queue, client))
+        upstream = UpstreamClient(settings, retry_policy=FAST_RETRIES)
+        queue = InProcessJobQueue(settings, upstream, max_jobs=max_jobs)
+        built.append((queue, upstream))
         return queue
 
     yield make
-    for queue, client in built:
+    for queue, upstream in built:
         await queue.aclose()
-        await client.close()
+        await upstream.aclose()
+
+
+@pytest.fixture
+async def make_upstream(make_settings: MakeSettings) -> AsyncIterator[Callable[..., UpstreamClient]]:
+    """`make_upstream(**settings)`: an `UpstreamClient` with the tests' short backoff, closed after the test."""
+    built: list[UpstreamClient] = []
+
+    def make(**overrides: Any) -> UpstreamClient:
+        upstream = UpstreamClient(make_settings(**overrides), retry_policy=FAST_RETRIES)
+        built.append(upstream)
+        return upstream
+
+    yield make
+    for upstream in built:
+        await upstream.aclose()
 
 
 @pytest.fixture

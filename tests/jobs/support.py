@@ -13,13 +13,13 @@ from arq.worker import Worker
 from prometheus_client import REGISTRY
 
 from claude_gateway.jobs import ArqJobQueue, InProcessJobQueue, JobView
-from claude_gateway.jobs.attempt import Backoff
 from claude_gateway.jobs.constants import CHUNK_CHARS
 from claude_gateway.jobs.worker import worker_settings
 from claude_gateway.settings import Settings
+from claude_gateway.upstream_client import RetryPolicy, UpstreamClient
 
-# Retries in tests wait tens of milliseconds, not seconds.
-FAST_BACKOFF = Backoff(base_s=0.05, cap_s=0.2)
+# Retries in tests wait tens of milliseconds, not seconds (an upstream `retry-after` is still obeyed as sent).
+FAST_RETRIES = RetryPolicy(initial_delay_s=0.05, max_delay_s=0.2)
 # Workers in tests look at the queue this often (ARQ's default is 0.5 s).
 POLL_DELAY_S = 0.05
 # Upper bound for waiting on anything in a test; a healthy run takes a fraction of it.
@@ -28,6 +28,7 @@ WAIT_S = 30.0
 MakeSettings = Callable[..., Settings]
 MakeQueue = Callable[..., ArqJobQueue]
 MakeInProcessQueue = Callable[..., InProcessJobQueue]
+MakeUpstream = Callable[..., UpstreamClient]
 
 
 def free_port() -> int:
@@ -128,7 +129,7 @@ class Workers:
 
     @staticmethod
     def build(settings: Settings, *, burst: bool, job_timeout_s: float | None = None, **overrides: Any) -> Worker:
-        config = worker_settings(settings, backoff=FAST_BACKOFF, job_timeout_s=job_timeout_s)
+        config = worker_settings(settings, retry_policy=FAST_RETRIES, job_timeout_s=job_timeout_s)
         config.update(burst=burst, handle_signals=False, poll_delay=POLL_DELAY_S)
         config.update(overrides)
         return Worker(**config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -18,8 +19,24 @@ from claude_gateway.jobs.codec import deserialize
 from claude_gateway.jobs.constants import CHUNK_CHARS, QUEUE_NAME
 from claude_gateway.jobs.keys import job_id
 from claude_gateway.simulator import BackgroundSimulator, SimulatorConfig
+from tests.gateway.test_upstream_client import OVERLOADED, CannedServer
 
-from .support import MakeQueue, MakeSettings, Sim, Workers, free_port, jobs_total, long_document, wait_for_outcome
+from .support import (
+    MakeQueue,
+    MakeSettings,
+    MakeUpstream,
+    Sim,
+    Workers,
+    free_port,
+    jobs_total,
+    long_document,
+    wait_for_outcome,
+)
+
+
+def upstream_requests(model: str, outcome: str) -> float:
+    labels = {"model": model, "outcome": outcome}
+    return REGISTRY.get_sample_value("claude_gateway_upstream_requests_total", labels) or 0.0
 
 
 class TestSubmit:
@@ -185,24 +202,31 @@ class TestFailures:
         assert "x-api-key" not in (done.error or "")
 
     async def test_a_transient_error_is_retried_then_completes(
-        self, make_queue: MakeQueue, workers: Workers, make_settings: MakeSettings, sim: Sim
+        self,
+        make_queue: MakeQueue,
+        workers: Workers,
+        make_settings: MakeSettings,
+        make_upstream: MakeUpstream,
+        sim: Sim,
     ) -> None:
-        """The first try meets a real 529 from the simulator (the fault header on that try only), the second passes."""
+        """The first try meets a real 529 (from a server that answers nothing else), the second passes."""
+        overloaded = CannedServer(529, OVERLOADED)
+        async with overloaded as overloaded_url:
+            overloaded_upstream = make_upstream(anthropic_base_url=overloaded_url)
 
-        async def overloaded_on_first_try(ctx: dict[str, Any]) -> None:
-            if ctx["job_try"] == 1:
-                ctx["upstream"] = ctx["upstream"].with_options(default_headers={"x-sim-fault": "overloaded"})
+            async def overloaded_on_first_try(ctx: dict[str, Any]) -> None:
+                if ctx["job_try"] == 1:  # ARQ's ctx is the job's own copy: the second try has the worker's client
+                    ctx["upstream"] = overloaded_upstream
 
-        retried, complete = jobs_total("retried"), jobs_total("complete")
-        queue = make_queue()
-        view = await queue.submit(client="billing", document="a note", idempotency_key=None)
-        await workers.run_burst(make_settings(), on_job_start=overloaded_on_first_try)
+            retried, complete = jobs_total("retried"), jobs_total("complete")
+            queue = make_queue()
+            view = await queue.submit(client="billing", document="a note", idempotency_key=None)
+            await workers.run_burst(make_settings(), on_job_start=overloaded_on_first_try)
         done = await queue.get(client="billing", task_id=view.task_id)
         assert done is not None
         assert done.status == "complete"
-        stats = await sim.stats()
-        assert stats["requests"] == 2
-        assert stats["responses"]["529"] == 1
+        assert len(overloaded.requests) == 1  # UPSTREAM_MAX_RETRIES is 2, but a job's call is made once a try
+        assert await sim.requests() == 1
         assert jobs_total("retried") - retried == 1
         assert jobs_total("complete") - complete == 1
 
@@ -239,21 +263,51 @@ class TestFailures:
         assert jobs_total("retried") - retried == 2
         assert jobs_total("failed") - failed == 1
 
-    async def test_a_rate_limit_waits_at_least_the_upstream_retry_after(
-        self, make_queue: MakeQueue, workers: Workers, make_settings: MakeSettings, redis: ArqRedis
+    async def test_a_rate_limit_is_re_enqueued_with_the_upstream_retry_after(
+        self,
+        make_queue: MakeQueue,
+        workers: Workers,
+        make_settings: MakeSettings,
+        redis: ArqRedis,
+        sim: Sim,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
+        """A 429 with `retry-after: 1`: ARQ defers the job exactly that long (no jittered backoff), and each try makes
+        one upstream call although UPSTREAM_MAX_RETRIES is 2 (the client would have retried in place)."""
+        retried = jobs_total("retried")
+        model = make_settings().default_model
+        rate_limited = upstream_requests(model, "rate_limited")
         queue = make_queue()
         view = await queue.submit(
             client="billing", document="[[sim:fault=rate_limit retry_after=1]] a note", idempotency_key=None
         )
-        await workers.run_burst(make_settings(job_max_tries=2))
+        with caplog.at_level(logging.INFO, logger="arq.worker"):
+            await workers.run_burst(make_settings(job_max_tries=2, upstream_max_retries=2))
         done = await queue.get(client="billing", task_id=view.task_id)
         assert done is not None
         assert done.error == "Claude rate limit reached. Try again in a moment. (gave up after 2 tries)"
+        stats = await sim.stats()
+        assert stats["requests"] == 2
+        assert stats["responses"] == {"429": 2}
+        assert jobs_total("retried") - retried == 1
+        assert upstream_requests(model, "rate_limited") - rate_limited == 2  # one call a try, counted as a route's
+        deferrals = [record.getMessage() for record in caplog.records if "retrying job in" in record.getMessage()]
+        assert len(deferrals) == 1
+        assert deferrals[0].endswith("retrying job in 1.00s")
         info = await Job(job_id("billing", view.task_id), redis, QUEUE_NAME, deserialize).result_info()
         assert info is not None
         assert info.job_try == 2
         assert (info.start_time - info.enqueue_time).total_seconds() >= 1.0
+
+    async def test_a_5xx_is_retried_as_the_client_would_retry_it(
+        self, make_queue: MakeQueue, workers: Workers, make_settings: MakeSettings, sim: Sim
+    ) -> None:
+        queue = make_queue()
+        view = await queue.submit(client="billing", document="[[sim:fault=server_error]] a note", idempotency_key=None)
+        await workers.run_burst(make_settings(job_max_tries=2))
+        done = await queue.get(client="billing", task_id=view.task_id)
+        assert done == JobView(view.task_id, "failed", error="Claude API error (gave up after 2 tries)")
+        assert await sim.requests() == 2
 
 
 class TestResults:

@@ -10,11 +10,20 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from claude_gateway import errors, upstream
+from claude_gateway import errors
 from claude_gateway.jobs import ArqJobQueue, InProcessJobQueue, JobView, create_job_queue
 from claude_gateway.simulator import BackgroundSimulator, SimulatorConfig
+from tests.gateway.test_upstream_client import OVERLOADED, CannedServer
 
-from .support import MakeInProcessQueue, MakeSettings, Sim, jobs_total, long_document, wait_for_outcome
+from .support import (
+    MakeInProcessQueue,
+    MakeSettings,
+    MakeUpstream,
+    Sim,
+    jobs_total,
+    long_document,
+    wait_for_outcome,
+)
 
 
 class TestSubmit:
@@ -92,6 +101,43 @@ class TestFailures:
         assert await sim.requests() == 3
         assert jobs_total("retried") - retried == 2
 
+    async def test_a_rate_limit_runs_the_job_again_after_the_upstream_retry_after(
+        self, make_inprocess_queue: MakeInProcessQueue, sim: Sim, spans: InMemorySpanExporter
+    ) -> None:
+        """One upstream call per try (UPSTREAM_MAX_RETRIES is 2: the client would retry in place), then the wait
+        Anthropic asked for, exactly (its `retry-after` wins over the jittered backoff)."""
+        retried = jobs_total("retried")
+        queue = make_inprocess_queue(job_max_tries=2, upstream_max_retries=2)
+        view = await queue.submit(
+            client="billing", document="[[sim:fault=rate_limit retry_after=0.5]] x", idempotency_key=None
+        )
+        done = await wait_for_outcome(lambda: queue.get(client="billing", task_id=view.task_id))
+        assert done.error == "Claude rate limit reached. Try again in a moment. (gave up after 2 tries)"
+        stats = await sim.stats()
+        assert stats["requests"] == 2
+        assert stats["responses"] == {"429": 2}
+        assert jobs_total("retried") - retried == 1
+        tries = [span for span in spans.get_finished_spans() if span.name == "analyze_document"]
+        assert [(span.attributes or {}).get("claude_gateway.job.retry_in_s") for span in tries] == [0.5, None]
+
+    async def test_a_5xx_is_retried_as_the_client_would_retry_it(
+        self, make_inprocess_queue: MakeInProcessQueue, sim: Sim
+    ) -> None:
+        queue = make_inprocess_queue(job_max_tries=2)
+        view = await queue.submit(client="billing", document="[[sim:fault=server_error]] x", idempotency_key=None)
+        done = await wait_for_outcome(lambda: queue.get(client="billing", task_id=view.task_id))
+        assert done.error == "Claude API error (gave up after 2 tries)"
+        assert await sim.requests() == 2
+
+    async def test_x_should_retry_false_fails_at_once(self, make_inprocess_queue: MakeInProcessQueue) -> None:
+        server = CannedServer(529, OVERLOADED, headers={"x-should-retry": "false"})
+        async with server as url:
+            queue = make_inprocess_queue(anthropic_base_url=url, job_max_tries=5)
+            view = await queue.submit(client="billing", document="a note", idempotency_key=None)
+            done = await wait_for_outcome(lambda: queue.get(client="billing", task_id=view.task_id))
+        assert done.error == "Claude is overloaded. Try again."
+        assert len(server.requests) == 1
+
     async def test_an_unreachable_upstream_is_retried_until_it_comes_back(
         self, make_inprocess_queue: MakeInProcessQueue
     ) -> None:
@@ -165,26 +211,16 @@ class TestTracing:
 
 class TestCreateJobQueue:
     async def test_without_redis_it_is_in_process_with_a_warning(
-        self, make_settings: MakeSettings, caplog: pytest.LogCaptureFixture
+        self, make_settings: MakeSettings, make_upstream: MakeUpstream, caplog: pytest.LogCaptureFixture
     ) -> None:
-        settings = make_settings(redis_url=None)
-        client = upstream.create_client(settings)
-        try:
-            with caplog.at_level(logging.WARNING, logger="claude_gateway.jobs"):
-                queue = create_job_queue(settings, client)
-            assert isinstance(queue, InProcessJobQueue)
-            assert "visible to this process only" in caplog.text
-            await queue.aclose()
-        finally:
-            await client.close()
+        with caplog.at_level(logging.WARNING, logger="claude_gateway.jobs"):
+            queue = create_job_queue(make_settings(redis_url=None), make_upstream())
+        assert isinstance(queue, InProcessJobQueue)
+        assert "visible to this process only" in caplog.text
+        await queue.aclose()
 
-    async def test_with_redis_it_is_arq(self, make_settings: MakeSettings) -> None:
-        settings = make_settings()
-        client = upstream.create_client(settings)
-        try:
-            queue = create_job_queue(settings, client)
-            assert isinstance(queue, ArqJobQueue)
-            assert await queue.ping() is True
-            await queue.aclose()
-        finally:
-            await client.close()
+    async def test_with_redis_it_is_arq(self, make_settings: MakeSettings, make_upstream: MakeUpstream) -> None:
+        queue = create_job_queue(make_settings(), make_upstream())
+        assert isinstance(queue, ArqJobQueue)
+        assert await queue.ping() is True
+        await queue.aclose()

@@ -1,4 +1,4 @@
-"""The pieces of a job: chunking, resuming from stored parts, backoff, storage format, ids, worker settings."""
+"""The pieces of a job: chunking, resuming from stored parts, retry waits, storage format, ids, worker settings."""
 
 from __future__ import annotations
 
@@ -11,23 +11,19 @@ from arq.connections import ArqRedis
 from arq.worker import JobExecutionFailed
 from prometheus_client import REGISTRY
 
-from claude_gateway import upstream
+from claude_gateway.errors import GatewayError, UpstreamOverloaded, UpstreamRateLimited, UpstreamRejected
 from claude_gateway.jobs.arq_queue import connect
-from claude_gateway.jobs.attempt import Backoff
+from claude_gateway.jobs.attempt import retry_delay_s
 from claude_gateway.jobs.codec import JobFailed, deserialize, failure_of, serialize
-from claude_gateway.jobs.constants import (
-    BACKOFF_BASE_S,
-    CHUNK_CHARS,
-    QUEUE_NAME,
-    RETRY_AFTER_CAP_S,
-)
+from claude_gateway.jobs.constants import CHUNK_CHARS, QUEUE_NAME, RETRY_AFTER_CAP_S
 from claude_gateway.jobs.keys import client_namespace, health_check_key, job_id, new_task_id, parts_key
 from claude_gateway.jobs.summarise import MemoryParts, RedisParts, split_document, summarise
 from claude_gateway.jobs.timeouts import call_budget_s, job_timeout_s, planned_rounds
 from claude_gateway.jobs.worker import worker_settings
 from claude_gateway.settings import load_settings
+from claude_gateway.upstream_client import UpstreamAnswer, UpstreamClient
 
-from .support import MakeSettings, Sim, free_port, long_document
+from .support import MakeSettings, MakeUpstream, Sim, free_port, long_document
 
 
 class TestSplitDocument:
@@ -66,30 +62,42 @@ class TestSplitDocument:
 class TestTimeouts:
     def test_the_defaults(self) -> None:
         settings = load_settings(redis_url=None)
-        assert call_budget_s(settings) == 30 * 3 + 8 * 2
+        assert call_budget_s(settings) == 30  # one try: a job's calls are not retried in place
         assert planned_rounds(1_000_000) == 4  # 12 chunks, 4 at a time, then one combine
-        assert job_timeout_s(settings) == 4 * 106
+        assert job_timeout_s(settings) == 4 * 30
 
     @pytest.mark.parametrize(("chars", "rounds"), [(1, 1), (CHUNK_CHARS, 1), (CHUNK_CHARS + 1, 2), (10_000_000, 31)])
     def test_planned_rounds(self, chars: int, rounds: int) -> None:
         assert planned_rounds(chars) == rounds
 
 
-class TestBackoff:
-    @pytest.mark.parametrize(("attempt", "ceiling"), [(1, 2.0), (2, 4.0), (3, 8.0), (7, 120.0), (30, 120.0)])
-    def test_doubles_up_to_the_cap_with_equal_jitter(self, attempt: int, ceiling: float) -> None:
-        assert BACKOFF_BASE_S == 2.0
-        for _ in range(50):
-            assert ceiling / 2 <= Backoff().delay_s(attempt) <= ceiling
+def failed(error: GatewayError, failure: BaseException | None) -> GatewayError:
+    error.__cause__ = failure
+    return error
 
-    @pytest.mark.parametrize(
-        ("retry_after", "at_least", "at_most"),
-        [(30.0, 30.0, 30.0), (0.5, 1.0, 2.0), (10_000.0, RETRY_AFTER_CAP_S, RETRY_AFTER_CAP_S)],
-    )
-    def test_an_upstream_retry_after_wins_when_longer_up_to_a_cap(
-        self, retry_after: float, at_least: float, at_most: float
-    ) -> None:
-        assert at_least <= Backoff().delay_s(1, retry_after) <= at_most
+
+class TestRetryDelay:
+    """A job waits as the client's retry policy says, Anthropic's `retry-after` capped at RETRY_AFTER_CAP_S."""
+
+    @pytest.fixture
+    def upstream(self) -> UpstreamClient:
+        return UpstreamClient(load_settings(redis_url=None))  # its pool opens on first use: none here
+
+    @pytest.mark.parametrize(("retry_after", "wait"), [("30", 30.0), ("0.5", 0.5), ("10000", RETRY_AFTER_CAP_S)])
+    def test_anthropics_retry_after_up_to_a_cap(self, upstream: UpstreamClient, retry_after: str, wait: float) -> None:
+        error = failed(UpstreamRateLimited(), UpstreamAnswer(429, {"retry-after": retry_after}))
+        assert retry_delay_s(upstream, error, attempt=1) == wait
+
+    @pytest.mark.parametrize(("attempt", "ceiling"), [(1, 0.5), (2, 1.0), (3, 2.0), (5, 8.0), (30, 8.0)])
+    def test_else_the_policys_backoff_by_try(self, upstream: UpstreamClient, attempt: int, ceiling: float) -> None:
+        error = failed(UpstreamOverloaded(), UpstreamAnswer(529, {}))
+        for _ in range(20):
+            assert 0.75 * ceiling <= (retry_delay_s(upstream, error, attempt) or 0.0) <= ceiling
+
+    def test_none_for_what_must_not_be_retried(self, upstream: UpstreamClient) -> None:
+        assert retry_delay_s(upstream, failed(UpstreamRejected(), UpstreamAnswer(400, {})), attempt=1) is None
+        overloaded = failed(UpstreamOverloaded(), UpstreamAnswer(529, {"x-should-retry": "false"}))
+        assert retry_delay_s(upstream, overloaded, attempt=1) is None
 
 
 class TestCodec:
@@ -171,7 +179,7 @@ class TestWorkerSettings:
         assert config["max_tries"] == 7
         assert config["keep_result"] == 120
         assert config["allow_abort_jobs"] is True
-        assert config["job_completion_wait"] == 106
+        assert config["job_completion_wait"] == 30  # one call at UPSTREAM_TIMEOUT_S
         assert config["job_timeout"] == job_timeout_s(settings)
         assert config["health_check_key"] == health_check_key()
         assert config["log_results"] is False
@@ -190,46 +198,52 @@ class TestWorkerSettings:
 
 class TestSummarise:
     async def test_stored_parts_are_not_paid_for_twice(
-        self, make_settings: MakeSettings, redis: ArqRedis, sim: Sim
+        self, make_upstream: MakeUpstream, redis: ArqRedis, sim: Sim
     ) -> None:
-        settings = make_settings()
-        client = upstream.create_client(settings)
+        upstream = make_upstream()
         parts = RedisParts(redis, parts_key("job-1"))
         document = long_document(chunks=3)
-        try:
-            first = await summarise(client, document, client="billing", model="claude-sonnet-4-6", parts=parts)
-            assert (first.chunks, first.levels, first.calls) == (3, 2, 4)
+        first = await summarise(upstream, document, client="billing", model="claude-sonnet-4-6", parts=parts)
+        assert (first.chunks, first.levels, first.calls) == (3, 2, 4)
 
-            again = await summarise(client, document, client="billing", model="claude-sonnet-4-6", parts=parts)
-            assert again.calls == 0
-            assert again.text == first.text
+        again = await summarise(upstream, document, client="billing", model="claude-sonnet-4-6", parts=parts)
+        assert again.calls == 0
+        assert again.text == first.text
 
-            edited = document[: -len("boy.\n\n")] + "girl.\n\n"  # the last chunk changes, the first two do not
-            third = await summarise(client, edited, client="billing", model="claude-sonnet-4-6", parts=parts)
-            assert third.calls == 2  # the last chunk and the combine step
-            assert await sim.requests() == 6
-            assert 0 < await redis.ttl(parts_key("job-1")) <= 24 * 3600
-        finally:
-            await client.close()
+        edited = document[: -len("boy.\n\n")] + "girl.\n\n"  # the last chunk changes, the first two do not
+        third = await summarise(upstream, edited, client="billing", model="claude-sonnet-4-6", parts=parts)
+        assert third.calls == 2  # the last chunk and the combine step
+        assert await sim.requests() == 6
+        assert 0 < await redis.ttl(parts_key("job-1")) <= 24 * 3600
 
-    async def test_an_empty_answer_fails_the_job(self, make_settings: MakeSettings) -> None:
-        client = upstream.create_client(make_settings())
-        try:
-            with pytest.raises(JobFailed, match="empty summary"):
-                await summarise(
-                    client, "[[sim:fault=empty]] x", client="c", model="claude-sonnet-4-6", parts=MemoryParts()
-                )
-        finally:
-            await client.close()
+    async def test_an_empty_answer_fails_the_job(self, make_upstream: MakeUpstream) -> None:
+        with pytest.raises(JobFailed, match="empty summary"):
+            await summarise(
+                make_upstream(), "[[sim:fault=empty]] x", client="c", model="claude-sonnet-4-6", parts=MemoryParts()
+            )
 
-    async def test_a_redis_failure_only_loses_the_saving(self, make_settings: MakeSettings, sim: Sim) -> None:
-        settings = make_settings()
-        client = upstream.create_client(settings)
+    async def test_a_failed_call_is_made_once_and_raised_with_its_cause(
+        self, make_upstream: MakeUpstream, sim: Sim
+    ) -> None:
+        """The job is what retries: its calls are not retried in place, whatever UPSTREAM_MAX_RETRIES says."""
+        upstream = make_upstream(upstream_max_retries=2)
+        with pytest.raises(UpstreamOverloaded) as raised:
+            await summarise(
+                upstream, "[[sim:fault=overloaded]] x", client="c", model="claude-sonnet-4-6", parts=MemoryParts()
+            )
+        assert await sim.requests() == 1
+        answer = raised.value.__cause__
+        assert isinstance(answer, UpstreamAnswer)
+        assert answer.status == 529
+
+    async def test_a_redis_failure_only_loses_the_saving(
+        self, make_upstream: MakeUpstream, make_settings: MakeSettings, sim: Sim
+    ) -> None:
         unreachable = connect(make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"), timeout_s=0.2)
         errors_before = REGISTRY.get_sample_value("claude_gateway_redis_errors_total", {"operation": "jobs"}) or 0.0
         try:
             summary = await summarise(
-                client, "a note", client="c", model="claude-sonnet-4-6", parts=RedisParts(unreachable, "k")
+                make_upstream(), "a note", client="c", model="claude-sonnet-4-6", parts=RedisParts(unreachable, "k")
             )
             assert summary.calls == 1
             assert await sim.requests() == 1
@@ -237,4 +251,3 @@ class TestSummarise:
             assert (errors_after or 0.0) - errors_before == 2  # the read before the call, the write after it
         finally:
             await unreachable.aclose(close_connection_pool=True)
-            await client.close()

@@ -30,11 +30,10 @@ RUN_WORKER = (
     "run_worker(load_settings())"
 )
 # Short enough that a killed worker's job is picked up again within seconds: the job timeout is one call at
-# UPSTREAM_TIMEOUT_S (MAX_DOCUMENT_CHARS fits in one chunk, no SDK retries), and ARQ's in-progress key lasts that
-# plus 10 s.
+# UPSTREAM_TIMEOUT_S (MAX_DOCUMENT_CHARS fits in one chunk, and a job's call is one try whatever
+# UPSTREAM_MAX_RETRIES says), and ARQ's in-progress key lasts that plus 10 s.
 WORKER_ENV = {
     "UPSTREAM_TIMEOUT_S": "3",
-    "UPSTREAM_MAX_RETRIES": "0",
     "MAX_DOCUMENT_CHARS": "1000",
     "JOB_MAX_TRIES": "3",
     "METRICS_ENABLED": "false",

@@ -1,4 +1,4 @@
-"""The pure rules: header values, the tightest limit, Retry-After and x-should-retry, storage URIs."""
+"""The pure rules: header values, the tightest limit, Retry-After and x-should-retry."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from claude_gateway.ratelimit.quota import (
     should_retry,
     tightest,
 )
-from claude_gateway.ratelimit.windows import limits_uri
 
 NOW = 1_700_000_000.0
 
@@ -109,16 +108,3 @@ def test_refusal_headers(retry_after_s: int, retryable: bool, should_retry_heade
     assert headers["Retry-After"] == str(retry_after_s)
     assert headers["X-RateLimit-Remaining"] == "0"
     assert headers.get("x-should-retry") == should_retry_header
-
-
-@pytest.mark.parametrize(
-    ("redis_url", "expected"),
-    [
-        ("redis://127.0.0.1:6380/0", "async+redis://127.0.0.1:6380/0"),
-        ("redis://:pw@redis.svc:6379/2", "async+redis://:pw@redis.svc:6379/2"),
-        ("rediss://user:pw@cache.example.com:6380", "async+rediss://user:pw@cache.example.com:6380"),
-        ("unix:///run/redis/redis.sock?db=1", "async+redis+unix:///run/redis/redis.sock?db=1"),
-    ],
-)
-def test_limits_uri(redis_url: str, expected: str) -> None:
-    assert limits_uri(redis_url) == expected

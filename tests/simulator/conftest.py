@@ -52,3 +52,7 @@ async def http(simulator: BackgroundSimulator) -> AsyncIterator[httpx.AsyncClien
 @pytest.fixture
 def simulator_url(simulator: BackgroundSimulator) -> str:
     return simulator.base_url
+
+
+# Claude Code and the TypeScript SDK from npm (installed once per session): see tests/support/npm_tools.py.
+from tests.support.npm_tools import npm_tools  # noqa: E402, F401

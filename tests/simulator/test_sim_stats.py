@@ -28,6 +28,7 @@ class TestCounters:
             "responses": {},
             "last_headers": {},
             "last_request": None,
+            "last_path": None,
         }
 
     async def test_count_requests_and_streams(self, make_simulator: MakeSimulator) -> None:

@@ -19,7 +19,7 @@ The API sees one small interface, so that ARQ (in maintenance mode, pinning redi
         async def ping(self) -> bool
         async def aclose(self) -> None
 
-    def create_job_queue(settings: Settings, upstream: AsyncAnthropic) -> JobQueue
+    def create_job_queue(settings: Settings, upstream: UpstreamClient, *, redis: ArqRedis | None = None) -> JobQueue
         # ArqJobQueue with REDIS_URL (jobs run by `claude-gateway worker`), else InProcessJobQueue (asyncio tasks of
         # this process; a warning says it holds for one process only)
 
@@ -27,8 +27,10 @@ The worker side (`claude_gateway.jobs.worker`): `worker_settings(settings)` (ARQ
 (`claude-gateway worker`), `check_worker(settings) -> int` (`claude-gateway worker --check`, the liveness probe).
 
 A job summarises its document with `settings.default_model`: in one call up to CHUNK_CHARS, else chunk by chunk and
-then the chunk summaries (`summarise`). Transient upstream errors (429, 529, unreachable, timeout) are retried with
-backoff up to JOB_MAX_TRIES, honouring Anthropic's `retry-after`; anything else fails the task with a clean message.
+then the chunk summaries (`summarise`), each call made once through the process's `UpstreamClient`. A failure its
+retry policy would retry (429, 529, 5xx, unreachable, timeout...) runs the job again after the policy's wait
+(Anthropic's `retry-after`, else its backoff), up to JOB_MAX_TRIES tries; anything else fails the task with a clean
+message.
 Results are kept JOB_RESULT_TTL_S. Each try is an `analyze_document` span in the trace of the request that queued it,
 with the `chat {model}` spans of its upstream calls inside. Counted in `claude_gateway_jobs_total{status}`
 (enqueued, complete, failed, retried) and `claude_gateway_job_duration_seconds` (each try's run time).
@@ -38,13 +40,14 @@ from __future__ import annotations
 
 import logging
 
-import anthropic
+from arq.connections import ArqRedis
 
 from claude_gateway.jobs.arq_queue import ArqJobQueue
 from claude_gateway.jobs.codec import JobFailed
 from claude_gateway.jobs.inprocess import InProcessJobQueue
 from claude_gateway.jobs.interface import JobQueue, JobsUnavailable, JobView
 from claude_gateway.settings import Settings
+from claude_gateway.upstream_client import UpstreamClient
 
 __all__ = [
     "ArqJobQueue",
@@ -59,10 +62,13 @@ __all__ = [
 logger = logging.getLogger("claude_gateway.jobs")
 
 
-def create_job_queue(settings: Settings, upstream: anthropic.AsyncAnthropic) -> JobQueue:
-    """The job queue for these settings: shared through Redis when REDIS_URL is set, else in this process."""
+def create_job_queue(settings: Settings, upstream: UpstreamClient, *, redis: ArqRedis | None = None) -> JobQueue:
+    """The job queue for these settings: shared through Redis when REDIS_URL is set, else in this process.
+
+    `redis`: the process's client for REDIS_URL (`arq_queue.connect`), which the queue then uses and does not close.
+    """
     if settings.redis_url is not None:
-        return ArqJobQueue(settings)
+        return ArqJobQueue(settings, redis=redis)
     logger.warning(
         "REDIS_URL is not set: /analyze jobs run inside this process; they are visible to this process only "
         "and lost when it stops (run one worker process, or set REDIS_URL and run `claude-gateway worker`)"

@@ -33,14 +33,27 @@ from claude_gateway.jobs.interface import JobsUnavailable, JobView, check_docume
 from claude_gateway.jobs.keys import job_id, new_task_id
 from claude_gateway.settings import Settings
 
+# How the API process's connections are named in Redis's CLIENT LIST: an operator can tell them from the workers'.
+API_CLIENT_NAME = "claude-gateway-api"
 
-def connect(settings: Settings, *, timeout_s: float | None = None) -> ArqRedis:
-    """An ARQ Redis client for `REDIS_URL`, storing jobs as JSON (see `codec`); connects on first use."""
+
+def connect(settings: Settings, *, timeout_s: float | None = None, client_name: str | None = None) -> ArqRedis:
+    """An ARQ Redis client for `REDIS_URL`, storing jobs as JSON (see `codec`); connects on first use.
+
+    In the API process this is the one client (and connection pool) for jobs and rate limits alike, built by the app's
+    lifespan. One pool serves both because both want the same socket timeouts, REDIS_TIMEOUT_S: ARQ's API side sends
+    short commands only (no blocking reads), and the limiter bounds each of its calls by REDIS_TIMEOUT_S with
+    asyncio's timeout besides; a read cut short that way closes its connection (redis-py drops a connection whose
+    reply was not read), so no caller is ever lent a connection with someone else's reply pending.
+    """
     if settings.redis_url is None:
         raise ValueError("REDIS_URL is not set")
     timeout = settings.redis_timeout_s if timeout_s is None else timeout_s
     pool = ConnectionPool.from_url(
-        settings.redis_url.get_secret_value(), socket_timeout=timeout, socket_connect_timeout=timeout
+        settings.redis_url.get_secret_value(),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        client_name=client_name,
     )
     return ArqRedis(
         pool,

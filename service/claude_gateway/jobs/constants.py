@@ -32,17 +32,11 @@ CHUNK_CONCURRENCY = 4
 # cover documents far past any MAX_DOCUMENT_CHARS; the cap only guards against a model that does not shrink.
 MAX_SUMMARY_LEVELS = 4
 
-# Backoff between tries of a job after a transient upstream error (429, 529, unreachable, timeout): exponential from
-# BACKOFF_BASE_S, doubled each try up to BACKOFF_CAP_S, with "equal jitter" (half fixed, half random) so that many
-# jobs failed by the same overload do not come back at the same instant. 2 s, 4 s, 8 s, ... gives Anthropic the tens
-# of seconds an overload usually lasts within the default 5 tries.
-BACKOFF_BASE_S = 2.0
-BACKOFF_CAP_S = 120.0
-# An upstream `retry-after` is obeyed when longer than our backoff, but never beyond this: a bogus header must not
+# A job is run again after an upstream failure the client's retry policy would retry, waiting what that policy says
+# (`upstream_client.RetryPolicy`: Anthropic's `retry-after`, else 0.5 s doubling to 8 s with jitter), so that jobs
+# and requests back off alike. Anthropic's `retry-after` is obeyed, but never beyond this: a bogus header must not
 # park a job for hours.
 RETRY_AFTER_CAP_S = 300.0
-# The SDK's own backoff between its quick retries is at most 8 s (anthropic._constants.MAX_RETRY_DELAY).
-SDK_MAX_RETRY_DELAY_S = 8.0
 
 # A job that no worker starts within a day is dropped by ARQ (and reported failed: expired). ARQ's own default.
 JOB_EXPIRES_S = 24 * 3600

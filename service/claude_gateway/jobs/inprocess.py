@@ -2,7 +2,7 @@
 
 For `make run` and single-process deployments only: tasks live in this process's memory, so another worker process
 or pod does not see them and a restart loses them (`create_job_queue` logs a warning saying so). Otherwise they
-behave as ARQ jobs do: the same tries, backoff, result TTL, idempotency, isolation and cancellation.
+behave as ARQ jobs do: the same tries, retry waits, result TTL, idempotency, isolation and cancellation.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import anthropic
-
 from claude_gateway import metrics, tracing
-from claude_gateway.jobs.attempt import Backoff, RetryLater, run_attempt
+from claude_gateway.jobs.attempt import RetryLater, run_attempt
 from claude_gateway.jobs.codec import MESSAGES, JobFailed, describe_failure
 from claude_gateway.jobs.constants import IN_PROCESS_MAX_JOBS, IN_PROCESS_SWEEP_INTERVAL_S
 from claude_gateway.jobs.interface import JobStatus, JobView, check_document
@@ -23,6 +21,7 @@ from claude_gateway.jobs.keys import job_id, new_task_id
 from claude_gateway.jobs.summarise import MemoryParts
 from claude_gateway.jobs.timeouts import job_timeout_s
 from claude_gateway.settings import Settings
+from claude_gateway.upstream_client import UpstreamClient
 
 logger = logging.getLogger("claude_gateway.jobs")
 
@@ -47,14 +46,12 @@ class InProcessJobQueue:
     def __init__(
         self,
         settings: Settings,
-        upstream: anthropic.AsyncAnthropic,
+        upstream: UpstreamClient,
         *,
-        backoff: Backoff | None = None,
         max_jobs: int = IN_PROCESS_MAX_JOBS,
     ) -> None:
         self._settings = settings
         self._upstream = upstream
-        self._backoff = backoff or Backoff()
         self._slots = asyncio.Semaphore(max_jobs)
         self._tasks: dict[str, _Task] = {}
         self._last_sweep = time.monotonic()
@@ -120,10 +117,9 @@ class InProcessJobQueue:
                                 parts=parts,
                                 attempt=attempt,
                                 max_tries=max_tries,
-                                backoff=self._backoff,
                                 trace_context=trace_context,
                             )
-                    except RetryLater as retry:
+                    except RetryLater as retry:  # as ARQ's Retry(defer=...): the whole job again, after the wait
                         await asyncio.sleep(retry.defer_s)
                         continue
                     self._finish(task, "complete", result=str(result["summary"]))

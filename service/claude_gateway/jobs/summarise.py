@@ -15,13 +15,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import anthropic
-from anthropic.types import TextBlock
+import orjson
+import pydantic
+from anthropic.types import Message, MessageParam, TextBlock
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from claude_gateway import metrics
-from claude_gateway import upstream as upstream_calls
+from claude_gateway import metrics, tracing
+from claude_gateway.errors import UpstreamFailed
 from claude_gateway.jobs.codec import JobFailed
 from claude_gateway.jobs.constants import (
     CHUNK_BOUNDARY_FRACTION,
@@ -31,6 +32,9 @@ from claude_gateway.jobs.constants import (
     PARTS_TTL_S,
     SUMMARY_MAX_TOKENS,
 )
+from claude_gateway.relay import NO_HEADERS, complete
+from claude_gateway.upstream_call import UpstreamCall
+from claude_gateway.upstream_client import UpstreamClient
 
 logger = logging.getLogger("claude_gateway.jobs")
 
@@ -169,8 +173,25 @@ async def _bounded(factories: list[Callable[[], Awaitable[str]]], limit: int) ->
         raise
 
 
+async def ask_for_summary(upstream: UpstreamClient, prompt: str, *, client: str, model: str) -> str:
+    """One summary from Claude: a `POST /v1/messages` made once (`retries=0`: the job retries by running again),
+    accounted like every upstream call, its answer read with the SDK's types. Raises `GatewayError`."""
+    messages: list[MessageParam] = [{"role": "user", "content": prompt}]
+    body = orjson.dumps(
+        {"model": model, "max_tokens": SUMMARY_MAX_TOKENS, "system": SYSTEM_PROMPT, "messages": messages}
+    )
+    call = UpstreamCall(model=model, max_tokens=SUMMARY_MAX_TOKENS, client=client, stream=False)
+    tracing.record_input(call.span, messages, SYSTEM_PROMPT)
+    completion = await complete(upstream, body, NO_HEADERS, call, retries=0)
+    try:
+        message = Message.model_validate(completion.message)
+    except pydantic.ValidationError:
+        raise UpstreamFailed("Claude API answered with something other than a message") from None
+    return "".join(block.text for block in message.content if isinstance(block, TextBlock)).strip()
+
+
 async def summarise(
-    upstream: anthropic.AsyncAnthropic,
+    upstream: UpstreamClient,
     document: str,
     *,
     client: str,
@@ -188,15 +209,7 @@ async def summarise(
         if cached is not None:
             return cached
         calls += 1
-        message, _ = await upstream_calls.create_message(
-            upstream,
-            client=client,
-            model=model,
-            max_tokens=SUMMARY_MAX_TOKENS,
-            messages=[{"role": "user", "content": prompt}],
-            system=SYSTEM_PROMPT,
-        )
-        text = "".join(block.text for block in message.content if isinstance(block, TextBlock)).strip()
+        text = await ask_for_summary(upstream, prompt, client=client, model=model)
         if not text:
             raise JobFailed("Claude returned an empty summary")
         await parts.put(key, text)

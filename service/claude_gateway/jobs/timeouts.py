@@ -9,16 +9,15 @@ from claude_gateway.jobs.constants import (
     CHUNK_CHARS,
     CHUNK_CONCURRENCY,
     MAX_SUMMARY_LEVELS,
-    SDK_MAX_RETRY_DELAY_S,
     SUMMARY_MAX_CHARS,
 )
 from claude_gateway.settings import Settings
 
 
 def call_budget_s(settings: Settings) -> float:
-    """The longest one upstream call can take: each of the SDK's tries at the full timeout, plus its backoff."""
-    retries = settings.upstream_max_retries
-    return settings.upstream_timeout_s * (retries + 1) + SDK_MAX_RETRY_DELAY_S * retries
+    """The longest one upstream call of a job can take: one try (a job's calls are not retried in place; the job
+    is run again instead) at the full timeout."""
+    return settings.upstream_timeout_s
 
 
 def planned_rounds(document_chars: int) -> int:
@@ -38,7 +37,6 @@ def planned_rounds(document_chars: int) -> int:
 def job_timeout_s(settings: Settings) -> float:
     """One try of the largest document allowed (MAX_DOCUMENT_CHARS), every call at its longest.
 
-    Defaults: 1M characters = 12 chunks (3 rounds of 4) + 1 combine = 4 rounds of 30 s x 3 SDK tries + 2 x 8 s
-    backoff = 424 s.
+    Defaults: 1M characters = 12 chunks (3 rounds of 4) + 1 combine = 4 rounds of 30 s = 120 s.
     """
     return planned_rounds(settings.max_document_chars) * call_budget_s(settings)

@@ -12,17 +12,15 @@ import math
 from functools import partial
 from typing import Any
 
-import anthropic
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Retry, func
 from arq.worker import run_worker as arq_run_worker
 from redis.exceptions import RedisError
 
-from claude_gateway import metrics, tracing
-from claude_gateway import upstream as upstream_module
+from claude_gateway import metrics, pricing, tracing
 from claude_gateway.jobs import timeouts
 from claude_gateway.jobs.arq_queue import connect
-from claude_gateway.jobs.attempt import Backoff, RetryLater, run_attempt
+from claude_gateway.jobs.attempt import RetryLater, run_attempt
 from claude_gateway.jobs.codec import JobFailed, deserialize, serialize
 from claude_gateway.jobs.constants import (
     CHECK_TIMEOUT_S,
@@ -35,6 +33,7 @@ from claude_gateway.jobs.constants import (
 from claude_gateway.jobs.keys import health_check_key, parts_key
 from claude_gateway.jobs.summarise import RedisParts
 from claude_gateway.settings import Settings
+from claude_gateway.upstream_client import RETRY_POLICY, RetryPolicy, UpstreamClient
 
 logger = logging.getLogger("claude_gateway.jobs")
 
@@ -70,7 +69,6 @@ async def analyze_document(
             parts=parts,
             attempt=ctx["job_try"],
             max_tries=settings.job_max_tries,
-            backoff=ctx["backoff"],
             trace_context=trace_context,
         )
     except RetryLater as retry:
@@ -101,10 +99,12 @@ async def _sample_queue_depth(redis: ArqRedis) -> None:
         await asyncio.sleep(QUEUE_DEPTH_SAMPLE_S)
 
 
-async def _startup(ctx: dict[str, Any], *, settings: Settings, backoff: Backoff) -> None:
+async def _startup(ctx: dict[str, Any], *, settings: Settings, retry_policy: RetryPolicy) -> None:
     ctx["settings"] = settings
-    ctx["backoff"] = backoff
-    ctx["upstream"] = upstream_module.create_client(settings)
+    # The worker prices what its jobs spend with the same table as the API (PRICES_FILE, else the shipped one).
+    pricing.activate(settings.price_table)
+    # The worker's one client to Anthropic, as the API process has its own.
+    ctx["upstream"] = UpstreamClient(settings, retry_policy=retry_policy)
     ctx["queue_depth_sampler"] = asyncio.create_task(_sample_queue_depth(ctx["redis"]))
 
 
@@ -113,9 +113,9 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
     if sampler is not None:
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
-    client: anthropic.AsyncAnthropic | None = ctx.pop("upstream", None)
-    if client is not None:
-        await client.close()
+    upstream: UpstreamClient | None = ctx.pop("upstream", None)
+    if upstream is not None:
+        await upstream.aclose()
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -127,18 +127,18 @@ def redis_settings(settings: Settings) -> RedisSettings:
 
 
 def worker_settings(
-    settings: Settings, *, backoff: Backoff | None = None, job_timeout_s: float | None = None
+    settings: Settings, *, retry_policy: RetryPolicy = RETRY_POLICY, job_timeout_s: float | None = None
 ) -> dict[str, Any]:
     """ARQ's WorkerSettings for our one job (raises `WorkerNotConfigured` without REDIS_URL).
 
-    `backoff` and `job_timeout_s` are there for tests, which need short waits.
+    `retry_policy` (the worker's client's) and `job_timeout_s` are there for tests, which need short waits.
     """
     _hide_job_arguments()
     return {
         "functions": [func(analyze_document, name=JOB_FUNCTION)],
         "queue_name": QUEUE_NAME,
         "redis_settings": redis_settings(settings),
-        "on_startup": partial(_startup, settings=settings, backoff=backoff or Backoff()),
+        "on_startup": partial(_startup, settings=settings, retry_policy=retry_policy),
         "on_shutdown": _shutdown,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
@@ -149,11 +149,11 @@ def worker_settings(
         # that is how long after a worker dies another one picks its job up.
         "job_timeout": timeouts.job_timeout_s(settings) if job_timeout_s is None else job_timeout_s,
         # On SIGTERM, stop taking jobs and let running ones go on this long: one upstream call at its slowest
-        # (UPSTREAM_TIMEOUT_S x SDK tries + SDK backoff: 30 x 3 + 8 x 2 = 106 s by default). A job still running
-        # then is cancelled and re-queued at once, and resumes on another worker from the partial summaries already
-        # made. The worker pod's terminationGracePeriodSeconds must exceed this plus ~10 s to close connections
-        # (120 s for the defaults), or the kubelet's SIGKILL comes first and the job waits for its in-progress key
-        # to expire (job_timeout + 10 s) before another worker runs it.
+        # (one try at UPSTREAM_TIMEOUT_S: 30 s by default). A job still running then is cancelled and re-queued at
+        # once, and resumes on another worker from the partial summaries already made. The worker pod's
+        # terminationGracePeriodSeconds must exceed this plus ~10 s to close connections (40 s for the defaults),
+        # or the kubelet's SIGKILL comes first and the job waits for its in-progress key to expire
+        # (job_timeout + 10 s) before another worker runs it.
         "job_completion_wait": math.ceil(timeouts.call_budget_s(settings)),
         "allow_abort_jobs": True,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,

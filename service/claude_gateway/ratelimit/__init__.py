@@ -2,7 +2,7 @@
 
 How routes use it::
 
-    limiter = RateLimiter.from_settings(settings)     # lifespan; `await limiter.aclose()` at the end
+    limiter = RateLimiter.from_settings(settings, redis=redis)  # lifespan; `await limiter.aclose()` at the end
     headers = await limiter.hit_requests(client.name, client.request_limits)  # raises LimitExceeded
     reservation = await limiter.reserve_tokens(client.name, client.token_limits, estimate + max_tokens)
     try:
@@ -13,8 +13,8 @@ How routes use it::
 
 `acquire(client, requests=..., tokens=..., cost=...)` does both in one atomic round trip (a request
 refused for its tokens then does not count as a request). Every call on the request path answers
-within REDIS_TIMEOUT_S or applies RATE_LIMIT_FAIL_MODE; none blocks the event loop (`limits.aio` on
-redis-py's asyncio client, never slowapi's synchronous path).
+within REDIS_TIMEOUT_S or applies RATE_LIMIT_FAIL_MODE; none blocks the event loop (redis-py's
+asyncio client; `limits` only parses RATE_LIMIT, and slowapi's synchronous Redis path is not used).
 
 - Refusals raise `LimitExceeded`, an `errors.RateLimited` (429) whose `limit` is ``requests`` or
   ``tokens``, with `Retry-After` (whole seconds until the refusing window resets, when the request
@@ -25,7 +25,10 @@ redis-py's asyncio client, never slowapi's synchronous path).
 - Tokens: a request reserves its worst case before it runs; `settle` refunds what it did not use
   into the window it was charged to (while that window lasts) or charges what it used beyond, so
   parallel requests cannot overrun a budget. Counted: input + cache reads + cache writes + output.
-- Strategy: fixed windows in `limits`' own keys, checked and charged by one Lua script (`windows`).
+- Strategy: fixed windows, checked and charged by one Lua script (`windows`, which documents the keys);
+  concurrent admissions and settlements go to Redis together, one pipeline per batch (`script_pipeline`).
+- Redis: `from_settings(settings, redis=...)` takes the process's client, shared with the ARQ job queue
+  (one connection pool per API process); without one the limiter makes its own.
 - Redis down: RATE_LIMIT_FAIL_MODE=open (default) serves, the limits held per process in memory
   until Redis answers; ``closed`` answers 503 (`errors.Overloaded`) with Retry-After. Either way a
   failure counts in ``claude_gateway_redis_errors_total{operation="ratelimit"}``, sets
@@ -44,7 +47,7 @@ from claude_gateway.ratelimit.limiter import (
     TokenReservation,
 )
 from claude_gateway.ratelimit.quota import SDK_MAX_RETRY_AFTER_S, LimitHeaders, Quota
-from claude_gateway.ratelimit.windows import KEY_PREFIX, LimitKind
+from claude_gateway.ratelimit.windows import KEY_PREFIX, LimitKind, window_key
 
 __all__ = [
     "KEY_PREFIX",
@@ -57,4 +60,5 @@ __all__ = [
     "Quota",
     "RateLimiter",
     "TokenReservation",
+    "window_key",
 ]

@@ -7,9 +7,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from limits import RateLimitItem
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from claude_gateway import errors, metrics
@@ -24,6 +25,7 @@ from claude_gateway.ratelimit.windows import (
     Slot,
     SlotState,
     Windows,
+    window_key,
 )
 from claude_gateway.settings import Settings
 from claude_gateway.usage import Usage
@@ -74,7 +76,7 @@ def _slots(kind: LimitKind, client: str, items: Sequence[RateLimitItem], cost: i
     return [
         Slot(
             kind=kind,
-            key=item.key_for(kind, client),
+            key=window_key(kind, client, item),
             amount=item.amount,
             period_s=item.get_expiry(),
             cost=cost,
@@ -139,17 +141,24 @@ class RateLimiter:
         self._down = False
         self._retry_at = 0.0  # monotonic
         self._probing = False
-        # Settlements waiting for the next Redis call, and the one task sending them (while it runs, new ones queue).
-        self._queued: list[tuple[Windows, Settlement, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, retry_interval_s: float = REDIS_RETRY_INTERVAL_S) -> RateLimiter:
-        """Redis (``async+redis://``) when REDIS_URL is set, else this process's memory. Connects lazily."""
+    def from_settings(
+        cls, settings: Settings, *, redis: Redis | None = None, retry_interval_s: float = REDIS_RETRY_INTERVAL_S
+    ) -> RateLimiter:
+        """Redis when REDIS_URL is set, else this process's memory. Connects lazily.
+
+        `redis`: the process's client for REDIS_URL, shared with the jobs (the limiter does not close it); without
+        one, the limiter makes its own, whose sockets give up after REDIS_TIMEOUT_S.
+        """
         if settings.redis_url is None:
             return cls(MemoryWindows())
+        if redis is None:
+            windows = RedisWindows.connect(settings.redis_url.get_secret_value(), timeout_s=settings.redis_timeout_s)
+        else:
+            windows = RedisWindows(redis)
         return cls(
-            RedisWindows.connect(settings.redis_url.get_secret_value(), timeout_s=settings.redis_timeout_s),
+            windows,
             fallback=MemoryWindows(),
             fail_mode=settings.rate_limit_fail_mode,
             timeout_s=settings.redis_timeout_s,
@@ -201,40 +210,33 @@ class RateLimiter:
     async def settle(self, reservation: TokenReservation, used: int | Usage) -> None:
         """Bring a reservation to what the request used (Usage.total): refund the rest, charge any excess.
 
-        Returns once the settlement is applied, so that the client's next request sees it. Settlements due while
-        others are being sent go together in the next call: under load one Redis round trip settles many answers.
-        Never raises (Redis trouble is counted and logged); a second call is a no-op. The work is shielded, so a
-        cancelled caller (a client gone mid-stream) still gets its refund applied.
+        Returns once the settlement is applied, so that the client's next request sees it. Settlements go to Redis
+        through the same pipeline as admissions: under load one round trip settles many answers. Never raises (Redis
+        trouble is counted and logged); a second call is a no-op. The settlement is under way before the first await,
+        so a cancelled caller (a client gone mid-stream) still gets its refund applied, and `aclose` waits for it.
         """
-        applied = self._queue(reservation, used)
-        if applied is not None:
-            await asyncio.shield(applied)
-
-    def _queue(self, reservation: TokenReservation, used: int | Usage) -> asyncio.Future[None] | None:
-        """Queue the reservation's settlement, if it owes anything; the future is done once it is applied."""
         if reservation.settled:
-            return None
+            return
         reservation.settled = True
-        total = used.total if isinstance(used, Usage) else used
-        delta = max(0, total) - reservation.cost
-        if delta == 0 or not reservation.charges or reservation.windows is None:
-            return None
-        applied = asyncio.get_running_loop().create_future()
-        self._queued.append((reservation.windows, Settlement(reservation.charges, delta), applied))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush())
-        return applied
-
-    async def _flush(self) -> None:
-        while self._queued:
-            batch, self._queued = self._queued, []
-            try:
-                for windows in {id(windows): windows for windows, _, _ in batch}.values():
-                    await self._adjust(windows, *(settlement for owner, settlement, _ in batch if owner is windows))
-            finally:
-                for _, _, applied in batch:
-                    if not applied.done():
-                        applied.set_result(None)
+        windows = reservation.windows
+        delta = max(0, used.total if isinstance(used, Usage) else used) - reservation.cost
+        if delta == 0 or not reservation.charges or windows is None:
+            return
+        may_fail = windows is self.windows and self.fallback is not None  # Redis, bounded by the timeout and circuit
+        if may_fail and self._down:  # the window will expire on its own; a lost refund only holds budget until then
+            return
+        applied = windows.adjust(Settlement(reservation.charges, delta))
+        if not may_fail:
+            await asyncio.shield(applied)
+            return
+        applied.add_done_callback(_observe)  # its error, if it ends after our timeout, is not left unread
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await asyncio.shield(applied)
+        except REDIS_FAILURES as exc:
+            self._failed(exc, "ratelimit")
+            return
+        self._answered()
 
     async def ping(self) -> bool:
         """For /health/ready: whether Redis answers within the timeout (true in memory). Never raises."""
@@ -250,8 +252,7 @@ class RateLimiter:
         return True
 
     async def aclose(self) -> None:
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        """Wait for the settlements under way, then close what the limiter owns."""
         await self.windows.aclose()
         if self.fallback is not None:
             await self.fallback.aclose()
@@ -293,20 +294,6 @@ class RateLimiter:
             )
         return await operation(fallback), fallback
 
-    async def _adjust(self, windows: Windows, *settlements: Settlement) -> None:
-        if windows is not self.windows or self.fallback is None:
-            await windows.adjust(settlements)
-            return
-        if self._down:  # the window will expire on its own; a lost refund only holds budget until then
-            return
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                await windows.adjust(settlements)
-        except REDIS_FAILURES as exc:
-            self._failed(exc, "ratelimit")
-            return
-        self._answered()
-
     def _failed(self, exc: BaseException, operation: str) -> None:
         metrics.REDIS_ERRORS.labels(operation=operation).inc()
         metrics.REDIS_UP.set(0)
@@ -325,3 +312,9 @@ class RateLimiter:
         if self._down:
             self._down = False
             logger.info("Redis answers again: rate limits are shared again")
+
+
+def _observe(applied: asyncio.Future[Any]) -> None:
+    """Retrieve a settlement's error even when its caller stopped waiting (timed out): asyncio would log it."""
+    if not applied.cancelled():
+        applied.exception()

@@ -1,4 +1,4 @@
-"""Fixed-window counters on `limits`' storage: in Redis (shared by every worker and pod) or in memory.
+"""Fixed-window counters, in Redis (shared by every worker and pod) or in this process's memory.
 
 Why a fixed window. A token limit charges thousands of units per request, must give back what a
 request did not use, and a burst must never get past the limit:
@@ -10,16 +10,27 @@ request did not use, and a burst must never get past the limit:
 - sliding window counter weights the previous window by time: an estimate, so "exactly the limit"
   does not hold, and a refund cannot be put back into a weighted past.
 
-The counters are `limits`' own fixed-window keys
-(``<prefix>:LIMITER/<kind>/<client name>/<amount>/<multiples>/<unit>``), so
-`limits.aio.strategies.FixedWindowRateLimiter` over the same storage reads, hits and clears them too.
-We do not call its `hit()`: it increments first and compares after, so a refused request still
-spends (a refused 5 000-token reservation would block the rest of the window), and the several limits
-of one client (10/minute;500/day) cannot be charged all or nothing. Our script checks every limit of
-a call, then charges all of them or none.
+`limits` parses RATE_LIMIT into `RateLimitItem`s; the counters are ours. We do not use its strategies:
+their `hit()` increments first and compares after, so a refused request still spends (a refused
+5 000-token reservation would block the rest of the window), and the several limits of one client
+(10/minute;500/day) cannot be charged all or nothing. Our script checks every limit of a call, then
+charges all of them or none.
 
-A window starts at its first charge (as in `limits`) and lasts the limit's period. A window whose
-count went back to zero (all refunded) is the same as no window: the next charge opens a fresh one.
+Keys (`window_key`), one string counter per limit and client, expiring with its window:
+
+    claude-gateway:rl:LIMITER/<kind>/<client name>/<amount>/<multiples>/<unit>
+    e.g. claude-gateway:rl:LIMITER/tokens/billing-service/200000/1/minute
+
+A client is named by its name, never by its key. The layout is the one earlier releases wrote through
+`limits`' storage, kept so that old and new pods count into the same windows during a rolling upgrade.
+
+A window starts at its first charge and lasts the limit's period. A window whose count went back to
+zero (all refunded) is the same as no window: the next charge opens a fresh one.
+
+In memory (no REDIS_URL, or the fallback while Redis is down) the same windows live in a dict, with
+the same rules; every operation there runs without an await, so it is atomic on the event loop. This
+replaced `limits`' MemoryStorage, around which check-then-charge needed a lock, and whose background
+expiry task could only be stopped through an attribute outside its documented API.
 """
 
 from __future__ import annotations
@@ -28,17 +39,19 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.storage.redis.redispy import RedispyBridge
+from limits import RateLimitItem
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+
+from claude_gateway.ratelimit.script_pipeline import ScriptPipeline
 
 LimitKind = Literal["requests", "tokens"]
 
-# Every key we write starts with this (then ":LIMITER/..."); a client is named by its name, never by its key.
+# Every key we write starts with this; see the module docstring for the rest.
 KEY_PREFIX = "claude-gateway:rl"
+# The segment earlier releases' keys had after the prefix (`limits`' namespace): kept for rolling upgrades.
+KEY_NAMESPACE = "LIMITER"
 MS_PER_S = 1000
 # A refund goes back only into the window it was charged to. A window is known by its end (ms on the
 # Redis server's clock, TIME + PTTL), computed again at settlement: the two differ by the time a script
@@ -46,6 +59,15 @@ MS_PER_S = 1000
 # operator deleted the key and it was opened again within this tolerance: then a refund may land in
 # the new window, never more than the reservation itself.
 WINDOW_MATCH_TOLERANCE_MS = 50
+# How often the in-memory windows drop the ones that have ended (on the next call after it). Windows are
+# few (clients x limits) and one that has ended is dropped whenever it is touched; this only bounds what
+# a client that went quiet leaves behind.
+MEMORY_SWEEP_INTERVAL_S = 60.0
+
+
+def window_key(kind: LimitKind, client: str, item: RateLimitItem) -> str:
+    """The counter of `client`'s window of `item`, e.g. ``claude-gateway:rl:LIMITER/requests/billing/10/1/minute``."""
+    return f"{KEY_PREFIX}:{KEY_NAMESPACE}/{kind}/{client}/{item.amount}/{item.multiples}/{item.GRANULARITY.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +75,7 @@ class Slot:
     """One limit to charge in one call."""
 
     kind: LimitKind
-    key: str  # limits' key for the item and identifiers, without the storage prefix
+    key: str  # `window_key`
     amount: int
     period_s: int
     cost: int
@@ -95,23 +117,26 @@ class Windows(Protocol):
 
     name: str
 
-    @property
-    def storage(self) -> Storage:
-        """`limits`' storage of the counters (its strategies can read and clear them too)."""
-        ...
-
     async def acquire(self, slots: Sequence[Slot]) -> Outcome:
         """Charge every slot's cost if every window has room for it, else charge nothing."""
         ...
 
-    async def adjust(self, settlements: Sequence[Settlement]) -> None:
-        """Each settlement: refund (delta < 0) into its charged windows still open, or charge more (delta > 0) to
-        the current ones. Many at once, so that settlements can be sent together."""
+    def adjust(self, settlement: Settlement) -> asyncio.Future[Any]:
+        """Refund (delta < 0) into the charged windows still open, or charge more (delta > 0) to the current ones.
+
+        Under way before this returns, and carried out whether or not the future is awaited; the future is done once
+        the settlement is applied (or has failed)."""
+        ...
+
+    async def count(self, key: str) -> int:
+        """The count of the window open at `key` now (0 when none is)."""
         ...
 
     async def ping(self) -> None: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Wait for the settlements under way, then let go of the storage."""
+        ...
 
 
 # KEYS[i]: a window's counter. ARGV[3i-2], ARGV[3i-1], ARGV[3i]: its amount, its period (ms), the cost to
@@ -155,149 +180,59 @@ end
 return reply
 """
 
-# A batch of settlements. ARGV[1]: tolerance (ms); then per settlement: its delta (used - reserved), its number of
-# windows n, and n pairs of window end (ms) and period (ms); KEYS: the windows' counters, in the same order.
-# A refund goes only into the very window that was charged and never below zero: a window that has since reset
-# owes nothing. An over-charge was spent now, so it lands in the current window, opening one if need be.
+# One settlement. KEYS: the windows' counters; ARGV[1]: the tolerance (ms), ARGV[2]: its delta (used - reserved),
+# then per key its window end (ms) and period (ms). A refund goes only into the very window that was charged and
+# never below zero: a window that has since reset owes nothing. An over-charge was spent now, so it lands in the
+# current window, opening one if need be.
 _ADJUST_LUA = """
-local tolerance = tonumber(ARGV[1])
+local tolerance, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local arg, key = 2, 1
-while arg <= #ARGV do
-    local delta = tonumber(ARGV[arg])
-    local windows = tonumber(ARGV[arg + 1])
-    arg = arg + 2
-    for _ = 1, windows do
-        local window_end, period = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1])
-        local name = KEYS[key]
-        arg, key = arg + 2, key + 1
-        local ttl = redis.call('PTTL', name)
-        if delta < 0 then
-            if ttl > 0 and math.abs(now + ttl - window_end) <= tolerance then
-                local count = tonumber(redis.call('GET', name) or '0') or 0
-                local refund = math.min(-delta, count)
-                if refund > 0 then
-                    redis.call('DECRBY', name, refund)
-                end
+for i = 1, #KEYS do
+    local window_end, period = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
+    local ttl = redis.call('PTTL', KEYS[i])
+    if delta < 0 then
+        if ttl > 0 and math.abs(now + ttl - window_end) <= tolerance then
+            local count = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+            local refund = math.min(-delta, count)
+            if refund > 0 then
+                redis.call('DECRBY', KEYS[i], refund)
             end
-        elseif ttl > 0 then
-            redis.call('INCRBY', name, delta)
-        else
-            redis.call('SET', name, delta, 'PX', period)
         end
+    elseif ttl > 0 then
+        redis.call('INCRBY', KEYS[i], delta)
+    else
+        redis.call('SET', KEYS[i], delta, 'PX', period)
     end
 end
 return 1
 """
 
 
-def limits_uri(redis_url: str) -> str:
-    """REDIS_URL (``redis://``, ``rediss://``, ``unix://``) as a `limits.aio` storage URI (``async+redis://``...)."""
-    if redis_url.startswith("unix://"):
-        return "async+redis+unix://" + redis_url.removeprefix("unix://")
-    return "async+" + redis_url
-
-
-# One call of a pipelined script: its keys, its arguments, and the future its caller awaits.
-_Call = tuple[Sequence[str], Sequence[int], asyncio.Future[Any]]
-
-
-class PipelinedScript:
-    """A Lua script whose calls, made while one batch of them is in flight, go together in the next batch: one
-    pipeline, one write and one read for all, over one pooled connection. Each call still runs alone and atomically
-    in Redis, in the order made; each caller gets its own reply or error. Under a burst, a hundred admissions cost a
-    round trip instead of a hundred (and as many new connections, each with its handshake)."""
-
-    def __init__(self, redis: Redis, script: str) -> None:
-        self.redis = redis
-        self.script = redis.register_script(script)
-        self._queued: list[_Call] = []
-        self._sender: asyncio.Task[None] | None = None
-
-    async def __call__(self, keys: Sequence[str], args: Sequence[int]) -> Any:
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queued.append((keys, args, reply))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.ensure_future(self._send())
-        return await reply
-
-    async def _send(self) -> None:
-        while self._queued:
-            # A call whose caller already gave up (timed out) is not sent: nobody would settle what it reserved.
-            batch = [call for call in self._queued if not call[2].done()]
-            self._queued = []
-            try:
-                replies = await self._execute(batch)
-                forgotten = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-                if forgotten:  # Redis restarted, or its scripts were flushed: load, then send those calls again
-                    await self.redis.script_load(self.script.script)
-                    again = await self._execute([batch[i] for i in forgotten])
-                    for i, reply in zip(forgotten, again, strict=True):
-                        replies[i] = reply
-            except BaseException as exc:  # the connection failed: every caller of the batch hears it
-                self._fail([*batch, *self._queued] if not isinstance(exc, Exception) else batch, exc)
-                if not isinstance(exc, Exception):  # cancelled (shutting down): so are the calls still queued
-                    self._queued = []
-                    raise
-                continue
-            for (*_, reply), value in zip(batch, replies, strict=True):
-                if reply.done():  # its caller gave up meanwhile
-                    continue
-                if isinstance(value, Exception):
-                    reply.set_exception(value)
-                else:
-                    reply.set_result(value)
-
-    @staticmethod
-    def _fail(calls: list[_Call], exc: BaseException) -> None:
-        for *_, reply in calls:
-            if reply.done():
-                continue
-            if isinstance(exc, Exception):
-                reply.set_exception(exc)
-            else:
-                reply.cancel()
-
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
-        pipeline = self.redis.pipeline(transaction=False)
-        for keys, args, _ in batch:
-            pipeline.execute_command("EVALSHA", self.script.sha, len(keys), *keys, *args)
-        return await pipeline.execute(raise_on_error=False)
-
-
 class RedisWindows:
-    """Counters in Redis, through `limits.aio`'s redis-py storage and its connection pool."""
+    """Counters in Redis, through redis-py's asyncio client; admissions and settlements pipelined together."""
 
     name = "redis"
 
-    def __init__(self, storage: RedisStorage) -> None:
-        self.storage = storage
-        # limits builds the redis-py client from the URI (password included, never logged); our scripts use it.
-        self.redis = cast(Redis, cast(RedispyBridge, storage.bridge).get_connection())
-        self._acquire = PipelinedScript(self.redis, _ACQUIRE_LUA)
-        self._adjust = self.redis.register_script(_ADJUST_LUA)
+    def __init__(self, redis: Redis, *, owns_client: bool = False) -> None:
+        """Over `redis` (the process's client, shared); `owns_client`: close it with `aclose`."""
+        self.redis = redis
+        self._owns_client = owns_client
+        self._scripts = ScriptPipeline(redis)
+        self._acquire = self._scripts.script(_ACQUIRE_LUA)
+        self._adjust = self._scripts.script(_ADJUST_LUA)
 
     @classmethod
     def connect(cls, redis_url: str, *, timeout_s: float) -> RedisWindows:
-        """A lazily connecting storage; each socket read, write and connect gives up after `timeout_s`."""
-        storage = RedisStorage(
-            limits_uri(redis_url),
-            implementation="redispy",
-            key_prefix=KEY_PREFIX,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-        )
-        return cls(storage)
-
-    def _key(self, key: str) -> str:
-        return self.storage.bridge.prefixed_key(key)
+        """A client of its own, connecting lazily; each socket read, write and connect gives up after `timeout_s`."""
+        redis = Redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        return cls(redis, owns_client=True)
 
     async def acquire(self, slots: Sequence[Slot]) -> Outcome:
         args: list[int] = []
         for slot in slots:
             args += [slot.amount, slot.period_s * MS_PER_S, slot.cost]
-        reply = await self._acquire([self._key(slot.key) for slot in slots], args)
+        reply = await self._acquire([slot.key for slot in slots], args)
         admitted, now_ms, *windows = (int(value) for value in reply)
         states = []
         for slot, count, ttl_ms in zip(slots, windows[0::2], windows[1::2], strict=True):
@@ -306,64 +241,97 @@ class RedisWindows:
             states.append(SlotState(used=count, reset_in_s=ttl_ms / MS_PER_S, window_end=float(now_ms + ttl_ms)))
         return Outcome(admitted=admitted == 1, states=tuple(states))
 
-    async def adjust(self, settlements: Sequence[Settlement]) -> None:
-        keys: list[str] = []
-        args: list[int] = [WINDOW_MATCH_TOLERANCE_MS]
-        for settlement in settlements:
-            args += [settlement.delta, len(settlement.charges)]
-            for charge in settlement.charges:
-                keys.append(self._key(charge.key))
-                args += [int(charge.window_end), charge.period_s * MS_PER_S]
-        await self._adjust(keys=keys, args=args)
+    def adjust(self, settlement: Settlement) -> asyncio.Future[Any]:
+        args = [WINDOW_MATCH_TOLERANCE_MS, settlement.delta]
+        for charge in settlement.charges:
+            args += [int(charge.window_end), charge.period_s * MS_PER_S]
+        return self._adjust.submit([charge.key for charge in settlement.charges], args)
+
+    async def count(self, key: str) -> int:
+        return int(await self.redis.get(key) or 0)
 
     async def ping(self) -> None:
         await self.redis.ping()
 
     async def aclose(self) -> None:
-        await self.redis.aclose()
+        await self._scripts.drain()
+        if self._owns_client:
+            await self.redis.aclose()
+
+
+@dataclass(slots=True)
+class _Window:
+    count: int
+    ends_at: float  # time.time()
 
 
 class MemoryWindows:
-    """Counters in this process (no REDIS_URL, or Redis down with RATE_LIMIT_FAIL_MODE=open), same semantics.
-
-    `limits`' memory storage does each operation atomically; a lock makes our check-then-charge of
-    several windows one step, as the Lua script is in Redis.
-    """
+    """Counters in this process (no REDIS_URL, or Redis down with RATE_LIMIT_FAIL_MODE=open), same rules as the
+    scripts. No method awaits anything while it reads and writes the windows: each is one atomic step."""
 
     name = "memory"
 
     def __init__(self) -> None:
-        self.storage = MemoryStorage()
-        self._lock = asyncio.Lock()
+        self._windows: dict[str, _Window] = {}
+        self._sweep_at = time.monotonic() + MEMORY_SWEEP_INTERVAL_S
+
+    def _open(self, key: str, now: float) -> _Window | None:
+        """The window at `key` unless it has ended (then it is forgotten)."""
+        window = self._windows.get(key)
+        if window is not None and window.ends_at <= now:
+            del self._windows[key]
+            return None
+        return window
+
+    def _sweep(self, now: float) -> None:
+        if time.monotonic() < self._sweep_at:
+            return
+        self._sweep_at = time.monotonic() + MEMORY_SWEEP_INTERVAL_S
+        for key in [key for key, window in self._windows.items() if window.ends_at <= now]:
+            del self._windows[key]
 
     async def acquire(self, slots: Sequence[Slot]) -> Outcome:
-        async with self._lock:
-            counts = [await self.storage.get(slot.key) for slot in slots]
-            admitted = all(count + slot.cost <= slot.amount for slot, count in zip(slots, counts, strict=True))
-            if admitted:
-                counts = [await self.storage.incr(slot.key, slot.period_s, slot.cost) for slot in slots]
-            now = time.time()
-            states = []
-            for slot, count in zip(slots, counts, strict=True):
-                window_end = await self.storage.get_expiry(slot.key) if count > 0 else now + slot.period_s
-                states.append(SlotState(used=count, reset_in_s=max(0.0, window_end - now), window_end=window_end))
-            return Outcome(admitted=admitted, states=tuple(states))
+        now = time.time()
+        self._sweep(now)
+        windows = [self._open(slot.key, now) for slot in slots]
+        counts = [window.count if window is not None else 0 for window in windows]
+        admitted = all(count + slot.cost <= slot.amount for slot, count in zip(slots, counts, strict=True))
+        if admitted:
+            for i, slot in enumerate(slots):
+                window = windows[i]
+                if window is None or window.count <= 0:  # none, or all refunded: a fresh window
+                    window = self._windows[slot.key] = _Window(slot.cost, now + slot.period_s)
+                else:
+                    window.count += slot.cost
+                windows[i], counts[i] = window, window.count
+        states = []
+        for slot, window, count in zip(slots, windows, counts, strict=True):
+            window_end = window.ends_at if window is not None else now + slot.period_s
+            states.append(SlotState(used=count, reset_in_s=window_end - now, window_end=window_end))
+        return Outcome(admitted=admitted, states=tuple(states))
 
-    async def adjust(self, settlements: Sequence[Settlement]) -> None:
-        async with self._lock:
-            for settlement in settlements:
-                delta = settlement.delta
-                for charge in settlement.charges:
-                    count = await self.storage.get(charge.key)  # also forgets a window that has ended
-                    if delta > 0:
-                        await self.storage.incr(charge.key, charge.period_s, delta)
-                    elif count > 0 and await self.storage.get_expiry(charge.key) == charge.window_end:
-                        await self.storage.decr(charge.key, min(-delta, count))
+    def adjust(self, settlement: Settlement) -> asyncio.Future[Any]:
+        now = time.time()
+        delta = settlement.delta
+        for charge in settlement.charges:
+            window = self._open(charge.key, now)
+            if delta < 0:
+                if window is not None and window.ends_at == charge.window_end:
+                    window.count -= min(-delta, window.count)
+            elif window is not None:
+                window.count += delta
+            else:
+                self._windows[charge.key] = _Window(delta, now + charge.period_s)
+        applied: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        applied.set_result(None)
+        return applied
+
+    async def count(self, key: str) -> int:
+        window = self._open(key, time.time())
+        return window.count if window is not None else 0
 
     async def ping(self) -> None:
         return None
 
     async def aclose(self) -> None:
-        timer = self.storage.timer
-        if timer is not None and not timer.done():
-            timer.cancel()
+        return None

@@ -1,4 +1,4 @@
-"""The ASGI app: routing, auth, `/v1/messages` (JSON and SSE), `/v1/messages/count_tokens`, `/v1/models`, `/_sim/*`."""
+"""The ASGI app: routing, auth, `/v1/messages` (JSON and SSE), count_tokens, models, batches, files, `/_sim/*`."""
 
 from __future__ import annotations
 
@@ -6,20 +6,25 @@ import asyncio
 import hmac
 import logging
 import math
+import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
+from claude_gateway.simulator.batches import BatchStore, JSONObject
 from claude_gateway.simulator.config import SimulatorConfig
 from claude_gateway.simulator.controls import Controls, parse_controls
 from claude_gateway.simulator.errors import SimError, error_body, invalid_request
+from claude_gateway.simulator.files import FILES_BETA, FileStore, read_chunks
 from claude_gateway.simulator.generation import EMPTY_COMPLETION, Completion, generate
 from claude_gateway.simulator.ids import new_id
-from claude_gateway.simulator.models import MODELS, model_info, models_page
+from claude_gateway.simulator.listing import page
+from claude_gateway.simulator.models import CATALOGUE, MODELS, model_info
+from claude_gateway.simulator.multipart import boundary_of
 from claude_gateway.simulator.peer import Peer, Receive
-from claude_gateway.simulator.request import MessagesRequest, parse_messages_request
+from claude_gateway.simulator.request import MessagesRequest, parse_betas, parse_messages_request
 from claude_gateway.simulator.sse import error_event, plan_stream
 from claude_gateway.simulator.stats import Stats
 from claude_gateway.simulator.tokens import InputUsage, PromptCache, count_input_tokens
@@ -28,6 +33,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 Headers = dict[bytes, bytes]
+# A route's handler; `ids` are the path's `{id}` parts, in order.
+Handler = Callable[[Scope, Receive, Send, str, tuple[str, ...]], Awaitable[None]]
 
 # Anthropic's limit on a Messages API request body.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -43,6 +50,8 @@ DEFAULT_RETRY_AFTER_S = 1.0
 
 _VERSION = re.compile(rb"\d{4}-\d{2}-\d{2}")
 _JSON = b"application/json"
+_JSONL = b"application/x-jsonl"
+_ID = r"([^/]+)"
 _FAULT_ERRORS: dict[str, tuple[int, str, str]] = {
     "rate_limit": (
         429,
@@ -75,14 +84,42 @@ class SimulatorApp:
         self.config = config
         self.stats = Stats()
         self.cache = PromptCache()
+        self.batches = BatchStore(config.batch_delay_s)
+        self.files = FileStore()
         self._api_key = None if config.api_key is None else config.api_key.encode()
-        self._routes: dict[str, tuple[str, Callable[[Scope, Receive, Send, str], Awaitable[None]]]] = {
-            "/v1/messages": ("POST", self._messages),
-            "/v1/messages/count_tokens": ("POST", self._count_tokens),
-            "/v1/models": ("GET", self._models),
-            "/_sim/stats": ("GET", self._sim_stats),
-            "/_sim/reset": ("POST", self._sim_reset),
+        # Exact paths first (the hot path is one dict lookup), then paths with ids.
+        self._routes: dict[str, dict[str, Handler]] = {
+            "/": {"GET": self._root, "HEAD": self._root},
+            "/v1/messages": {"POST": self._messages},
+            "/v1/messages/count_tokens": {"POST": self._count_tokens},
+            "/v1/messages/batches": {"POST": self._create_batch, "GET": self._list_batches},
+            "/v1/models": {"GET": self._models},
+            "/v1/files": {"POST": self._upload_file, "GET": self._list_files},
+            "/_sim/stats": {"GET": self._sim_stats},
+            "/_sim/reset": {"POST": self._sim_reset},
         }
+        self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+            (re.compile(f"/v1/models/{_ID}"), {"GET": self._model}),
+            (re.compile(f"/v1/messages/batches/{_ID}"), {"GET": self._get_batch, "DELETE": self._delete_batch}),
+            (re.compile(f"/v1/messages/batches/{_ID}/cancel"), {"POST": self._cancel_batch}),
+            (re.compile(f"/v1/messages/batches/{_ID}/results"), {"GET": self._batch_results}),
+            (re.compile(f"/v1/files/{_ID}"), {"GET": self._file_metadata, "DELETE": self._delete_file}),
+            (re.compile(f"/v1/files/{_ID}/content"), {"GET": self._file_content}),
+        ]
+
+    def close(self) -> None:
+        """Removes the uploaded files from disk."""
+        self.files.close()
+
+    def _route(self, path: str) -> tuple[dict[str, Handler] | None, tuple[str, ...]]:
+        methods = self._routes.get(path)
+        if methods is not None:
+            return methods, ()
+        for pattern, methods in self._patterns:
+            match = pattern.fullmatch(path)
+            if match is not None:
+                return methods, match.groups()
+        return None, ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,17 +127,15 @@ class SimulatorApp:
                 await _lifespan(receive, send)
             return
         request_id = new_id("req")
-        path: str = scope["path"]
-        route = self._routes.get(path)
-        if route is None and path.startswith("/v1/models/"):
-            route = ("GET", self._model)
+        methods, ids = self._route(scope["path"])
         try:
-            if route is None:
+            if methods is None:
                 raise SimError(404, "not_found_error", "Not Found")
-            method, handler = route
-            if scope["method"] != method:
-                raise SimError(405, "invalid_request_error", "Method Not Allowed", ((b"allow", method.encode()),))
-            await handler(scope, receive, send, request_id)
+            handler = methods.get(scope["method"])
+            if handler is None:
+                allow = ", ".join(methods).encode()
+                raise SimError(405, "invalid_request_error", "Method Not Allowed", ((b"allow", allow),))
+            await handler(scope, receive, send, request_id, ids)
         except SimError as error:
             await self._send_json(send, error.status, error.body(request_id), request_id, error.headers)
 
@@ -133,6 +168,8 @@ class SimulatorApp:
         """Counts and records the request, then checks its key and version, as every `/v1` route does."""
         self.stats.requests += 1
         self.stats.last_headers = scope["headers"]
+        query = scope["query_string"].decode("latin-1")
+        self.stats.last_path = f"{scope['method']} {scope['path']}" + (f"?{query}" if query else "")
         headers: Headers = dict(scope["headers"])
         key = headers.get(b"x-api-key")
         if key is None:
@@ -163,11 +200,13 @@ class SimulatorApp:
         except orjson.JSONDecodeError as exc:
             raise invalid_request(f"There was an issue with the request body: invalid JSON ({exc})") from None
 
-    async def _messages(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def _messages(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
         headers = self._begin_api_request(scope)
         raw, body = await self._read_json(receive, headers)
         self.stats.last_request = body
-        request = parse_messages_request(body)
+        request = parse_messages_request(body, betas=_betas(scope))
         controls = parse_controls(headers, request.last_user_text())
         fault = controls.fault
         if fault in _FAULT_ERRORS and (fault != "midstream_overloaded" or not request.stream):
@@ -177,11 +216,7 @@ class SimulatorApp:
             if fault == "hang" and not await peer.sleep(HANG_S):
                 return
             usage = self.cache.account(request, has_cache_control=b'"cache_control"' in raw)
-            if fault == "empty":
-                completion = EMPTY_COMPLETION
-            else:
-                wanted = self.config.default_output_tokens if controls.tokens is None else controls.tokens
-                completion = generate(request, seed=self.config.seed, wanted_tokens=wanted)
+            completion = self._complete(request, controls)
             ttft_s, interval_s = self._pace(controls)
             if request.stream:
                 await self._stream(send, peer, request, usage, completion, controls, request_id, ttft_s, interval_s)
@@ -189,6 +224,12 @@ class SimulatorApp:
                 await self._message(send, peer, request, usage, completion, controls, request_id, ttft_s, interval_s)
         finally:
             peer.close()
+
+    def _complete(self, request: MessagesRequest, controls: Controls) -> Completion:
+        if controls.fault == "empty":
+            return EMPTY_COMPLETION
+        wanted = self.config.default_output_tokens if controls.tokens is None else controls.tokens
+        return generate(request, seed=self.config.seed, wanted_tokens=wanted, bash_write=controls.bash_write)
 
     def _pace(self, controls: Controls) -> tuple[float, float]:
         """(seconds to the first token, seconds between tokens)."""
@@ -210,17 +251,7 @@ class SimulatorApp:
     ) -> None:
         if not await peer.sleep(ttft_s + completion.output_tokens * interval_s):
             return
-        message = {
-            "id": new_id("msg"),
-            "type": "message",
-            "role": "assistant",
-            "model": request.model,
-            "content": completion.content(),
-            "stop_reason": completion.stop_reason,
-            "stop_sequence": completion.stop_sequence,
-            "usage": {**usage.as_dict(), "output_tokens": completion.output_tokens, "service_tier": "standard"},
-        }
-        body = orjson.dumps(message)
+        body = orjson.dumps(_message_json(request, usage, completion))
         if controls.fault == "midstream_disconnect":
             # Headers and half the body, then the connection drops: the client's read fails mid-body.
             self.stats.responses[200] += 1
@@ -305,33 +336,199 @@ class SimulatorApp:
             else:
                 stats.streams_cancelled += 1
 
-    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def _count_tokens(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
         headers = self._begin_api_request(scope)
         _, body = await self._read_json(receive, headers)
         self.stats.last_request = body
-        request = parse_messages_request(body, for_count=True)
+        request = parse_messages_request(body, for_count=True, betas=_betas(scope))
         await self._send_json(send, 200, orjson.dumps({"input_tokens": count_input_tokens(request)}), request_id)
 
-    async def _models(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        self._begin_api_request(scope)
-        await self._send_json(send, 200, models_page(), request_id)
+    async def _root(self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]) -> None:
+        # Clients probe the base URL (Claude Code sends `HEAD /`); no key is needed for that.
+        await self._send_json(send, 200, b"{}", request_id)
 
-    async def _model(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    # -- models ------------------------------------------------------------------------------------------------
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]) -> None:
         self._begin_api_request(scope)
-        model_id = scope["path"].removeprefix("/v1/models/")
+        await self._send_json(send, 200, orjson.dumps(page(CATALOGUE, scope["query_string"])), request_id)
+
+    async def _model(self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]) -> None:
+        self._begin_api_request(scope)
+        (model_id,) = ids
         if model_id not in MODELS:
             raise SimError(404, "not_found_error", f"model: {model_id}")
-        await self._send_json(send, 200, model_info(model_id), request_id)
+        await self._send_json(send, 200, orjson.dumps(model_info(model_id)), request_id)
+
+    # -- message batches ---------------------------------------------------------------------------------------
+
+    def _batch_result(self, params: object, betas: frozenset[str]) -> JSONObject:
+        """What `/v1/messages` would have answered to `params`, as a batch result."""
+        try:
+            request = parse_messages_request(params, betas=betas)
+            controls = parse_controls({}, request.last_user_text())
+            if controls.fault in _FAULT_ERRORS:
+                raise _fault_error(controls.fault or "", controls, request)
+            usage = self.cache.account(request, has_cache_control=True)
+            completion = self._complete(request, controls)
+        except SimError as error:
+            return {"type": "errored", "error": orjson.loads(error.body(new_id("req")))}
+        return {"type": "succeeded", "message": _message_json(request, usage, completion)}
+
+    async def _create_batch(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
+        headers = self._begin_api_request(scope)
+        _, body = await self._read_json(receive, headers)
+        betas = _betas(scope)
+        batch = self.batches.create(body, lambda params: self._batch_result(params, betas))
+        now = self.batches.clock()
+        await self._send_json(send, 200, orjson.dumps(batch.as_json(now, _base_url(scope))), request_id)
+
+    async def _list_batches(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
+        self._begin_api_request(scope)
+        listed = page(self.batches.newest_first(_base_url(scope)), scope["query_string"])
+        await self._send_json(send, 200, orjson.dumps(listed), request_id)
+
+    async def _get_batch(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
+        self._begin_api_request(scope)
+        batch = self.batches.get(ids[0])
+        await self._send_json(
+            send, 200, orjson.dumps(batch.as_json(self.batches.clock(), _base_url(scope))), request_id
+        )
+
+    async def _cancel_batch(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
+        self._begin_api_request(scope)
+        batch = self.batches.get(ids[0])
+        canceling = batch.cancel_initiated_at is None and not batch.ended(self.batches.clock())
+        batch = self.batches.cancel(ids[0])
+        answer = batch.as_json(self.batches.clock(), _base_url(scope), canceling=canceling)
+        await self._send_json(send, 200, orjson.dumps(answer), request_id)
+
+    async def _delete_batch(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
+        self._begin_api_request(scope)
+        self.batches.delete(ids[0])
+        await self._send_json(send, 200, orjson.dumps({"id": ids[0], "type": "message_batch_deleted"}), request_id)
+
+    async def _batch_results(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
+        self._begin_api_request(scope)
+        batch = self.batches.results(ids[0])
+        self.stats.responses[200] += 1
+        headers = [(b"content-type", _JSONL), (b"request-id", request_id.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for line in batch.result_lines():
+            await send({"type": "http.response.body", "body": line, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    # -- files -------------------------------------------------------------------------------------------------
+
+    def _begin_files_request(self, scope: Scope) -> Headers:
+        headers = self._begin_api_request(scope)
+        if FILES_BETA not in _betas(scope):
+            raise invalid_request(
+                f"The Files API is in beta: this endpoint requires the anthropic-beta header {FILES_BETA!r}"
+            )
+        return headers
+
+    async def _upload_file(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
+        headers = self._begin_files_request(scope)
+        boundary = boundary_of(headers.get(b"content-type", b"").decode("latin-1"))
+        stored = await self.files.upload(receive, boundary)
+        await self._send_json(send, 200, orjson.dumps(stored.metadata()), request_id)
+
+    async def _list_files(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
+        self._begin_files_request(scope)
+        await self._send_json(
+            send, 200, orjson.dumps(page(self.files.newest_first(), scope["query_string"], cursor=True)), request_id
+        )
+
+    async def _file_metadata(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
+        self._begin_files_request(scope)
+        await self._send_json(send, 200, orjson.dumps(self.files.get(ids[0]).metadata()), request_id)
+
+    async def _delete_file(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
+        self._begin_files_request(scope)
+        self.files.delete(ids[0])
+        await self._send_json(send, 200, orjson.dumps({"id": ids[0], "type": "file_deleted"}), request_id)
+
+    async def _file_content(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
+        self._begin_files_request(scope)
+        stored, fd = self.files.open(ids[0])
+        self.stats.responses[200] += 1
+        headers = [
+            (b"content-type", stored.mime_type.encode("latin-1")),
+            (b"content-length", b"%d" % stored.size_bytes),
+            (b"request-id", request_id.encode()),
+        ]
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            async for chunk in read_chunks(fd):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            os.close(fd)
 
     # -- the simulator's own endpoints -------------------------------------------------------------------------
 
-    async def _sim_stats(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def _sim_stats(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
         await self._send_json(send, 200, orjson.dumps(self.stats.snapshot()), request_id, counted=False)
 
-    async def _sim_reset(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def _sim_reset(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, ids: tuple[str, ...]
+    ) -> None:
         self.stats.reset()
         self.cache.clear()
         await self._send_json(send, 200, orjson.dumps(self.stats.snapshot()), request_id, counted=False)
+
+
+def _message_json(request: MessagesRequest, usage: InputUsage, completion: Completion) -> JSONObject:
+    return {
+        "id": new_id("msg"),
+        "type": "message",
+        "role": "assistant",
+        "model": request.model,
+        "content": completion.content(),
+        "stop_reason": completion.stop_reason,
+        "stop_sequence": completion.stop_sequence,
+        "usage": {**usage.as_dict(), "output_tokens": completion.output_tokens, "service_tier": "standard"},
+    }
+
+
+def _betas(scope: Scope) -> frozenset[str]:
+    return parse_betas([value for name, value in scope["headers"] if name == b"anthropic-beta"])
+
+
+def _base_url(scope: Scope) -> str:
+    """This simulator's URL as the client named it (its `Host`), as the API builds `results_url`."""
+    host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), None)
+    if host is None:
+        server_host, port = scope.get("server") or ("127.0.0.1", 80)
+        host = f"{server_host}:{port}"
+    return f"{scope.get('scheme', 'http')}://{host}"
 
 
 def _fault_error(fault: str, controls: Controls, request: MessagesRequest) -> SimError:

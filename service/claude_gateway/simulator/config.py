@@ -19,6 +19,8 @@ class SimulatorConfig:
     seed: int = 0
     api_key: str | None = None
     default_output_tokens: int = 64
+    # How long a message batch stays `in_progress` before it ends: short, so that tests and `make run` see it end.
+    batch_delay_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.ttft_ms) or self.ttft_ms < 0:
@@ -27,5 +29,7 @@ class SimulatorConfig:
             raise ValueError(f"tokens_per_s: {self.tokens_per_s!r} must be >= 0 (0: no pacing)")
         if self.default_output_tokens < 1:
             raise ValueError(f"default_output_tokens: {self.default_output_tokens!r} must be >= 1")
+        if not math.isfinite(self.batch_delay_s) or self.batch_delay_s < 0:
+            raise ValueError(f"batch_delay_s: {self.batch_delay_s!r} must be a finite number >= 0")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key: must be None (any key) or a non-empty string")

@@ -39,6 +39,7 @@ _HEADER_KEYS = {
     b"ttft-ms": "ttft_ms",
     b"tokens-per-s": "tokens_per_s",
     b"retry-after": "retry_after",
+    b"bash-write": "bash_write",
 }
 _KEYS = frozenset(_HEADER_KEYS.values())
 
@@ -50,6 +51,8 @@ class Controls:
     ttft_ms: float | None = None
     tokens_per_s: float | None = None
     retry_after: float | None = None
+    # A path: answer with a `tool_use` of the request's `Bash` tool whose command writes that file (see generation).
+    bash_write: str | None = None
 
 
 NO_CONTROLS = Controls()
@@ -83,6 +86,7 @@ def parse_controls(headers: Mapping[bytes, bytes], last_user_text: str) -> Contr
         ttft_ms=_number(raw, "ttft_ms"),
         tokens_per_s=_number(raw, "tokens_per_s", allow_inf=True),
         retry_after=_number(raw, "retry_after"),
+        bash_write=raw.get("bash_write") or None,
     )
 
 

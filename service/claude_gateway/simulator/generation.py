@@ -10,6 +10,9 @@ Tool use, when the request has `tools` (and `tool_choice` is not `none`):
   the last user message's text, else the first tool. A forced call has no text before it, as with Anthropic.
 - otherwise (`auto`) the first tool whose name appears (case-insensitively) in the last user message's text is
   called after a short text block, unless that message carries `tool_result` blocks (the model then answers).
+With the `bash_write=PATH` control and a tool named `Bash` (Claude Code's), the answer is a short text block and a
+`tool_use` of `Bash` with `{"command": "printf ... > PATH", "description": ...}`, unless the last user message
+carries `tool_result` blocks: then a text answer, which ends the agent's turn.
 The input is made from the tool's `input_schema` (every property; enums take their first value); its JSON is
 streamed in `input_json_delta` pieces of `CHARS_PER_TOKEN` characters, one output token each. When `max_tokens`
 cannot hold the whole call the model answers in text only, cut at `max_tokens`.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shlex
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,6 +56,9 @@ assert len(VOCABULARY) & _VOCABULARY_MASK == 0, "the vocabulary's size must be a
 TOOL_PREAMBLE_TOKENS = 6
 # How deep a tool's input schema is followed; deeper objects and arrays are left empty.
 MAX_SCHEMA_DEPTH = 4
+# Claude Code's shell tool, and what the `bash_write` control makes it write.
+BASH_TOOL = "Bash"
+BASH_WRITE_CONTENT = "written by the simulator"
 # Output tokens of an answer with no content (the `empty` fault): Anthropic never reports zero.
 EMPTY_OUTPUT_TOKENS = 1
 
@@ -100,13 +107,14 @@ def request_rng(seed: int, request: MessagesRequest) -> random.Random:
     return random.Random(int.from_bytes(digest, "big"))  # noqa: S311 - not for security
 
 
-def generate(request: MessagesRequest, *, seed: int, wanted_tokens: int) -> Completion:
+def generate(request: MessagesRequest, *, seed: int, wanted_tokens: int, bash_write: str | None = None) -> Completion:
     rng = request_rng(seed, request)
     continuing = request.messages[-1]["role"] == "assistant"
-    tool = _tool_to_call(request)
+    bash = _bash_tool(request) if bash_write is not None else None
+    tool = bash or _tool_to_call(request)
     if tool is not None:
         forced = request.tool_choice is not None and request.tool_choice["type"] in ("any", "tool")
-        call = _tool_call(tool, rng)
+        call = _bash_write_call(bash_write) if bash is not None and bash_write is not None else _tool_call(tool, rng)
         preamble = 0 if forced else TOOL_PREAMBLE_TOKENS
         if preamble + len(call.json_pieces) <= request.max_tokens:
             pieces = _words(rng, preamble, continuing=continuing) if preamble else None
@@ -171,13 +179,27 @@ def _tool_to_call(request: MessagesRequest) -> JSONObject | None:
     return named
 
 
+def _bash_tool(request: MessagesRequest) -> JSONObject | None:
+    if request.last_user_has_tool_result():
+        return None
+    return next((tool for tool in request.tools if tool["name"] == BASH_TOOL), None)
+
+
+def _bash_write_call(path: str) -> ToolCall:
+    command = f"printf '%s\\n' {shlex.quote(BASH_WRITE_CONTENT)} > {shlex.quote(path)}"
+    return _call(BASH_TOOL, {"command": command, "description": f"Write {path}"})
+
+
+def _call(name: str, tool_input: JSONObject) -> ToolCall:
+    encoded = orjson.dumps(tool_input).decode()
+    pieces = [encoded[start : start + CHARS_PER_TOKEN] for start in range(0, len(encoded), CHARS_PER_TOKEN)]
+    return ToolCall(new_id("toolu"), name, tool_input, pieces)
+
+
 def _tool_call(tool: JSONObject, rng: random.Random) -> ToolCall:
     schema = tool.get("input_schema")
     value = _value(schema, rng, 0) if isinstance(schema, dict) else {}
-    tool_input = value if isinstance(value, dict) else {}
-    encoded = orjson.dumps(tool_input).decode()
-    pieces = [encoded[start : start + CHARS_PER_TOKEN] for start in range(0, len(encoded), CHARS_PER_TOKEN)]
-    return ToolCall(new_id("toolu"), tool["name"], tool_input, pieces)
+    return _call(tool["name"], value if isinstance(value, dict) else {})
 
 
 def _value(schema: JSONObject, rng: random.Random, depth: int) -> Any:

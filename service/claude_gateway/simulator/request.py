@@ -11,6 +11,15 @@ JSONObject = dict[str, Any]
 
 _ROLES = ("user", "assistant")
 _TOOL_CHOICES = ("auto", "any", "tool", "none")
+# Betas that widen what a body may hold: a `system` message after the first message, and `context_management`.
+MID_CONVERSATION_SYSTEM_BETA = "mid-conversation-system-2026-04-07"
+CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
+# The largest `max_tokens` of the catalogue's models (Anthropic's published limits); other names are not bounded.
+MAX_OUTPUT_TOKENS: dict[str, int] = {
+    "claude-opus-4-6": 128_000,
+    "claude-sonnet-4-6": 64_000,
+    "claude-haiku-4-5-20251001": 64_000,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +62,18 @@ class MessagesRequest:
         )
 
 
-def parse_messages_request(body: object, *, for_count: bool = False) -> MessagesRequest:
-    """Check a `/v1/messages` (or, `for_count`, a `/v1/messages/count_tokens`) body; 400 on the first fault."""
+def parse_betas(values: list[bytes]) -> frozenset[str]:
+    """The betas named by every `anthropic-beta` header (comma-separated, the header possibly repeated)."""
+    return frozenset(name.strip() for value in values for name in value.decode("latin-1").split(",") if name.strip())
+
+
+def parse_messages_request(
+    body: object, *, for_count: bool = False, betas: frozenset[str] = frozenset()
+) -> MessagesRequest:
+    """Check a `/v1/messages` (or, `for_count`, a `/v1/messages/count_tokens`) body; 400 on the first fault.
+
+    `betas` (from `anthropic-beta`) widen what is accepted, as with the API: see `MID_CONVERSATION_SYSTEM_BETA`,
+    `CONTEXT_MANAGEMENT_BETA`."""
     if not isinstance(body, dict):
         raise invalid_request("Request body must be a JSON object")
     model = _required(body, "model")
@@ -67,14 +86,22 @@ def parse_messages_request(body: object, *, for_count: bool = False) -> Messages
             raise invalid_request("max_tokens: Input should be a valid integer")
         if max_tokens < 1:
             raise invalid_request("max_tokens: Input should be greater than or equal to 1")
+        ceiling = MAX_OUTPUT_TOKENS.get(model)
+        if ceiling is not None and max_tokens > ceiling:
+            raise invalid_request(
+                f"max_tokens: {max_tokens} > {ceiling}, which is the maximum allowed number of output tokens "
+                f"for {model}"
+            )
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise invalid_request("stream: Input should be a valid boolean")
+    if "context_management" in body and CONTEXT_MANAGEMENT_BETA not in betas:
+        raise invalid_request("context_management: Extra inputs are not permitted")
     tools = _tools(body.get("tools"))
     return MessagesRequest(
         model=model,
         max_tokens=max_tokens,
-        messages=_messages(_required(body, "messages")),
+        messages=_messages(_required(body, "messages"), system_allowed=MID_CONVERSATION_SYSTEM_BETA in betas),
         system=_system(body.get("system")),
         stream=stream and not for_count,
         tools=tools,
@@ -97,7 +124,7 @@ def _object_or_none(value: object, where: str) -> JSONObject | None:
     raise invalid_request(f"{where}: Input should be a valid dictionary")
 
 
-def _messages(value: object) -> list[JSONObject]:
+def _messages(value: object, *, system_allowed: bool) -> list[JSONObject]:
     if not isinstance(value, list):
         raise invalid_request("messages: Input should be a valid list")
     if not value:
@@ -108,7 +135,7 @@ def _messages(value: object) -> list[JSONObject]:
         if not isinstance(message, dict):
             raise invalid_request(f"{where}: Input should be a valid dictionary")
         role = message.get("role")
-        if role not in _ROLES:
+        if role not in _ROLES and not (role == "system" and system_allowed and index > 0):
             raise invalid_request(f"{where}.role: Input should be 'user' or 'assistant'")
         if "content" not in message:
             raise invalid_request(f"{where}.content: Field required")
@@ -165,15 +192,19 @@ def _tool_uses(message: JSONObject) -> list[str]:
 
 
 def _tool_pairs(messages: list[JSONObject]) -> None:
-    """Every `tool_use` answered by a `tool_result` in the next message, and no `tool_result` without one."""
-    for index, message in enumerate(messages):
+    """Every `tool_use` answered by a `tool_result` in the next message, and no `tool_result` without one.
+
+    A mid-conversation `system` message (under its beta) sits between turns without breaking a pair."""
+    turns = [(index, message) for index, message in enumerate(messages) if message["role"] != "system"]
+    for position, (index, message) in enumerate(turns):
         content = message["content"]
         if message["role"] != "user" or isinstance(content, str):
             continue
         results = [block["tool_use_id"] for block in content if block["type"] == "tool_result"]
         if not results:
             continue
-        asked = _tool_uses(messages[index - 1]) if index > 0 and messages[index - 1]["role"] == "assistant" else []
+        previous = turns[position - 1][1] if position > 0 else None
+        asked = _tool_uses(previous) if previous is not None and previous["role"] == "assistant" else []
         unexpected = [tool_use_id for tool_use_id in results if tool_use_id not in asked]
         if unexpected:
             raise invalid_request(
@@ -181,11 +212,11 @@ def _tool_pairs(messages: list[JSONObject]) -> None:
                 f"{', '.join(unexpected)}. Each `tool_result` block must have a corresponding `tool_use` block "
                 "in the previous message."
             )
-    for index, message in enumerate(messages[:-1]):
+    for position, (index, message) in enumerate(turns[:-1]):
         asked = _tool_uses(message) if message["role"] == "assistant" else []
         if not asked:
             continue
-        following = messages[index + 1]["content"]
+        following = turns[position + 1][1]["content"]
         answered = (
             set()
             if isinstance(following, str)
@@ -260,4 +291,12 @@ def _stop_sequences(value: object) -> list[str]:
     return value
 
 
-__all__ = ["JSONObject", "MessagesRequest", "parse_messages_request"]
+__all__ = [
+    "CONTEXT_MANAGEMENT_BETA",
+    "MAX_OUTPUT_TOKENS",
+    "MID_CONVERSATION_SYSTEM_BETA",
+    "JSONObject",
+    "MessagesRequest",
+    "parse_betas",
+    "parse_messages_request",
+]

@@ -46,7 +46,10 @@ def serve(host: str, port: int, config: SimulatorConfig) -> None:
     benchmark phase it fell."""
     app = create_app(config)
     tune_garbage_collection()
-    uvicorn.Server(_uvicorn_config(app, host, port, log_config=True)).run()
+    try:
+        uvicorn.Server(_uvicorn_config(app, host, port, log_config=True)).run()
+    finally:
+        app.close()
 
 
 class BackgroundSimulator:
@@ -88,6 +91,7 @@ class BackgroundSimulator:
         if self._thread.is_alive():
             self._thread.join(timeout=SHUTDOWN_GRACE_S + STARTUP_TIMEOUT_S)
         self._socket.close()
+        self.app.close()
 
     def __enter__(self) -> BackgroundSimulator:
         return self.start()

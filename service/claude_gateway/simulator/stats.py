@@ -25,6 +25,8 @@ class Stats:
     responses: Counter[int] = field(default_factory=Counter)
     last_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     last_request: Any = None
+    # "METHOD /path?query" of the last API request: which endpoint a client (or the gateway) called.
+    last_path: str | None = None
 
     def reset(self) -> None:
         self.requests = self.streams_started = self.streams_completed = 0
@@ -32,6 +34,7 @@ class Stats:
         self.responses.clear()
         self.last_headers = []
         self.last_request = None
+        self.last_path = None
 
     def snapshot(self) -> dict[str, Any]:
         headers: dict[str, str] = {}
@@ -50,4 +53,5 @@ class Stats:
             "responses": {str(status): count for status, count in sorted(self.responses.items())},
             "last_headers": headers,
             "last_request": self.last_request,
+            "last_path": self.last_path,
         }

@@ -82,7 +82,7 @@ class _Segment:
 
 
 _TOOL, _SYSTEM, _SAME_MESSAGE = b"\x00tool", b"\x00system", b"\x00+"
-_MESSAGE_START = {"user": b"\x00user", "assistant": b"\x00assistant"}
+_MESSAGE_START = {"user": b"\x00user", "assistant": b"\x00assistant", "system": b"\x00system-message"}
 
 
 def _segments(request: MessagesRequest) -> list[_Segment]:

@@ -1,8 +1,7 @@
-"""The one Anthropic client of a process, and the accounting every upstream call goes through.
+"""The accounting every upstream call goes through, whichever route (or job) makes it.
 
 `UpstreamCall` is the lifecycle of one call: it opens the `chat {model}` span, counts the call in flight, and on
-`finish` / `fail` records outcome, duration, time to first token, tokens and overhead in one place, whichever route
-(or job) made the call.
+`finish` / `fail` records outcome, duration, time to first token, tokens and overhead in one place.
 """
 
 from __future__ import annotations
@@ -11,37 +10,12 @@ import time
 from types import TracebackType
 from typing import Any
 
-import anthropic
-import httpx2
-from anthropic.types import Message, MessageParam
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from claude_gateway import metrics, tracing
 from claude_gateway.errors import GatewayError, Outcome, classify
-from claude_gateway.settings import Settings
-from claude_gateway.transport import CONNECT_TIMEOUT_S, KEEPALIVE_CONNECTIONS, PLACEHOLDER_KEY
 from claude_gateway.usage import Usage, record_usage
-
-
-def create_client(settings: Settings) -> anthropic.AsyncAnthropic:
-    """The process's `AsyncAnthropic` (for jobs and the deep health check; the routes use `AnthropicTransport`):
-    configured like the transport, the SDK's own spans off (the gateway writes its own `chat {model}` span with
-    the attributes INTERFACE.md names)."""
-    timeout = httpx2.Timeout(settings.upstream_timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.upstream_timeout_s))
-    limits = httpx2.Limits(
-        max_connections=max(settings.max_inflight_upstream, KEEPALIVE_CONNECTIONS) * 2,
-        max_keepalive_connections=KEEPALIVE_CONNECTIONS,
-    )
-    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else PLACEHOLDER_KEY
-    return anthropic.AsyncAnthropic(
-        api_key=key,
-        base_url=str(settings.anthropic_base_url).rstrip("/") if settings.anthropic_base_url else None,
-        timeout=timeout,
-        max_retries=settings.upstream_max_retries,
-        open_telemetry=False,
-        http_client=anthropic.DefaultAioHttpClient(timeout=timeout, limits=limits),
-    )
 
 
 class UpstreamCall:
@@ -72,7 +46,7 @@ class UpstreamCall:
         metrics.UPSTREAM_INFLIGHT.inc()
 
     def context(self) -> Any:
-        """Use the call's span as the current span (httpx instrumentation then nests under it)."""
+        """Use the call's span as the current span, so that what the call does nests under it."""
         return trace.use_span(self.span, end_on_exit=False)
 
     def first_token(self, request_started: float) -> None:
@@ -146,33 +120,3 @@ class UpstreamCall:
             self.abort(exc)
         elif not self._done:
             self.finish()
-
-
-async def create_message(
-    upstream: anthropic.AsyncAnthropic,
-    *,
-    client: str,
-    model: str,
-    max_tokens: int,
-    messages: list[MessageParam],
-    system: str | None = None,
-) -> tuple[Message, UpstreamCall]:
-    """A non-streaming call through the SDK, fully accounted; raises `GatewayError` on failure."""
-    call = UpstreamCall(model=model, max_tokens=max_tokens, client=client, stream=False)
-    tracing.record_input(call.span, messages, system)
-    with call, call.context():
-        try:
-            kwargs: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
-            if system:
-                kwargs["system"] = system
-            message = await upstream.messages.create(**kwargs)
-        except anthropic.APIError as exc:
-            raise classify(exc) from exc
-        call.finish(
-            Usage.from_wire(message.usage),
-            response_id=message.id,
-            finish_reason=message.stop_reason,
-            response_model=message.model,
-            output_text="".join(block.text for block in message.content if block.type == "text"),
-        )
-    return message, call

@@ -1,0 +1,71 @@
+"""An upstream on a real socket that answers as each test scripts it: plain TCP or TLS, counting its connections and
+keeping the request heads it read. For the HTTP client's tests, hostile upstreams included."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One request's head and body (by its Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length:"))
+    return head, await reader.readexactly(length)
+
+
+def answer(body: bytes, *headers: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\n%scontent-length: %d\r\n\r\n%s" % (
+        b"".join(h + b"\r\n" for h in headers),
+        len(body),
+        body,
+    )
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class Upstream:
+    """A TCP (or TLS) server running `handler` on each connection; it counts connections and keeps the heads."""
+
+    def __init__(self, handler: Handler | None) -> None:
+        self.handler = handler or self.keep_alive(b"{}")
+        self.port = 0
+        self.connections = 0
+        self.heads: list[bytes] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def keep_alive(self, body: bytes, *headers: bytes) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                head, _ = await read_request(reader)
+                self.heads.append(head)
+                writer.write(answer(body, *headers))
+                await writer.drain()
+
+        return handle
+
+
+@asynccontextmanager
+async def upstream(handler: Handler | None = None, tls: ssl.SSLContext | None = None) -> AsyncIterator[Upstream]:
+    server_state = Upstream(handler)
+    server = await asyncio.start_server(server_state.serve, "127.0.0.1", 0, ssl=tls)
+    server_state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield server_state
+    finally:
+        server.close()
+        await server.wait_closed()
