@@ -96,17 +96,21 @@ class TestServiceMonitor:
     def test_scrapes_api_and_worker_metrics_as_job_claude_gateway(self, full_render: Manifests) -> None:
         monitor = full_render.get("ServiceMonitor")
         spec = monitor["spec"]
-        assert spec["endpoints"][0]["port"] == "http"
+        # /metrics is served on its own port (METRICS_PORT), never on the public one.
+        assert spec["endpoints"][0]["port"] == "metrics"
         assert spec["endpoints"][0]["path"] == "/metrics"
         # The job label comes from this Service label, which is the chart name: job="claude-gateway".
         assert spec["jobLabel"] == "app.kubernetes.io/name"
-        for service in (full_render.get("Service", "api"), full_render.get("Service", "worker")):
+        for service, ports in (
+            (full_render.get("Service", "api"), ["http", "metrics"]),
+            (full_render.get("Service", "worker"), ["metrics"]),
+        ):
             labels = service["metadata"]["labels"]
             assert labels["app.kubernetes.io/name"] == "claude-gateway"
             assert all(labels[key] == value for key, value in spec["selector"]["matchLabels"].items())
             (expression,) = spec["selector"]["matchExpressions"]
             assert labels[expression["key"]] in expression["values"]
-            assert [port["name"] for port in service["spec"]["ports"]] == ["http"]
+            assert [port["name"] for port in service["spec"]["ports"]] == ports
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
     def test_none_by_default(self, default_render: Manifests) -> None:
@@ -285,6 +289,8 @@ class TestPrometheusRule:
             "template",
             "gw",
             str(package),
+            "-f",
+            str(CHART / "ci" / "minimal-values.yaml"),
             "--set",
             "metrics.prometheusRule.enabled=true",
             "--show-only",
