@@ -2,7 +2,7 @@
 
 The one module that touches uvicorn's internals: uvicorn has no public hook for a request head's size or time, nor for
 telling an app its client left other than `receive()`. Written for uvicorn 0.54.0 and checked against 0.55.0 (the
-latest when written), with httptools 0.9; pyproject.toml pins uvicorn below the next minor release. What it relies on,
+latest when written), with httptools 0.9; pyproject.toml pins uvicorn to >=0.54,<0.56 to match. What it relies on,
 each guarded by a canary test in tests/canary/test_uvicorn_protocol.py:
 - `HttpToolsProtocol`'s methods `connection_made`, `connection_lost`, `data_received` (asyncio's) and the httptools
   parser callbacks `on_message_begin`, `on_headers_complete`, each called with the arguments they take here;
@@ -11,6 +11,7 @@ each guarded by a canary test in tests/canary/test_uvicorn_protocol.py:
 - that `on_headers_complete` only schedules the ASGI task (`loop.create_task`), so the scope can still be changed
   after it returns and before the app first sees it.
 
+The bounds:
 - Size: httptools accepts a request line and headers of any size, buffering each header whole before uvicorn sees
   it (a 30 MB header costs 30 MB per connection). Past `MAX_REQUEST_HEAD_BYTES` the answer is 431 and the
   connection is closed: while the head is still arriving (counted by the read, so within one read of the bound),
