@@ -274,6 +274,29 @@ class TestCheck:
         assert len(stale.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
+async def test_a_stuck_worker_fails_its_check(worker_processes: Workers) -> None:
+    """SIGSTOP: the worker's event loop does not turn (as when a job blocks it); the check fails once the heartbeat
+    is stale, and passes again when the loop turns again."""
+    worker = worker_processes.start()
+    await wait_until(lambda: _passes(worker_processes, worker), "the worker's first heartbeat")
+    worker.popen.send_signal(signal.SIGSTOP)
+    try:
+        await wait_until(
+            lambda: _fails(worker_processes, worker), "the check failed", timeout_s=HEARTBEAT_STALE_S + WAIT_S
+        )
+        failed = await asyncio.to_thread(worker_processes.check, worker)
+    finally:
+        worker.popen.send_signal(signal.SIGCONT)
+    assert failed.returncode == 1
+    assert "the worker's event loop is stuck or gone" in failed.stderr
+    await wait_until(lambda: _passes(worker_processes, worker), "the check passed again")
+
+
+async def _fails(workers: Workers, worker: WorkerProcess) -> bool:
+    return not await _passes(workers, worker)
+
+
 async def test_a_stopped_worker_removes_its_heartbeat(worker_processes: Workers) -> None:
     worker = worker_processes.start()
     await wait_until(lambda: _passes(worker_processes, worker), "the worker's first heartbeat")

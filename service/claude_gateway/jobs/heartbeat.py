@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from claude_gateway.jobs.constants import HEARTBEAT_INTERVAL_S, HEARTBEAT_STALE_S
+from claude_gateway.settings import Settings
 
 logger = logging.getLogger("claude_gateway.jobs")
 
@@ -65,3 +67,11 @@ def check(path: Path, *, now: float | None = None) -> Verdict:
             f"heartbeat {age:.0f} s old (at most {HEARTBEAT_STALE_S:.0f} s): the worker's event loop is stuck or gone",
         )
     return Verdict(True, f"heartbeat {max(age, 0.0):.1f} s old")
+
+
+def check_worker(settings: Settings) -> int:
+    """`claude-gateway worker --check`: 0 while this host's worker touched its heartbeat file lately, else 1, with
+    one line saying why. Reads a local file only: whatever Redis does, a live worker passes."""
+    verdict = check(settings.worker_heartbeat_file)
+    print(f"worker check: {verdict.reason}", file=sys.stdout if verdict.alive else sys.stderr)
+    return 0 if verdict.alive else 1

@@ -43,14 +43,18 @@ ARQ_IN_PROGRESS_VALUE = "1"
 
 # KEYS[1]: the mark. ARGV[1]: our id; ARGV[2]: the lease in ms; ARGV[3]: "1" while ARQ's own mark may be taken over.
 # Sets the lease when the mark is ours (or ARQ's, on take-over); never creates a mark that is gone. 1 if set, else 0.
-_HOLD = """
+_HOLD = (
+    """
 local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] or (ARGV[3] == '1' and held == '""" + ARQ_IN_PROGRESS_VALUE + """') then
+if held == ARGV[1] or (ARGV[3] == '1' and held == '"""
+    + ARQ_IN_PROGRESS_VALUE
+    + """') then
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
     return 1
 end
 return 0
 """
+)
 
 _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
@@ -91,9 +95,14 @@ class InProgressLeases:
         self._jobs.pop(job_id, None)
 
     async def run(self) -> None:
+        """Renew every IN_PROGRESS_RENEW_S, until cancelled (with the worker)."""
         while True:
             await asyncio.sleep(IN_PROGRESS_RENEW_S)
-            await asyncio.gather(*(self._renew(job_id) for job_id in list(self._jobs)))
+            await self.renew_all()
+
+    async def renew_all(self) -> None:
+        """One round: the lease of each job this worker runs, renewed at once (a job's renewal waits for no other)."""
+        await asyncio.gather(*(self._renew(job_id) for job_id in list(self._jobs)))
 
     async def _renew(self, job_id: str) -> None:
         taking_over = not self._jobs.get(job_id, True)

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,13 @@ from claude_gateway.jobs.constants import (
     REDIS_RETRY_S,
     WORKER_MAX_JOBS,
 )
+from claude_gateway.jobs.heartbeat import check_worker
 from claude_gateway.jobs.keys import health_check_key, parts_key
 from claude_gateway.jobs.summarise import RedisParts
 from claude_gateway.settings import Settings
 from claude_gateway.upstream_client import RETRY_POLICY, RetryPolicy, UpstreamClient
+
+__all__ = ["WorkerNotConfigured", "analyze_document", "check_worker", "run_worker", "worker_settings"]
 
 logger = logging.getLogger("claude_gateway.jobs")
 
@@ -109,6 +111,7 @@ async def _sample_queue_depth(redis: ArqRedis) -> None:
 
 async def _startup(ctx: dict[str, Any], *, settings: Settings, retry_policy: RetryPolicy) -> None:
     """ARQ's `on_startup`: run again each time `_ride_out_redis_outages` restarts ARQ's loop, which builds nothing twice."""
+    metrics.REDIS_UP.set(1)  # ARQ has just read Redis's INFO
     if "upstream" in ctx:
         logger.info("Redis answers again: the worker takes jobs again")
         return
@@ -261,14 +264,6 @@ def _serve_metrics(settings: Settings) -> None:
         logger.warning("worker metrics not served on %s:%d: %s", settings.host, settings.port, exc.strerror)
     else:
         logger.info("worker metrics on http://%s:%d/metrics", settings.host, settings.port)
-
-
-def check_worker(settings: Settings) -> int:
-    """`claude-gateway worker --check`: 0 while this host's worker touched its heartbeat file lately, else 1, with
-    one line saying why. Reads a local file only: whatever Redis does, a live worker passes."""
-    verdict = heartbeat.check(settings.worker_heartbeat_file)
-    print(f"worker check: {verdict.reason}", file=sys.stdout if verdict.alive else sys.stderr)
-    return 0 if verdict.alive else 1
 
 
 class _HideJobArguments(logging.Filter):
