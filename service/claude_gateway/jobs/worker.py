@@ -232,20 +232,32 @@ async def _ride_out_redis_outages(worker: Worker) -> None:
     tasks of their own and go on meanwhile (a job that ends while Redis is down cannot record its outcome: its lease
     lapses and it is run again once Redis is back, from its stored parts).
     """
-    down = False
+    answered = True
     while True:
-        try:
-            await worker.main()
-            return
-        except _REDIS_FAILURES as exc:
-            metrics.REDIS_ERRORS.labels(operation="jobs").inc()
-            metrics.REDIS_UP.set(0)
-            if not down:
+        if answered:
+            try:
+                await worker.main()
+                return
+            except _REDIS_FAILURES as exc:
+                metrics.REDIS_ERRORS.labels(operation="jobs").inc()
+                metrics.REDIS_UP.set(0)
                 logger.warning(
                     "Redis did not answer (%s): the worker waits for it; jobs under way go on", type(exc).__name__
                 )
-            down = True
         await asyncio.sleep(REDIS_RETRY_S)
+        # ARQ's loop starts with log lines of its own: start it again once Redis answers a PING, not to find out.
+        answered = await _answers(worker.ctx.get("redis"))
+
+
+async def _answers(redis: ArqRedis | None) -> bool:
+    if redis is None:  # no pool yet (Redis was down at start): ARQ's own connect retries, then says why it failed
+        return True
+    try:
+        async with asyncio.timeout(REDIS_RETRY_S):  # ARQ's connections have no read timeout: a hung Redis hangs
+            await redis.ping()
+    except _REDIS_FAILURES:
+        return False
+    return True
 
 
 def _serve_metrics(settings: Settings) -> None:
