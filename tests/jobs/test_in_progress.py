@@ -14,8 +14,11 @@ from arq.connections import ArqRedis
 from claude_gateway.jobs.arq_queue import connect
 from claude_gateway.jobs.constants import IN_PROGRESS_LEASE_S
 from claude_gateway.jobs.in_progress import ARQ_IN_PROGRESS_VALUE, InProgressLeases, in_progress_key
+from claude_gateway.jobs.keys import job_id
 from claude_gateway.settings import load_settings
 from tests.support.servers import RedisServer
+
+from .support import MakeQueue, MakeSettings, Sim, Workers, wait_for_outcome
 
 JOB = "0123456789abcdef-job"
 # ARQ's own mark: job_timeout + 10 s at the defaults.
@@ -55,7 +58,7 @@ async def test_another_workers_mark_is_not_taken_over(redis: ArqRedis, caplog: p
     await leases.started(JOB)
     assert (await mark(redis))[0] == "pod-b:2:bbbb"
     assert leases.jobs == frozenset()
-    assert "not renewed" in caplog.text
+    assert "not ARQ's as expected" in caplog.text
 
 
 async def test_a_lapsed_mark_is_not_created_again(redis: ArqRedis, caplog: pytest.LogCaptureFixture) -> None:
@@ -122,3 +125,24 @@ async def test_a_hung_redis_delays_the_take_over_without_failing_the_job(
     holder, ttl = await mark(redis)
     assert holder == "pod-a:1:aaaa"
     assert 0 < ttl <= LEASE_MS
+
+
+async def test_a_job_an_arq_worker_runs_holds_its_lease_and_ends_with_none(
+    make_queue: MakeQueue, make_settings: MakeSettings, workers: Workers, sim: Sim, redis: ArqRedis
+) -> None:
+    """Against ARQ itself (what it writes into the mark, when it calls our hooks): the running job's mark is this
+    worker's lease, and ARQ deletes it as the job ends."""
+    settings = make_settings(max_document_chars=1000)
+    queue = make_queue(settings)
+    view = await queue.submit(client="billing", document="Hold on. [[sim:ttft_ms=1500]]", idempotency_key=None)
+    job = job_id("billing", view.task_id)
+    running = workers.start(settings)
+    await sim.wait_for_requests(1)
+    value = await redis.get(in_progress_key(job))
+    ttl = int(await redis.pttl(in_progress_key(job)))
+    assert value is not None
+    assert value.decode() == running.worker.ctx["in_progress"].holder
+    assert 0 < ttl <= LEASE_MS
+    assert (await wait_for_outcome(lambda: queue.get(client="billing", task_id=view.task_id))).status == "complete"
+    assert await redis.exists(in_progress_key(job)) == 0
+    assert running.worker.ctx["in_progress"].jobs == frozenset()

@@ -27,10 +27,10 @@ async def beat(path: Path) -> None:
     Inline rather than in a thread on purpose: the touch must happen on the loop it vouches for (a metadata update
     of a local file, microseconds).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     failing = False
     while True:
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()  # noqa: ASYNC240 (on this loop on purpose: see the docstring)
         except OSError as exc:  # the probe will fail and say why; say it here too, once
             if not failing:

@@ -122,10 +122,17 @@ class InProgressLeases:
             self._jobs[job_id] = True
             return
         self._jobs.pop(job_id, None)
-        logger.warning(
-            "job %s: its in-progress mark is gone or not ours; not renewed, so another worker may run it too",
-            job_id,
-        )
+        if taking_over:
+            logger.warning(
+                "job %s: its in-progress mark is not ARQ's as expected (gone, another worker's, or a new ARQ's); "
+                "not renewed, so it keeps ARQ's own expiry",
+                job_id,
+            )
+        else:
+            logger.warning(
+                "job %s: its in-progress mark is gone or not ours; not renewed, so another worker may run it too",
+                job_id,
+            )
 
 
 async def on_job_start(ctx: dict[str, Any]) -> None:
