@@ -304,3 +304,15 @@ async def test_a_stopped_worker_removes_its_heartbeat(worker_processes: Workers)
     assert await asyncio.to_thread(worker.popen.wait, WAIT_S) == 0
     assert not worker.heartbeat.exists()
     assert (await asyncio.to_thread(worker_processes.check, worker)).returncode == 1
+
+
+async def test_a_worker_redis_refuses_exits_saying_why(worker_processes: Workers, redis_server: str) -> None:
+    """Wrong credentials are not an outage to wait out: the worker stops with one line naming REDIS_URL."""
+    wrong = redis_server.replace("redis://", "redis://nobody:wrong-password@")
+    worker = worker_processes.start(REDIS_URL=wrong)
+    assert await asyncio.to_thread(worker.popen.wait, WAIT_S) == 2
+    assert worker.output().strip().splitlines()[-1] == (
+        "claude-gateway worker: Redis refused the worker (AuthenticationError): check the credentials in REDIS_URL"
+    )
+    assert "wrong-password" not in worker.output()
+    assert not worker.heartbeat.exists()

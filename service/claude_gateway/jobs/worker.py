@@ -21,7 +21,7 @@ from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Retry, Worker, create_worker, func
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 
 from claude_gateway import metrics, pricing, tracing
 from claude_gateway.jobs import heartbeat, in_progress, timeouts
@@ -46,6 +46,9 @@ __all__ = ["WorkerNotConfigured", "analyze_document", "check_worker", "run_worke
 logger = logging.getLogger("claude_gateway.jobs")
 
 _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+# Redis answered, and refused us: a wrong password or ACL is a configuration to fix (and, once the Secret is fixed, a
+# restart picks it up), not an outage to wait out. The worker exits and says why.
+_REDIS_REFUSALS = (AuthenticationError, AuthorizationError)
 
 # ARQ's log line when it starts a job: '%6.2fs → %s(%s)%s' (queued for, job id:function, arguments, try).
 _ARQ_JOB_START = "%6.2fs → %s(%s)%s"
@@ -197,6 +200,10 @@ def run_worker(settings: Settings) -> None:
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(_run(create_worker(config), settings.worker_heartbeat_file))
+    except _REDIS_REFUSALS as exc:
+        raise WorkerNotConfigured(
+            f"Redis refused the worker ({type(exc).__name__}): check the credentials in REDIS_URL"
+        ) from None
     finally:
         loop.close()
         tracing.shutdown_tracing()
@@ -241,6 +248,8 @@ async def _ride_out_redis_outages(worker: Worker) -> None:
             except _REDIS_FAILURES as exc:
                 metrics.REDIS_ERRORS.labels(operation="jobs").inc()
                 metrics.REDIS_UP.set(0)
+                if isinstance(exc, _REDIS_REFUSALS):
+                    raise
                 logger.warning(
                     "Redis did not answer (%s): the worker waits for it; jobs under way go on", type(exc).__name__
                 )
