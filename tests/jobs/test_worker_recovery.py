@@ -36,7 +36,7 @@ from .support import WAIT_S, MakeQueue, MakeSettings, Sim, long_document, wait_f
 RECOVERY_BOUND_S = 30.0
 # The one chunk still being summarised when its worker is killed answers after this long (simulator directive), so
 # that the kill finds it mid-call; the worker that takes the job over waits as long for it again.
-SLOW_CHUNK_MS = 4000
+SLOW_CHUNK_MS = 3000
 
 
 @dataclass
