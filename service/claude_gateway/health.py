@@ -48,15 +48,14 @@ class Drain:
     """
 
     def __init__(self) -> None:
-        self._since: float | None = None
+        self._active = False
 
     def start(self) -> None:
-        if self._since is None:
-            self._since = time.monotonic()
+        self._active = True
 
     @property
     def active(self) -> bool:
-        return self._since is not None
+        return self._active
 
 
 @dataclass(frozen=True, slots=True)
