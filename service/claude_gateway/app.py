@@ -16,7 +16,7 @@ from claude_gateway.auth import KeyStore
 from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.deps import State
 from claude_gateway.fast_lane import GatewayApp
-from claude_gateway.health import HealthCheck
+from claude_gateway.health import Drain, HealthCheck
 from claude_gateway.jobs import arq_queue, create_job_queue
 from claude_gateway.logs import configure_logging, get_logger
 from claude_gateway.middleware import GatewayMiddleware
@@ -78,10 +78,14 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         redis = arq_queue.connect(settings, client_name=arq_queue.API_CLIENT_NAME) if settings.redis_url else None
         limiter = RateLimiter.from_settings(settings, redis=redis)
         jobs = create_job_queue(settings, upstream, redis=redis)
-        health_check = HealthCheck(upstream, settings.health_model)
-        if settings.redis_url is not None:
-            health_check.readiness_checks["redis"] = limiter.ping
-            health_check.readiness_checks["jobs"] = jobs.ping
+        health_check = HealthCheck(
+            upstream,
+            settings.health_model,
+            drain=app.state.drain,
+            # Jobs and limits share one Redis client (above): one PING speaks for both.
+            redis_ping=limiter.ping if settings.redis_url is not None else None,
+            redis_required=settings.rate_limit_fail_mode == "closed",
+        )
         _startup_notes(settings, keys)
         keys.start_watching()
         try:
@@ -144,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/redoc" if settings.expose_docs else None,
         openapi_url="/openapi.json" if settings.expose_docs else None,
     )
+    # The server sets it on SIGTERM (`app.state.drain.start()`): readiness answers 503 from then on.
+    app.state.drain = Drain()
     handlers.install(app)
     chat_routes = chat.build_routes(settings)
     app.router.routes.extend(chat_routes)

@@ -7,6 +7,7 @@ A bad value stops start-up with one line naming the variable, e.g.
 from __future__ import annotations
 
 import os
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -150,6 +151,10 @@ class Settings(BaseSettings):
     # -- jobs
     job_result_ttl_s: int = Field(default=3600, ge=1)
     job_max_tries: int = Field(default=5, ge=1, le=100)
+    # The file `claude-gateway worker` touches from its event loop and `worker --check` reads (the chart: an emptyDir).
+    worker_heartbeat_file: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "claude-gateway" / "worker-heartbeat"
+    )
 
     # -- server
     host: str = "0.0.0.0"

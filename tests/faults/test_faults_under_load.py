@@ -107,6 +107,10 @@ class TestRedisOutage:
             async def ready() -> int:
                 return (await http.get("/health/ready")).status_code
 
+            async def ready_but_redis_down() -> bool:
+                response = await http.get("/health/ready")
+                return response.status_code == 200 and response.json()["redis"] == "down"
+
             load = asyncio.create_task(keep_sending(tally, lambda i: traffic(i, http), stop, workers=8))  # type: ignore[arg-type,return-value]
             assert await async_wait_for(lambda: _true(served(tally) >= 16), timeout_s=EVENT_DEADLINE_S), (
                 "no traffic served"
@@ -117,8 +121,8 @@ class TestRedisOutage:
             assert await async_wait_for(lambda: _outage_seen(server.url), timeout_s=EVENT_DEADLINE_S), (
                 "Redis's outage was never noticed"
             )
-            # ... and readiness says so; the traffic goes on meanwhile.
-            not_ready_during = await async_wait_for(lambda: _is(ready, 503), timeout_s=EVENT_DEADLINE_S)
+            # ... and readiness says so in its body, still 200 (fail-open serves: traffic should keep coming here).
+            ready_during = await async_wait_for(ready_but_redis_down, timeout_s=EVENT_DEADLINE_S)
             during = await scrape(server.url)
             redis_server.start()
             # Readiness and shared limits come back by themselves, while the traffic goes on.
@@ -129,7 +133,7 @@ class TestRedisOutage:
         print(f"redis restarted: {tally.total} requests, outcomes {dict(tally.outcomes)}")
         # Fail-open (the default): every request served, none held past REDIS_TIMEOUT_S for long.
         assert tally.only("200", "stream:done") == {}
-        assert not_ready_during, "/health/ready did not answer 503 while Redis was down"
+        assert ready_during, "/health/ready did not answer 200 with redis down while Redis was down"
         assert sample(during, "claude_gateway_redis_errors_total", operation="ratelimit") > 0
         assert sample(during, "claude_gateway_redis_up") == 0
 
