@@ -51,10 +51,21 @@ class BodyTimeout(HTTPException):
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float | None = None) -> None:
+    """`self_bounded`: the (method, path) of requests whose route bounds its own body as it streams it (a file
+    upload, `routes.files`): neither `max_body_bytes` nor the body deadline applies to them here."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_s: float | None = None,
+        self_bounded: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = BODY_READ_TIMEOUT_S if body_timeout_s is None else body_timeout_s
+        self.self_bounded = self_bounded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,6 +111,9 @@ class GatewayMiddleware:
             await send(message)
 
         try:
+            if self.self_bounded and (scope["method"], scope["path"]) in self.self_bounded:
+                await self.app(scope, receive, send_wrapper)
+                return
             if content_length > self.max_body_bytes:
                 # Refused from its Content-Length: not one byte of the body is read.
                 await _send_too_large(context, send_wrapper)
