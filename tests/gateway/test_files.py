@@ -141,6 +141,14 @@ class TestIsolation:
         assert [item.id for item in client.beta.files.list(limit=1, betas=BETAS)] == list(reversed(mine))
 
 
+def read_until_closed(sock: socket.socket) -> str:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received.decode()
+
+
 def raw_upload(url: str, head: dict[str, str], body: Iterator[bytes]) -> httpx.Response:
     return httpx.post(f"{url}/v1/files", content=body, headers=head, timeout=30)
 
@@ -188,7 +196,7 @@ class TestUploadBound:
                 + b"content-type: multipart/form-data; boundary=b\r\n"
                 + f"content-length: {self.LIMIT + 1}\r\n\r\n".encode()
             )
-            answer = sock.recv(65536).decode()
+            answer = read_until_closed(sock)
         assert answer.startswith("HTTP/1.1 413")
         assert "request_too_large" in answer
 
