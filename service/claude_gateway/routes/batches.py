@@ -63,11 +63,14 @@ def point_at_gateway(batch: dict[str, Any], base_url: str) -> dict[str, Any]:
 
 
 async def _batch_call(
-    request: Request, relayed: Relayed, method: str, route: str, path: str, body: bytes = b""
+    request: Request, relayed: Relayed, ownership: Owners, method: str, route: str, batch_id: str
 ) -> Response:
-    """A call answering one batch object, relayed with its `results_url` on the gateway."""
+    """A call on the caller's own batch answering one batch object, relayed with its `results_url` on the gateway.
+    The lease comes first: a request for another key's batch counts against the limits like any other."""
     async with relayed.lease(route, 0):
-        response = await call(relayed.upstream, method, path, route=route, client_headers=request.headers, body=body)
+        await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))
+        path = api_path(route, batch_id=batch_id)
+        response = await call(relayed.upstream, method, path, route=route, client_headers=request.headers)
         if response.status >= 300:
             return await error_response(response)
         _, batch = await read_json(response)
@@ -118,20 +121,18 @@ async def list_batches(request: Request, relayed: Relayed, ownership: Owners) ->
 
 @router.get(BATCH, summary="Retrieve a Message Batch", response_class=Response)
 async def get_batch(batch_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))
-    return await _batch_call(request, relayed, "GET", BATCH, api_path(BATCH, batch_id=batch_id))
+    return await _batch_call(request, relayed, ownership, "GET", BATCH, batch_id)
 
 
 @router.post(CANCEL, summary="Cancel a Message Batch", response_class=Response)
 async def cancel_batch(batch_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))
-    return await _batch_call(request, relayed, "POST", CANCEL, api_path(CANCEL, batch_id=batch_id))
+    return await _batch_call(request, relayed, ownership, "POST", CANCEL, batch_id)
 
 
 @router.delete(BATCH, summary="Delete a Message Batch", response_class=Response)
 async def delete_batch(batch_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))
     async with relayed.lease(BATCH, 0):
+        await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))
         response = await call(
             relayed.upstream, "DELETE", api_path(BATCH, batch_id=batch_id), route=BATCH, client_headers=request.headers
         )
@@ -144,10 +145,10 @@ async def delete_batch(batch_id: str, request: Request, relayed: Relayed, owners
 
 @router.get(RESULTS, summary="Stream a Message Batch's results (JSON Lines)", response_class=Response)
 async def batch_results(batch_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))
     lease = relayed.lease(RESULTS, 0)
     await lease.acquire()
     try:
+        await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))
         response = await call(
             relayed.upstream, "GET", api_path(RESULTS, batch_id=batch_id), route=RESULTS, client_headers=request.headers
         )

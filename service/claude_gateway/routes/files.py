@@ -135,8 +135,14 @@ async def list_files(request: Request, relayed: Relayed, ownership: Owners) -> R
     return Response(orjson.dumps(page), headers=headers, media_type="application/json")
 
 
-async def _file_call(request: Request, relayed: Relayed, method: str, route: str, path: str) -> Response:
+async def _file_call(
+    request: Request, relayed: Relayed, ownership: Owners, method: str, route: str, file_id: str
+) -> Response:
+    """A call on the caller's own file, relayed as it came. The lease comes first: a request for another key's
+    file counts against the limits like any other."""
     async with relayed.lease(route, 0):
+        await require_owner(ownership, "file", file_id, relayed.client, not_found(file_id))
+        path = api_path(route, file_id=file_id)
         response = await call(relayed.upstream, method, path, route=route, client_headers=request.headers)
         if response.status >= 300:
             return await error_response(response)
@@ -146,14 +152,12 @@ async def _file_call(request: Request, relayed: Relayed, method: str, route: str
 
 @router.get(FILE, summary="Retrieve a File's metadata", response_class=Response)
 async def get_file(file_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    await require_owner(ownership, "file", file_id, relayed.client, not_found(file_id))
-    return await _file_call(request, relayed, "GET", FILE, api_path(FILE, file_id=file_id))
+    return await _file_call(request, relayed, ownership, "GET", FILE, file_id)
 
 
 @router.delete(FILE, summary="Delete a File", response_class=Response)
 async def delete_file(file_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    await require_owner(ownership, "file", file_id, relayed.client, not_found(file_id))
-    answer = await _file_call(request, relayed, "DELETE", FILE, api_path(FILE, file_id=file_id))
+    answer = await _file_call(request, relayed, ownership, "DELETE", FILE, file_id)
     if answer.status_code < 300:
         await ownership.forget("file", file_id)
     return answer
@@ -161,10 +165,10 @@ async def delete_file(file_id: str, request: Request, relayed: Relayed, ownershi
 
 @router.get(CONTENT, summary="Download a File's content (streamed)", response_class=Response)
 async def file_content(file_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    await require_owner(ownership, "file", file_id, relayed.client, not_found(file_id))
     lease = relayed.lease(CONTENT, 0)
     await lease.acquire()
     try:
+        await require_owner(ownership, "file", file_id, relayed.client, not_found(file_id))
         response = await call(
             relayed.upstream, "GET", api_path(CONTENT, file_id=file_id), route=CONTENT, client_headers=request.headers
         )
