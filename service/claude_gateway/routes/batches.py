@@ -36,7 +36,9 @@ from claude_gateway.routes.owned import (
     api_path,
     gateway_base_url,
     owned_page,
+    query_parameters,
     require_owner,
+    responses,
 )
 from claude_gateway.upstream_client import HTTPClientError
 
@@ -77,7 +79,40 @@ async def _batch_call(
     return json_answer(point_at_gateway(batch, gateway_base_url(request)), response)
 
 
-@router.post(BATCHES, summary="Create a Message Batch", response_class=Response)
+_CREATE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["requests"],
+                    "properties": {
+                        "requests": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "required": ["custom_id", "params"],
+                                "properties": {"custom_id": {"type": "string"}, "params": {"type": "object"}},
+                            },
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+_JSON_LINES = {"application/x-jsonl": {"schema": {"type": "string"}}, "application/binary": {}}
+
+
+@router.post(
+    BATCHES,
+    summary="Create a Message Batch",
+    response_class=Response,
+    responses=responses("The batch"),
+    openapi_extra=_CREATE_BODY,
+)
 async def create_batch(request: Request, relayed: Relayed, ownership: Owners) -> Response:
     body = await request.body()
     async with relayed.lease(BATCHES, 0):
@@ -97,7 +132,13 @@ async def create_batch(request: Request, relayed: Relayed, ownership: Owners) ->
     return json_answer(point_at_gateway(batch, gateway_base_url(request)), response)
 
 
-@router.get(BATCHES, summary="List the key's Message Batches", response_class=Response)
+@router.get(
+    BATCHES,
+    summary="List the key's Message Batches",
+    response_class=Response,
+    responses=responses("A page of the key's batches"),
+    openapi_extra=query_parameters("limit", "after_id", "before_id"),
+)
 async def list_batches(request: Request, relayed: Relayed, ownership: Owners) -> Response:
     base_url = gateway_base_url(request)
     headers: dict[str, str] = {}
@@ -119,17 +160,17 @@ async def list_batches(request: Request, relayed: Relayed, ownership: Owners) ->
     return Response(orjson.dumps(page), headers=headers, media_type="application/json")
 
 
-@router.get(BATCH, summary="Retrieve a Message Batch", response_class=Response)
+@router.get(BATCH, summary="Retrieve a Message Batch", response_class=Response, responses=responses("The batch"))
 async def get_batch(batch_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
     return await _batch_call(request, relayed, ownership, "GET", BATCH, batch_id)
 
 
-@router.post(CANCEL, summary="Cancel a Message Batch", response_class=Response)
+@router.post(CANCEL, summary="Cancel a Message Batch", response_class=Response, responses=responses("The batch"))
 async def cancel_batch(batch_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
     return await _batch_call(request, relayed, ownership, "POST", CANCEL, batch_id)
 
 
-@router.delete(BATCH, summary="Delete a Message Batch", response_class=Response)
+@router.delete(BATCH, summary="Delete a Message Batch", response_class=Response, responses=responses("Deleted"))
 async def delete_batch(batch_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
     async with relayed.lease(BATCH, 0):
         await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))
@@ -143,7 +184,12 @@ async def delete_batch(batch_id: str, request: Request, relayed: Relayed, owners
     return Response(raw, headers=relayed_headers(response, body=True))
 
 
-@router.get(RESULTS, summary="Stream a Message Batch's results (JSON Lines)", response_class=Response)
+@router.get(
+    RESULTS,
+    summary="Stream a Message Batch's results (JSON Lines)",
+    response_class=Response,
+    responses=responses("The results, one JSON object a line", _JSON_LINES),
+)
 async def batch_results(batch_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
     lease = relayed.lease(RESULTS, 0)
     await lease.acquire()

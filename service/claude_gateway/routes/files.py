@@ -28,7 +28,16 @@ from claude_gateway.logs import get_logger
 from claude_gateway.middleware import BodyTimeout, BodyTooLarge
 from claude_gateway.ownership import OwnershipUnavailable
 from claude_gateway.passthrough import call, error_response, read_json, relayed_headers, verbatim
-from claude_gateway.routes.owned import Owners, Relayed, RelayedStream, api_path, owned_page, require_owner
+from claude_gateway.routes.owned import (
+    Owners,
+    Relayed,
+    RelayedStream,
+    api_path,
+    owned_page,
+    query_parameters,
+    require_owner,
+    responses,
+)
 from claude_gateway.upstream_client import HTTPClientError
 
 log = get_logger("claude_gateway.files")
@@ -84,7 +93,30 @@ class UploadBody:
             yield chunk
 
 
-@router.post(FILES, summary="Upload a File (multipart/form-data, streamed)", response_class=Response)
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+_ANY_CONTENT = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+
+
+@router.post(
+    FILES,
+    summary="Upload a File (multipart/form-data, streamed)",
+    response_class=Response,
+    responses=responses("The file's metadata"),
+    openapi_extra=_UPLOAD_BODY,
+)
 async def upload_file(request: Request, relayed: Relayed, ownership: Owners) -> Response:
     limit = relayed.settings.files_max_bytes
     length = declared_length(request)
@@ -117,7 +149,13 @@ async def upload_file(request: Request, relayed: Relayed, ownership: Owners) -> 
     return verbatim(raw, response)
 
 
-@router.get(FILES, summary="List the key's Files", response_class=Response)
+@router.get(
+    FILES,
+    summary="List the key's Files",
+    response_class=Response,
+    responses=responses("A page of the key's files"),
+    openapi_extra=query_parameters("limit", "page", "after_id", "before_id"),
+)
 async def list_files(request: Request, relayed: Relayed, ownership: Owners) -> Response:
     headers: dict[str, str] = {}
 
@@ -150,12 +188,12 @@ async def _file_call(
     return verbatim(raw, response)
 
 
-@router.get(FILE, summary="Retrieve a File's metadata", response_class=Response)
+@router.get(FILE, summary="Retrieve a File's metadata", response_class=Response, responses=responses("The metadata"))
 async def get_file(file_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
     return await _file_call(request, relayed, ownership, "GET", FILE, file_id)
 
 
-@router.delete(FILE, summary="Delete a File", response_class=Response)
+@router.delete(FILE, summary="Delete a File", response_class=Response, responses=responses("Deleted"))
 async def delete_file(file_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
     answer = await _file_call(request, relayed, ownership, "DELETE", FILE, file_id)
     if answer.status_code < 300:
@@ -163,7 +201,12 @@ async def delete_file(file_id: str, request: Request, relayed: Relayed, ownershi
     return answer
 
 
-@router.get(CONTENT, summary="Download a File's content (streamed)", response_class=Response)
+@router.get(
+    CONTENT,
+    summary="Download a File's content (streamed)",
+    response_class=Response,
+    responses=responses("The file's bytes, with its content type", _ANY_CONTENT),
+)
 async def file_content(file_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
     lease = relayed.lease(CONTENT, 0)
     await lease.acquire()

@@ -39,6 +39,46 @@ MAX_SCAN_PAGES = 10
 MAX_ID_CHARS = 256
 
 
+# -- OpenAPI: the routes read their bodies and queries raw (Anthropic judges them), so each documents them here.
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+# Every status an answer here may have: the gateway's own refusals, and Anthropic's answers relayed.
+ERROR_STATUSES = (400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 502, 503, 504, 529)
+JSON_OBJECT: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
+
+
+def responses(description: str, content: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of an operation: its 200 (`content`, a JSON object by default) and every error status."""
+    documented: dict[int | str, dict[str, Any]] = {
+        200: {"description": description, "content": JSON_OBJECT if content is None else content}
+    }
+    for status in ERROR_STATUSES:
+        documented[status] = {"description": "Error", "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    return documented
+
+
+def query_parameters(*names: str) -> dict[str, Any]:
+    """`openapi_extra` documenting a list's query parameters (passed to Anthropic as they are)."""
+    schemas = {"limit": {"type": "integer", "minimum": 1, "maximum": SCAN_LIMIT}}
+    return {
+        "parameters": [
+            {"name": name, "in": "query", "required": False, "schema": schemas.get(name, {"type": "string"})}
+            for name in names
+        ]
+    }
+
+
 async def get_ownership(request: Request) -> Ownership:
     return request.state.ownership  # type: ignore[no-any-return]
 
