@@ -66,6 +66,8 @@ class GatewayMiddleware:
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = BODY_READ_TIMEOUT_S if body_timeout_s is None else body_timeout_s
         self.self_bounded = self_bounded
+        # Looked up first: one hash of a string per request, rather than of a tuple.
+        self.self_bounded_paths = frozenset(path for _, path in self_bounded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,7 +113,8 @@ class GatewayMiddleware:
             await send(message)
 
         try:
-            if self.self_bounded and (scope["method"], scope["path"]) in self.self_bounded:
+            path = scope["path"]
+            if path in self.self_bounded_paths and (scope["method"], path) in self.self_bounded:
                 await self.app(scope, receive, send_wrapper)
                 return
             if content_length > self.max_body_bytes:
