@@ -10,7 +10,9 @@
 - Each route is authenticated and counted against the key's request limit like `/v1/messages`. Creating a batch
   reserves no tokens: its requests run at Anthropic over up to a day, under Anthropic's separate batch limits, and
   their usage is known only when the results are read, so a reservation could only be held for nothing and given
-  back unsettled; the tokens are accounted when the results pass through instead.
+  back unsettled; the tokens are accounted when the results pass through instead (`claude_gateway_tokens_total`,
+  the access log line of the download), and not charged to the key's `TOKEN_RATE_LIMIT` window, a per-minute
+  budget for interactive calls. Spend budgets are where batch spending is bounded.
 - A batch's creation body is read whole, within `MAX_BODY_BYTES` (Anthropic takes up to 256 MB: raise the bound
   where bigger batches are sent).
 """
