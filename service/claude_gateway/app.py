@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.middleware.cors import CORSMiddleware
 
-from claude_gateway import __version__, handlers, metrics, tracing
+from claude_gateway import __version__, handlers, metrics, pricing, tracing
 from claude_gateway.auth import KeyStore
 from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.deps import State
@@ -49,6 +49,7 @@ CORS_EXPOSED_HEADERS = [
     "x-request-id",
     "request-id",
     "x-gateway-overhead-ms",
+    "x-gateway-cost-usd",
 ]
 # Spans for every ASGI send/receive would add one span per SSE chunk; the request span is the one that matters.
 TRACING_EXCLUDED_SPANS = ["receive", "send"]
@@ -56,6 +57,7 @@ TRACING_EXCLUDED_URLS = "health,metrics"
 
 
 def _startup_notes(settings: Settings, keys: KeyStore) -> None:
+    metrics.REDIS_CONFIGURED.set(0 if settings.redis_url is None else 1)
     if settings.redis_url is None:
         # Nothing to be down: the gauge would otherwise read 0 and show Redis as down on the dashboard.
         metrics.REDIS_UP.set(1)
@@ -134,6 +136,7 @@ def _document_plain_routes(app: FastAPI, fragments: list[dict[str, Any]]) -> Non
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     tracing.set_content_capture(settings.otel_instrumentation_genai_capture_message_content)
+    pricing.activate(settings.price_table)
     app = GatewayApp(
         title="claude-gateway",
         version=__version__,

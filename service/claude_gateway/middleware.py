@@ -10,15 +10,18 @@ import logging
 import re
 import time
 import uuid
+from decimal import Decimal
 
+from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from claude_gateway import metrics
+from claude_gateway import metrics, pricing, tracing
 from claude_gateway.context import SCOPE_KEY, RequestContext
 from claude_gateway.errors import PayloadTooLarge
 from claude_gateway.handlers import error_body
 from claude_gateway.logs import get_logger
+from claude_gateway.usage import cost_usd
 
 access_log = get_logger("claude_gateway.access")
 
@@ -110,6 +113,10 @@ class GatewayMiddleware:
                     if encoded not in present:
                         headers.append((encoded, value.encode()))
                 message["headers"] = headers
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # The request span (OpenTelemetry's ASGI middleware, outside this one) ends with the last byte:
+                # its cost goes on it now. Usage is final by then (a stream settles before its last byte).
+                _settle_cost(context)
             await send(message)
 
         try:
@@ -173,10 +180,11 @@ class GatewayMiddleware:
                 metrics.overhead(template).observe(context.overhead_s(now))
             if context.disconnected:
                 metrics.client_disconnects(template).inc()
+        usage = context.usage
+        cost = context.cost_usd if context.costed else _settle_cost(context, on_span=False)
         level = logging.DEBUG if quiet and status_code < 500 else logging.INFO
         if not access_log.isEnabledFor(level):
             return
-        usage = context.usage
         access_log.log(
             level,
             "request",
@@ -192,10 +200,26 @@ class GatewayMiddleware:
                 "output_tokens": usage.output if usage else None,
                 "cache_read_tokens": usage.cache_read if usage else None,
                 "cache_write_tokens": usage.cache_write if usage else None,
+                "cache_write_1h_tokens": usage.cache_write_1h if usage else None,
+                "cost_usd": _usd_number(cost),
                 "disconnected": context.disconnected or None,
                 "request_id": context.request_id,
             },
         )
+
+
+def _usd_number(cost: Decimal | None) -> float | None:
+    """Rounded as the X-Gateway-Cost-USD header is, so that the log line, the span and the header agree."""
+    return float(round(cost, pricing.COST_DECIMAL_PLACES)) if cost is not None else None
+
+
+def _settle_cost(context: RequestContext, *, on_span: bool = True) -> Decimal | None:
+    """The request's cost from its final usage, kept on the context (and put on the current span, the request's)."""
+    context.cost_usd = cost_usd(context.model, context.usage) if context.model is not None else None
+    context.costed = True
+    if on_span and context.cost_usd is not None:
+        tracing.record_cost(trace.get_current_span(), _usd_number(context.cost_usd))
+    return context.cost_usd
 
 
 async def _send_too_large(context: RequestContext, send: Send) -> None:

@@ -7,6 +7,7 @@ A bad value stops start-up with one line naming the variable, e.g.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from claude_gateway.egress import EgressConfigError, EgressProxies
+from claude_gateway.pricing import PricesError, PriceTable, load_prices_file, shipped
 
 
 def parse_limits(value: Any) -> list[RateLimitItem]:
@@ -54,6 +56,46 @@ def parse_bool(value: Any) -> Any:
     return value
 
 
+class PricesFile:
+    """`PRICES_FILE`: its path and the table read from it (read once, at start-up; a bad file stops it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.table = load_prices_file(path)
+
+    def __repr__(self) -> str:
+        return f"PricesFile({str(self.path)!r})"
+
+
+def parse_prices_file(value: Any) -> PricesFile | None:
+    if value is None or isinstance(value, PricesFile):
+        return value
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        return PricesFile(Path(text))
+    except PricesError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def parse_usd(value: Any) -> Decimal | None:
+    """A non-negative amount of US dollars (`20`, `0.05`); empty is none."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    text = str(value).strip().removeprefix("$")
+    if not text:
+        return None
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        raise ValueError(f"{str(value)!r} is not an amount of USD (expected e.g. 20 or 0.05)") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{str(value)!r}: an amount of USD must be a non-negative number")
+    return amount
+
+
+Usd = Annotated[Decimal | None, BeforeValidator(parse_usd)]
 RateLimits = Annotated[list[RateLimitItem], NoDecode, BeforeValidator(parse_limits)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(parse_csv)]
 Flag = Annotated[bool, BeforeValidator(parse_bool)]
@@ -79,6 +121,8 @@ class Settings(BaseSettings):
 
     # -- clients
     valid_api_keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(parse_csv)] = Field(default_factory=list)
+    # Keys of the admin views; never valid as client keys (a client route answers them 403).
+    admin_api_keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(parse_csv)] = Field(default_factory=list)
     api_keys_file: Path | None = None
     cors_origins: CsvList = Field(default_factory=list)
 
@@ -88,6 +132,12 @@ class Settings(BaseSettings):
     rate_limit: RateLimits = Field(default_factory=lambda: parse_limits("10/minute"))
     token_rate_limit: RateLimits = Field(default_factory=list)
     rate_limit_fail_mode: Literal["open", "closed"] = "open"
+
+    # -- spend
+    prices_file: Annotated[PricesFile | None, BeforeValidator(parse_prices_file)] = None
+    # Default spend budgets per key, USD per UTC calendar day / month (the keys file sets them per key).
+    budget_usd_day: Usd = None
+    budget_usd_month: Usd = None
 
     # -- request bounds
     max_message_chars: int = Field(default=10_000, ge=1)
@@ -150,6 +200,11 @@ class Settings(BaseSettings):
     def uses_redis(self) -> bool:
         return self.redis_url is not None
 
+    @property
+    def price_table(self) -> PriceTable:
+        """`PRICES_FILE`'s table, else the one shipped with the gateway."""
+        return self.prices_file.table if self.prices_file is not None else shipped()
+
 
 class SettingsError(Exception):
     """A bad environment variable, rendered as one line naming it."""
@@ -177,7 +232,7 @@ def describe_validation_error(exc: ValidationError, overrides: dict[str, Any]) -
         name = field.upper()
         value = overrides.get(field, os.environ.get(name, os.environ.get(field)))
         message = str(error["msg"]).removeprefix("Value error, ")
-        if name in {"ANTHROPIC_API_KEY", "VALID_API_KEYS", "REDIS_URL"}:
+        if name in {"ANTHROPIC_API_KEY", "VALID_API_KEYS", "ADMIN_API_KEYS", "REDIS_URL"}:
             lines.append(f"{name}: {message}")
         elif value is not None and repr(str(value)) not in message:
             lines.append(f"{name}: {str(value)!r}: {message}")

@@ -17,7 +17,7 @@ from arq.worker import Retry, func
 from arq.worker import run_worker as arq_run_worker
 from redis.exceptions import RedisError
 
-from claude_gateway import metrics, tracing
+from claude_gateway import metrics, pricing, tracing
 from claude_gateway.jobs import timeouts
 from claude_gateway.jobs.arq_queue import connect
 from claude_gateway.jobs.attempt import RetryLater, run_attempt
@@ -101,6 +101,8 @@ async def _sample_queue_depth(redis: ArqRedis) -> None:
 
 async def _startup(ctx: dict[str, Any], *, settings: Settings, retry_policy: RetryPolicy) -> None:
     ctx["settings"] = settings
+    # The worker prices what its jobs spend with the same table as the API (PRICES_FILE, else the shipped one).
+    pricing.activate(settings.price_table)
     # The worker's one client to Anthropic, as the API process has its own.
     ctx["upstream"] = UpstreamClient(settings, retry_policy=retry_policy)
     ctx["queue_depth_sampler"] = asyncio.create_task(_sample_queue_depth(ctx["redis"]))

@@ -10,7 +10,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from claude_gateway import tracing
+from claude_gateway import pricing, tracing
+from claude_gateway.auth import ClientKey
 from claude_gateway.deps import RelayCall, relay_call
 from claude_gateway.errors import UpstreamFailed
 from claude_gateway.lease import estimate_input_tokens, overhead_header, start_stream, stream_response
@@ -20,6 +21,7 @@ from claude_gateway.routes.plain import PlainRoute, read_json_body, validate_bod
 from claude_gateway.settings import Settings
 from claude_gateway.sse import DONE, EventStreamResponse, data_event
 from claude_gateway.upstream_call import UpstreamCall
+from claude_gateway.usage import cost_header
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorDetail} for status in (400, 401, 403, 413, 429, 500, 502, 503, 504)
@@ -29,6 +31,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _cost(body: ChatRequest) -> int:
     """The worst case a request can spend: its input, estimated, plus every token it allows the answer."""
     return estimate_input_tokens(len(body.message) + len(body.system_prompt)) + body.max_tokens
+
+
+def check_policy(client: ClientKey, body: ChatRequest, model: str, beta_header: str | None) -> None:
+    """The key's policy for what a chat request can ask for: its model, its `max_tokens` and, on the stream (which
+    forwards it), the `anthropic-beta` header. 403 `{"detail": ...}` when not allowed."""
+    client.policy.check_model(model, pricing.active())
+    client.policy.check_max_tokens(body.max_tokens)
+    client.policy.check_betas(beta_header)
 
 
 def upstream_body(body: ChatRequest, model: str, *, stream: bool) -> bytes:
@@ -59,6 +69,7 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
         body, relayed = await read(request)
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
+        check_policy(client, body, model, None)
         async with relayed.lease("/chat", _cost(body)) as lease:
             call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=False)
             tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
@@ -80,13 +91,16 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
             "stop_reason": message.get("stop_reason"),
             "id": message.get("id", ""),
         }
-        return Response(orjson.dumps(answer), media_type="application/json", headers=overhead_header(context))
+        headers = {**overhead_header(context), **cost_header(model, usage)}
+        return Response(orjson.dumps(answer), media_type="application/json", headers=headers)
 
     async def chat_stream(request: Request) -> EventStreamResponse:
         """Server-sent events: `{"text": ...}` per delta, then `{"done": true, "usage": ...}`, then `[DONE]`."""
         body, relayed = await read(request)
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
+        headers = forwarded_headers(request.headers)
+        check_policy(client, body, model, headers.get("anthropic-beta"))
 
         def new_call() -> UpstreamCall:
             call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=True)
@@ -99,7 +113,7 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
             new_call,
             relayed.upstream,
             upstream_body(body, model, stream=True),
-            forwarded_headers(request.headers),
+            headers,
         )
         return stream_response(stream, lease, translate(stream))
 
