@@ -8,7 +8,8 @@ more than the line being read. A line longer than `MAX_RESULT_LINE_BYTES` is not
 
 The sums are recorded through `usage.record_usage`, the accounting of every other call, once per batch (its first
 whole download; see `ownership.Ownership.first_count`). Anthropic bills batches at half the price of the same
-requests made one by one: the token counts recorded here are the real ones, and the discount is the cost code's.
+requests made one by one: the token counts recorded are the real ones, their cost is at the price table's
+`batch_discount`.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class ResultsUsage:
 
     def record(self, client: str) -> None:
         for model, usage in self.by_model.items():
-            record_usage(model, client, usage)
+            record_usage(model, client, usage, batch=True)
 
     def _hold(self, rest: bytes) -> None:
         if self._oversized:

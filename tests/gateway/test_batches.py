@@ -13,8 +13,11 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from claude_gateway import pricing
 from claude_gateway.auth import short_name
+from claude_gateway.batch_usage import add
 from claude_gateway.simulator import BackgroundSimulator, SimulatorConfig
+from claude_gateway.usage import Usage
 from tests.conftest import CLIENT_KEY, OTHER_KEY, Gateway
 from tests.support.servers import Process
 
@@ -98,6 +101,11 @@ def tokens(client_name: str, direction: str) -> float:
     return REGISTRY.get_sample_value("claude_gateway_tokens_total", labels) or 0.0
 
 
+def cost(client_name: str) -> float:
+    labels = {"model": MODEL, "client": client_name}
+    return REGISTRY.get_sample_value("claude_gateway_cost_usd_total", labels) or 0.0
+
+
 class TestSameAnswersAsTheSimulator:
     def test_create_retrieve_results_delete(
         self, gateway: Gateway, client: anthropic.Anthropic, direct: anthropic.Anthropic
@@ -178,21 +186,28 @@ class TestResultsThroughTheGateway:
         )
         assert answer.json()["results_url"] == f"http://localhost:{port}/v1/messages/batches/{batch.id}/results"
 
-    def test_results_usage_is_counted_once(self, client: anthropic.Anthropic) -> None:
+    def test_results_usage_is_counted_once_at_the_batch_price(self, client: anthropic.Anthropic) -> None:
         name = short_name(CLIENT_KEY)
         batch = ended(client, client.messages.batches.create(requests=REQUESTS).id)  # type: ignore[arg-type]
-        output_before = tokens(name, "output")
+        output_before, cost_before = tokens(name, "output"), cost(name)
 
         results = list(client.messages.batches.results(batch.id))
-        spent = 0
+        spent = Usage()
         for line in results:
             assert line.result.type == "succeeded"
-            spent += line.result.message.usage.output_tokens
-        assert spent == 8 + 12
-        assert tokens(name, "output") - output_before == spent
+            spent = add(spent, Usage.from_wire(line.result.message.usage))
+        assert spent.output == 8 + 12
+        assert tokens(name, "output") - output_before == spent.output
+        prices = pricing.active()
+        full, discounted = prices.cost(MODEL, spent), prices.cost(MODEL, spent, batch=True)
+        assert full is not None
+        assert discounted is not None
+        assert discounted < full
+        assert cost(name) - cost_before == pytest.approx(float(discounted))
 
         list(client.messages.batches.results(batch.id))
-        assert tokens(name, "output") - output_before == spent  # a second download is not counted again
+        assert tokens(name, "output") - output_before == spent.output  # a second download is not counted again
+        assert cost(name) - cost_before == pytest.approx(float(discounted))
 
     def test_results_stream_as_json_lines(self, client: anthropic.Anthropic, gateway: Gateway) -> None:
         batch = ended(client, client.messages.batches.create(requests=REQUESTS).id)  # type: ignore[arg-type]
