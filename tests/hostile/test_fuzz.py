@@ -42,10 +42,11 @@ OPERATIONS = {
     "GET /analyze/{task_id}": True,
     "DELETE /analyze/{task_id}": True,
     "POST /v1/messages/batches": True,
-    "GET /v1/messages/batches": True,
     "POST /v1/files": True,
-    "GET /v1/files": True,
-    # Only an id, which any string is: positive only.
+    # A list's query is relayed for Anthropic to judge, and Anthropic takes what the document would not (an empty
+    # `limit`); an id is any string: positive only.
+    "GET /v1/messages/batches": False,
+    "GET /v1/files": False,
     "GET /v1/messages/batches/{batch_id}": False,
     "POST /v1/messages/batches/{batch_id}/cancel": False,
     "DELETE /v1/messages/batches/{batch_id}": False,
