@@ -55,7 +55,9 @@ class BodyTimeout(HTTPException):
 
 class GatewayMiddleware:
     """`self_bounded`: the (method, path) of requests whose route bounds its own body as it streams it (a file
-    upload, `routes.files`): neither `max_body_bytes` nor the body deadline applies to them here."""
+    upload, `routes.files`): neither `max_body_bytes` nor the body deadline applies to them here. An answer to one
+    that comes before its body was read to the end (a refusal, or Anthropic's early answer) closes the connection,
+    rather than the server reading and dropping up to `FILES_MAX_BYTES` of it."""
 
     def __init__(
         self,
@@ -122,7 +124,7 @@ class GatewayMiddleware:
         try:
             path = scope["path"]
             if path in self.self_bounded_paths and (scope["method"], path) in self.self_bounded:
-                await self.app(scope, receive, send_wrapper)
+                await _closing_unless_read(self.app, scope, receive, send_wrapper)
                 return
             if content_length > self.max_body_bytes:
                 # Refused from its Content-Length: not one byte of the body is read.
@@ -220,6 +222,28 @@ def _settle_cost(context: RequestContext, *, on_span: bool = True) -> Decimal | 
     if on_span and context.cost_usd is not None:
         tracing.record_cost(trace.get_current_span(), _usd_number(context.cost_usd))
     return context.cost_usd
+
+
+async def _closing_unless_read(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run `app`, adding `Connection: close` to an answer that starts before the request body was all read."""
+    body_read = False
+
+    async def tracking_receive() -> Message:
+        nonlocal body_read
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_read = True
+        return message
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and not body_read:
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"connection" for name, _ in headers):
+                headers.append((b"connection", b"close"))
+            message["headers"] = headers
+        await send(message)
+
+    await app(scope, tracking_receive, closing_send)
 
 
 async def _send_too_large(context: RequestContext, send: Send) -> None:

@@ -200,6 +200,17 @@ class TestUploadBound:
         assert answer.startswith("HTTP/1.1 413")
         assert "request_too_large" in answer
 
+    def test_a_refusal_before_the_body_was_read_closes_the_connection(self, gateway: Gateway) -> None:
+        host, port = gateway.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/files HTTP/1.1\r\nhost: gateway\r\nx-api-key: not-a-key\r\n"
+                + b"content-type: multipart/form-data; boundary=b\r\ncontent-length: 100000000\r\n\r\n--b\r\n"
+            )
+            answer = read_until_closed(sock)  # closed by the server, not kept reading 100 MB
+        assert answer.startswith("HTTP/1.1 403")
+        assert "connection: close" in answer.lower()
+
     def test_within_the_bound_and_past_max_body_bytes_it_passes(self, make_gateway: Callable[..., Gateway]) -> None:
         gateway = make_gateway(files_max_bytes=4 * 1024 * 1024, max_body_bytes=64 * 1024)
         content_type, body = multipart(1024 * 1024)

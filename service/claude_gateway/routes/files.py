@@ -74,7 +74,6 @@ class UploadBody:
         self.request = request
         self.limit = limit
         self.received = 0
-        self.whole = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         stream = self.request.stream()
@@ -83,7 +82,6 @@ class UploadBody:
                 async with asyncio.timeout(UPLOAD_IDLE_TIMEOUT_S):
                     chunk = await anext(stream)
             except StopAsyncIteration:
-                self.whole = True
                 return
             except TimeoutError:
                 raise BodyTimeout() from None
@@ -134,11 +132,8 @@ async def upload_file(request: Request, relayed: Relayed, ownership: Owners) -> 
             content_type=request.headers.get("content-type", "application/octet-stream"),
         )
         if response.status >= 300:
-            answer = await error_response(response)
-            if not body.whole:
-                # Anthropic answered before the body was all sent: the rest is not read, so the connection ends.
-                answer.headers["connection"] = "close"
-            return answer
+            # Anthropic may answer before the body was all sent: the middleware then ends the connection.
+            return await error_response(response)
         raw, metadata = await read_json(response)
     file_id = metadata.get("id")
     if isinstance(file_id, str):
