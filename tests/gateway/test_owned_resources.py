@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -22,7 +24,7 @@ from claude_gateway.routes import files
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.test_files import read_until_closed
 from tests.support.scripted_upstream import read_request, upstream
-from tests.support.servers import RedisServer
+from tests.support.servers import Process, RedisServer
 
 BETA = "files-api-2025-04-14"
 REQUESTS = [
@@ -147,3 +149,65 @@ class TestSpans:
         assert attributes["gen_ai.provider.name"] == "anthropic"
         assert attributes["http.response.status_code"] == 200
         assert attributes["url.template"] == "/v1/messages/batches"
+
+
+RESTRICTED_KEY = "cgw-restricted-batches-4d2e8a"
+POLICY_KEYS_FILE = f"""
+keys:
+  - name: restricted
+    key: {RESTRICTED_KEY}
+    models: ["claude-haiku-*"]
+    max_tokens: 100
+    betas: ["message-batches-*"]
+    features: []
+"""
+
+
+def sim_requests(simulator: Process) -> int:
+    return int(httpx.get(f"{simulator.url}/_sim/stats", timeout=10).json()["requests"])
+
+
+class TestPolicy:
+    @pytest.fixture
+    def restricted(self, make_gateway: Callable[..., Gateway], tmp_path: Path) -> Iterator[anthropic.Anthropic]:
+        keys = tmp_path / "keys.yaml"
+        keys.write_text(POLICY_KEYS_FILE)
+        gateway = make_gateway(api_keys_file=str(keys))
+        with anthropic.Anthropic(base_url=gateway.url, api_key=RESTRICTED_KEY, max_retries=0) as client:
+            yield client
+
+    @pytest.mark.parametrize(
+        ("params", "refusal"),
+        [
+            ({"model": "claude-sonnet-4-6", "max_tokens": 8}, "requests.1.params: model 'claude-sonnet-4-6' is not"),
+            ({"model": "claude-haiku-4-5", "max_tokens": 500}, "requests.1.params: max_tokens 500 is more than"),
+            (
+                {"model": "claude-haiku-4-5", "max_tokens": 8, "tools": [{"type": "web_search_20250305"}]},
+                "requests.1.params: web_search is not allowed",
+            ),
+        ],
+    )
+    def test_each_request_of_a_batch_is_held_to_the_keys_policy(
+        self, restricted: anthropic.Anthropic, simulator: Process, params: dict[str, Any], refusal: str
+    ) -> None:
+        allowed = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
+        requests = [
+            {"custom_id": "fine", "params": allowed},
+            {"custom_id": "not", "params": {**params, "messages": [{"role": "user", "content": "Hi"}]}},
+        ]
+        before = sim_requests(simulator)
+        with pytest.raises(anthropic.PermissionDeniedError) as denied:
+            restricted.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        assert isinstance(denied.value.body, dict)
+        assert denied.value.body["error"]["type"] == "permission_error"
+        assert denied.value.body["error"]["message"].startswith(refusal)
+        assert sim_requests(simulator) == before  # nothing reached Anthropic
+
+        batch = restricted.messages.batches.create(requests=requests[:1])  # type: ignore[arg-type]
+        assert batch.processing_status == "in_progress"
+
+    def test_an_upload_needs_the_files_beta_allowed(self, restricted: anthropic.Anthropic) -> None:
+        with pytest.raises(anthropic.PermissionDeniedError) as denied:
+            restricted.beta.files.upload(file=("a.txt", b"hello", "text/plain"), betas=[BETA])
+        assert isinstance(denied.value.body, dict)
+        assert denied.value.body["error"]["message"] == f"anthropic-beta '{BETA}' is not allowed for this key"

@@ -15,6 +15,10 @@
   budget for interactive calls. Spend budgets are where batch spending is bounded.
 - A batch's creation body is read whole, within `MAX_BODY_BYTES` (Anthropic takes up to 256 MB: raise the bound
   where bigger batches are sent).
+- The key's policy (`policy`) holds for a batch as for `/v1/messages`: each request's model, `max_tokens` and
+  costlier features, and the `anthropic-beta` header, checked before anything reaches Anthropic (403
+  `permission_error` naming the request). Only a key with a policy has its body parsed; the rest of the body is
+  Anthropic's to judge.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from claude_gateway import pricing
 from claude_gateway.batch_usage import ResultsUsage
 from claude_gateway.context import request_context
 from claude_gateway.errors import classify
 from claude_gateway.logs import get_logger
 from claude_gateway.ownership import OwnershipUnavailable
 from claude_gateway.passthrough import call, error_response, json_answer, read_json, relayed_headers
+from claude_gateway.policy import ALLOW_ALL, Policy, PolicyDenied
 from claude_gateway.routes.owned import (
     Owners,
     Relayed,
@@ -108,6 +114,30 @@ _CREATE_BODY: dict[str, Any] = {
 _JSON_LINES = {"application/x-jsonl": {"schema": {"type": "string"}}, "application/binary": {}}
 
 
+def check_policy(body: bytes, policy: Policy, beta_header: str | None) -> None:
+    """Each of the batch's requests as `/v1/messages` checks one (403 on the first refusal). A body that is not a
+    batch is left for Anthropic to refuse."""
+    policy.check_betas(beta_header)
+    try:
+        batch = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    requests = batch.get("requests") if isinstance(batch, dict) else None
+    for index, item in enumerate(requests if isinstance(requests, list) else ()):
+        params = item.get("params") if isinstance(item, dict) else None
+        if not isinstance(params, dict):
+            continue
+        try:
+            model, max_tokens = params.get("model"), params.get("max_tokens")
+            if isinstance(model, str):
+                policy.check_model(model, pricing.active())
+            if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+                policy.check_max_tokens(max_tokens)
+            policy.check_features(params)
+        except PolicyDenied as denied:
+            raise PolicyDenied(f"requests.{index}.params: {denied.message}") from None
+
+
 @router.post(
     BATCHES,
     summary="Create a Message Batch",
@@ -117,6 +147,8 @@ _JSON_LINES = {"application/x-jsonl": {"schema": {"type": "string"}}, "applicati
 )
 async def create_batch(request: Request, relayed: Relayed, ownership: Owners) -> Response:
     body = await request.body()
+    if relayed.client.policy != ALLOW_ALL:
+        check_policy(body, relayed.client.policy, request.headers.get("anthropic-beta"))
     async with relayed.lease(BATCHES, 0):
         response = await call(
             relayed.upstream, "POST", BATCHES, route=BATCHES, client_headers=request.headers, body=body

@@ -9,6 +9,8 @@
   byte is a 408. Anthropic judges the body itself (its multipart shape, its `file` part).
 - A download is streamed back with Anthropic's `content-type`, `content-disposition` and `content-length`.
 - The client's `anthropic-beta` (`files-api-2025-04-14`) and `anthropic-version` pass through, as on every route.
+  A key whose policy lists the betas it may use (`policy`) uploads only with those: its list must allow the Files
+  API's (`files-api-*`).
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ _ANY_CONTENT = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_file(request: Request, relayed: Relayed, ownership: Owners) -> Response:
+    relayed.client.policy.check_betas(request.headers.get("anthropic-beta"))
     limit = relayed.settings.files_max_bytes
     length = declared_length(request)
     if length is not None and length > limit:
