@@ -56,9 +56,13 @@ def upstream_span(method: str, route: str) -> Iterator[Span]:
         yield span
     except BaseException as exc:
         if isinstance(exc, Exception) and span.is_recording():
-            error = classify(exc)
-            span.set_attribute("error.type", type(error).__name__)
-            span.set_status(Status(StatusCode.ERROR, error.message))
+            if isinstance(exc, (GatewayError, HTTPClientError, TimeoutError)):
+                error = classify(exc)
+                span.set_attribute("error.type", type(error).__name__)
+                span.set_status(Status(StatusCode.ERROR, error.message))
+            else:  # the client's side of the call (an upload past its bound, a client gone)
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(Status(StatusCode.ERROR))
         raise
     finally:
         span.end()
