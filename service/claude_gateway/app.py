@@ -20,8 +20,9 @@ from claude_gateway.health import Drain, HealthCheck
 from claude_gateway.jobs import arq_queue, create_job_queue
 from claude_gateway.logs import configure_logging, get_logger
 from claude_gateway.middleware import GatewayMiddleware
+from claude_gateway.ownership import LocalOwnership, RedisOwnership
 from claude_gateway.ratelimit import RateLimiter
-from claude_gateway.routes import analyze, chat, health, messages, ops
+from claude_gateway.routes import analyze, batches, chat, files, health, messages, ops
 from claude_gateway.settings import Settings, load_settings
 from claude_gateway.upstream_client import UpstreamClient
 
@@ -97,6 +98,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
                 jobs=jobs,
                 slots=UpstreamSlots(settings.max_inflight_upstream, settings.backpressure_wait_s),
                 health=health_check,
+                ownership=RedisOwnership(redis) if redis is not None else LocalOwnership(),
             )
         finally:
             await keys.stop_watching()
@@ -154,6 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat_routes = chat.build_routes(settings)
     app.router.routes.extend(chat_routes)
     app.router.routes.extend(messages.routes)
+    app.include_router(batches.router)
+    app.include_router(files.router)
     app.include_router(analyze.router)
     app.include_router(health.router)
     if settings.metrics_enabled:
@@ -177,7 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}])
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, self_bounded=files.SELF_BOUNDED)
     return app
 
 

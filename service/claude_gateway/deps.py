@@ -12,6 +12,7 @@ from claude_gateway.context import RequestContext, request_context
 from claude_gateway.health import HealthCheck
 from claude_gateway.jobs import JobQueue
 from claude_gateway.lease import UpstreamLease
+from claude_gateway.ownership import Ownership
 from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
 from claude_gateway.upstream_client import UpstreamClient
@@ -25,6 +26,8 @@ class State(TypedDict):
     jobs: JobQueue
     slots: UpstreamSlots
     health: HealthCheck
+    # Who created which batch and file (Redis when REDIS_URL is set, else this process).
+    ownership: Ownership
 
 
 async def get_jobs(request: Request) -> JobQueue:

@@ -54,10 +54,25 @@ class BodyTimeout(HTTPException):
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float | None = None) -> None:
+    """`self_bounded`: the (method, path) of requests whose route bounds its own body as it streams it (a file
+    upload, `routes.files`): neither `max_body_bytes` nor the body deadline applies to them here. An answer to one
+    that comes before its body was read to the end (a refusal, or Anthropic's early answer) closes the connection,
+    rather than the server reading and dropping up to `FILES_MAX_BYTES` of it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_s: float | None = None,
+        self_bounded: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = BODY_READ_TIMEOUT_S if body_timeout_s is None else body_timeout_s
+        self.self_bounded = self_bounded
+        # Looked up first: one hash of a string per request, rather than of a tuple.
+        self.self_bounded_paths = frozenset(path for _, path in self_bounded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,6 +122,10 @@ class GatewayMiddleware:
             await send(message)
 
         try:
+            path = scope["path"]
+            if path in self.self_bounded_paths and (scope["method"], path) in self.self_bounded:
+                await _closing_unless_read(self.app, scope, receive, send_wrapper)
+                return
             if content_length > self.max_body_bytes:
                 # Refused from its Content-Length: not one byte of the body is read.
                 await _send_too_large(context, send_wrapper)
@@ -203,6 +222,28 @@ def _settle_cost(context: RequestContext, *, on_span: bool = True) -> Decimal | 
     if on_span and context.cost_usd is not None:
         tracing.record_cost(trace.get_current_span(), _usd_number(context.cost_usd))
     return context.cost_usd
+
+
+async def _closing_unless_read(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run `app`, adding `Connection: close` to an answer that starts before the request body was all read."""
+    body_read = False
+
+    async def tracking_receive() -> Message:
+        nonlocal body_read
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_read = True
+        return message
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and not body_read:
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"connection" for name, _ in headers):
+                headers.append((b"connection", b"close"))
+            message["headers"] = headers
+        await send(message)
+
+    await app(scope, tracking_receive, closing_send)
 
 
 async def _send_too_large(context: RequestContext, send: Send) -> None:

@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     max_tokens_limit: int = Field(default=8192, ge=1)
     max_document_chars: int = Field(default=1_000_000, ge=1)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # The largest `POST /v1/files` body, streamed to Anthropic (MAX_BODY_BYTES does not apply): Anthropic's own
+    # 500 MB file limit, plus a MiB for the multipart framing, so that Anthropic is the judge of any real file.
+    files_max_bytes: int = Field(default=501 * 1024 * 1024, ge=1024)
     max_inflight_upstream: int = Field(default=256, ge=1)
     backpressure_wait_s: float = Field(default=1.0, ge=0)
 
