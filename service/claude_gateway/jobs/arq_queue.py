@@ -31,6 +31,7 @@ from claude_gateway.jobs.constants import (
 )
 from claude_gateway.jobs.interface import JobsUnavailable, JobView, check_document
 from claude_gateway.jobs.keys import job_id, new_task_id
+from claude_gateway.jobs.spend import JobSpend
 from claude_gateway.settings import Settings
 
 # How the API process's connections are named in Redis's CLIENT LIST: an operator can tell them from the workers'.
@@ -86,9 +87,14 @@ class ArqJobQueue:
     def _job(self, client: str, task_id: str) -> Job:
         return Job(job_id(client, task_id), self._redis, _queue_name=QUEUE_NAME, _deserializer=deserialize)
 
-    async def submit(self, *, client: str, document: str, idempotency_key: str | None) -> JobView:
+    async def submit(
+        self, *, client: str, document: str, idempotency_key: str | None, spend: JobSpend | None = None
+    ) -> JobView:
         check_document(document, self._settings)
         task_id = new_task_id(client, idempotency_key)
+        # Only when there is one: a job without it still runs on a worker of an earlier release.
+        wire = spend.to_wire() if spend is not None else None
+        extra: dict[str, Any] = {"reservation": wire} if wire is not None else {}
         with _redis_errors():
             try:
                 job = await self._redis.enqueue_job(
@@ -100,10 +106,13 @@ class ArqJobQueue:
                     _expires=JOB_EXPIRES_S,
                     client=client,
                     trace_context=tracing.inject_context(),
+                    **extra,
                 )
             except SerializationError:  # text JSON cannot carry, such as a lone surrogate
                 raise InvalidRequest("Document is not valid Unicode text") from None
         if job is None:  # ARQ keeps one job per id: this Idempotency-Key's task exists already
+            if spend is not None:
+                await spend.refund()
             return await self.get(client=client, task_id=task_id) or JobView(task_id, "processing")
         metrics.JOBS.labels(status="enqueued").inc()
         return JobView(task_id, "processing")

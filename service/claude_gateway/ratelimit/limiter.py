@@ -339,6 +339,10 @@ class RateLimiter:
         self._answered()
         self._show_settled(reservation.client, charged, counts_after)
 
+    async def record_usage(self, client: str, model: str, usage: Usage, cost: Decimal, *, calls: int) -> None:
+        """Add usage to the client's records without settling anything (a job's, settled apart). Never raises."""
+        await self.settle(TokenReservation(client, 0), usage, model=model, cost=cost, calls=calls)
+
     @staticmethod
     def _show_settled(client: str, charged: Sequence[Charge], counts: Sequence[Any]) -> None:
         for charge, count in zip(charged, counts, strict=False):
