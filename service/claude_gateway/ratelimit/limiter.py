@@ -24,6 +24,7 @@ from claude_gateway.ratelimit.spend import (
     WindowUsage,
     budget_key,
     current_windows,
+    format_usd,
     from_micro_usd,
     to_micro_usd,
 )
@@ -114,7 +115,7 @@ def _budget_slots(client: str, budget: Budget, spend: int, now: float) -> list[S
                 amount=to_micro_usd(amount),
                 period_s=max(1, int(window.ends_at_s - now)) + BUDGET_KEY_GRACE_S,
                 cost=spend,
-                description=f"{'Daily' if window.name == 'day' else 'Monthly'} budget of ${amount:.2f}",
+                description=f"{'Daily' if window.name == 'day' else 'Monthly'} budget of {format_usd(amount)}",
                 calendar=window,
             )
         )

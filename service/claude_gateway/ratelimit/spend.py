@@ -87,6 +87,12 @@ def from_micro_usd(amount: int) -> Decimal:
     return Decimal(amount) / MICRO_USD_PER_USD
 
 
+def format_usd(amount: Decimal) -> str:
+    """A budget as a refusal names it: `$20.00`, `$0.05`, and `$0.001` (never rounded to `$0.00`)."""
+    cents = amount.quantize(Decimal("0.01"))
+    return f"${cents}" if cents == amount else f"${amount.normalize():f}"
+
+
 def budget_key(window: CalendarWindow, client: str) -> str:
     return f"{BUDGET_PREFIX}:{window.name}:{window.period}:{client}"
 

@@ -47,6 +47,7 @@ from redis.asyncio import Redis
 from claude_gateway.ratelimit.script_pipeline import ScriptPipeline
 from claude_gateway.ratelimit.spend import (
     USAGE_FIELDS,
+    USAGE_PREFIX,
     CalendarWindow,
     UsageRecord,
     WindowUsage,
@@ -201,12 +202,13 @@ end
 return reply
 """
 
-# One settlement. KEYS: the n charged windows, then per calendar window its usage hash, models set and clients set.
-# ARGV[1]: the tolerance (ms), ARGV[2]: n, then per window its delta (used - reserved), window end (ms) and period
-# (ms). A refund goes only into the very window that was charged and never below zero: a window that has since reset
-# owes nothing. An over-charge was spent now, so it lands in the current window, opening one if need be, past its
-# limit if need be (the window is then in debt). Then, when usage keys are given: the model, the client, the
-# USAGE_FIELDS counts, and per calendar window the time its keys expire (s). Reply: each window's count after.
+# One settlement. KEYS: the n charged windows. ARGV[1]: the tolerance (ms), ARGV[2]: n, then per window its delta
+# (used - reserved), window end (ms) and period (ms). A refund goes only into the very window that was charged and
+# never below zero: a window that has since reset owes nothing. An over-charge was spent now, so it lands in the
+# current window, opening one if need be, past its limit if need be (the window is then in debt). Then, when there
+# is usage to record: the usage key prefix, the model, the client, the USAGE_FIELDS counts, the number of calendar
+# windows and per window its `<name>:<period>` and the time its keys expire (s); the usage keys (`spend`) are built
+# here rather than sent, to keep a settlement small on the wire. Reply: each window's count after.
 _SETTLE_LUA = """
 local tolerance, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 local time = redis.call('TIME')
@@ -232,16 +234,17 @@ for i = 1, n do
     end
     counts[i] = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
 end
-local usage_keys = #KEYS - n
-if usage_keys > 0 then
-    local at = 3 * n + 3
-    local model, client = ARGV[at], ARGV[at + 1]
+local at = 3 * n + 3
+if #ARGV >= at then
+    local prefix, model, client = ARGV[at], ARGV[at + 1], ARGV[at + 2]
     local fields = {'input', 'output', 'cache_read', 'cache_write', 'cost_micro_usd', 'requests'}
-    for w = 0, usage_keys / 3 - 1 do
-        local hash, models, clients = KEYS[n + 3 * w + 1], KEYS[n + 3 * w + 2], KEYS[n + 3 * w + 3]
-        local expire_at = ARGV[at + 2 + #fields + w]
+    local windows_at = at + 3 + #fields
+    for w = 0, tonumber(ARGV[windows_at]) - 1 do
+        local window, expire_at = ARGV[windows_at + 1 + 2 * w], ARGV[windows_at + 2 + 2 * w]
+        local base = prefix .. window .. ':'
+        local hash, models, clients = base .. client .. ':' .. model, base .. client .. ':models', base .. 'clients'
         for f = 1, #fields do
-            local count = tonumber(ARGV[at + 1 + f])
+            local count = tonumber(ARGV[at + 2 + f])
             if count ~= 0 then
                 redis.call('HINCRBY', hash, fields[f], count)
             end
@@ -296,13 +299,9 @@ class RedisWindows:
             args += [delta, int(charge.window_end), charge.period_s * MS_PER_S]
         usage = settlement.usage
         if usage is not None:
+            args += [f"{USAGE_PREFIX}:", usage.model, usage.client, *usage.counts, len(usage.windows)]
             for window in usage.windows:
-                keys += [
-                    usage_key(window, usage.client, usage.model),
-                    usage_models_key(window, usage.client),
-                    usage_clients_key(window),
-                ]
-            args += [usage.model, usage.client, *usage.counts, *(usage_expires_at_s(w) for w in usage.windows)]
+                args += [f"{window.name}:{window.period}", usage_expires_at_s(window)]
         return self._settle.submit(keys, args)
 
     async def read_usage(self, window: CalendarWindow, client: str | None) -> WindowUsage:
