@@ -223,7 +223,7 @@ async def test_the_budget_rides_in_the_same_round_trip_as_the_limits(make_limite
     )
     settled_trips = await reads() - before - 1
     held = [int(await observer.get(budget_key(current_windows()[0], f"c-{i}")) or 0) for i in range(5)]
-    usage = await observer.hgetall(usage_key(current_windows()[1], "c-0", "claude-haiku-4-5"))  # type: ignore[misc]
+    usage = await observer.hgetall(usage_key(current_windows()[1], "c-0", "claude-haiku-4-5"))
     await observer.aclose()
     assert held == [20 * 15] * 5
     assert usage[b"requests"] == b"20"
