@@ -41,7 +41,8 @@ def body(i: int) -> dict[str, Any]:
 def reservation_usd(request: dict[str, Any]) -> float:
     """What the gateway reserves for `request` (its input estimate and min(max_tokens, TOKEN_RESERVE_OUTPUT))."""
     chars = len(httpx.Request("POST", "/", json=request).content)
-    return estimate_input_tokens(chars) * INPUT_USD + min(request["max_tokens"], RESERVE_OUTPUT) * OUTPUT_USD
+    output: int = min(request["max_tokens"], RESERVE_OUTPUT)
+    return estimate_input_tokens(chars) * INPUT_USD + output * OUTPUT_USD
 
 
 def metric_sum(expositions: Sequence[str], name: str, **labels: str) -> float:
