@@ -14,12 +14,16 @@ from redis.asyncio import Redis
 from claude_gateway.budgets import Budget
 from claude_gateway.ratelimit import LimitExceeded, RateLimiter
 from claude_gateway.ratelimit.spend import (
+    BUDGET_KEY_GRACE_S,
+    USAGE_KEPT_PAST_WINDOW_S,
     budget_key,
     calendar_window,
     current_windows,
     format_usd,
     to_micro_usd,
+    usage_clients_key,
     usage_key,
+    usage_models_key,
 )
 from claude_gateway.usage import Usage
 
@@ -229,3 +233,27 @@ async def test_the_budget_rides_in_the_same_round_trip_as_the_limits(make_limite
     assert usage[b"requests"] == b"20"
     assert admitted_trips <= 5, f"{admitted_trips} round trips for 100 admissions"
     assert settled_trips <= 5, f"{settled_trips} round trips for 100 settlements"
+
+
+async def test_usage_and_budget_keys_expire_after_their_window(make_limiter: MakeLimiter, redis_url: str) -> None:
+    limiter = await make_limiter(redis_url)
+    observer = Redis.from_url(redis_url)
+    reservation = (await limiter.acquire(CLIENT, budget=DAY, spend=100)).reservation
+    await limiter.settle(reservation, Usage(output=3), model="claude-haiku-4-5", cost=Decimal("0.000015"))
+    now = datetime.now(UTC).timestamp()
+    try:
+        for window in current_windows():
+            keep_until = window.ends_at_s + USAGE_KEPT_PAST_WINDOW_S
+            for key in (
+                usage_key(window, CLIENT, "claude-haiku-4-5"),
+                usage_models_key(window, CLIENT),
+                usage_clients_key(window),
+            ):
+                ttl = await observer.ttl(key)
+                assert keep_until - now - 5 <= ttl <= keep_until - now + 1, key
+        budget_ttl = await observer.ttl(day_key())
+        day_end = current_windows()[0].ends_at_s
+        assert day_end - now - 5 <= budget_ttl <= day_end - now + BUDGET_KEY_GRACE_S + 1
+        assert budget_ttl > day_end - now  # it outlives its window by the grace period
+    finally:
+        await observer.aclose()

@@ -20,6 +20,7 @@ window ends, usage keys USAGE_KEPT_PAST_WINDOW_S after it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -72,10 +73,18 @@ def calendar_window(name: WindowName, now: datetime) -> CalendarWindow:
     return CalendarWindow("month", start.strftime("%Y-%m"), end)
 
 
+_current: tuple[CalendarWindow, ...] = ()
+
+
 def current_windows(now: datetime | None = None) -> tuple[CalendarWindow, ...]:
-    """Today and this month (UTC)."""
-    moment = now or datetime.now(UTC)
-    return tuple(calendar_window(name, moment) for name in CALENDAR_WINDOWS)
+    """Today and this month (UTC). Without `now`, worked out once a day: every admission and settlement asks."""
+    global _current
+    if now is None:
+        if _current and time.time() < _current[0].ends_at_s:
+            return _current
+        _current = tuple(calendar_window(name, datetime.now(UTC)) for name in CALENDAR_WINDOWS)
+        return _current
+    return tuple(calendar_window(name, now) for name in CALENDAR_WINDOWS)
 
 
 def to_micro_usd(amount: Decimal) -> int:

@@ -249,11 +249,14 @@ if #ARGV >= at then
                 redis.call('HINCRBY', hash, fields[f], count)
             end
         end
-        redis.call('SADD', models, model)
-        redis.call('SADD', clients, client)
-        redis.call('EXPIREAT', hash, expire_at)
-        redis.call('EXPIREAT', models, expire_at)
-        redis.call('EXPIREAT', clients, expire_at)
+        -- A window's keys all expire at its end (plus a week): set once, when the set first names the member.
+        if redis.call('SADD', models, model) == 1 then
+            redis.call('EXPIREAT', hash, expire_at)
+            redis.call('EXPIREAT', models, expire_at)
+        end
+        if redis.call('SADD', clients, client) == 1 then
+            redis.call('EXPIREAT', clients, expire_at)
+        end
     end
 end
 return counts
