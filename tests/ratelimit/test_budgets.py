@@ -11,6 +11,7 @@ import pytest
 from limits import parse_many
 from redis.asyncio import Redis
 
+from claude_gateway import errors
 from claude_gateway.budgets import Budget
 from claude_gateway.ratelimit import LimitExceeded, RateLimiter
 from claude_gateway.ratelimit.spend import (
@@ -28,7 +29,7 @@ from claude_gateway.ratelimit.spend import (
 from claude_gateway.usage import Usage
 
 from .conftest import MakeLimiter
-from .support import sample
+from .support import RedisServer, sample
 
 CLIENT = "budgeted"
 OTHER = "unbudgeted"
@@ -257,3 +258,27 @@ async def test_usage_and_budget_keys_expire_after_their_window(make_limiter: Mak
         assert budget_ttl > day_end - now  # it outlives its window by the grace period
     finally:
         await observer.aclose()
+
+
+class TestRedisOutage:
+    """Budgets follow RATE_LIMIT_FAIL_MODE as the limits do (Redis killed: connections refused)."""
+
+    async def test_fail_open_holds_budgets_per_process(
+        self, make_limiter: MakeLimiter, outage_redis: RedisServer
+    ) -> None:
+        limiter = await make_limiter(outage_redis.url, redis_timeout_s=0.3)
+        await limiter.acquire("warm-up", budget=DAY, spend=1)
+        outage_redis.kill()
+        reservation = (await limiter.acquire(CLIENT, budget=DAY, spend=BUDGET_MICRO)).reservation
+        await limiter.settle(reservation, Usage(output=1), model="claude-haiku-4-5", cost=Decimal("0.05"))
+        with pytest.raises(LimitExceeded) as refused:
+            await limiter.acquire(CLIENT, budget=DAY, spend=1)
+        assert refused.value.limit == "budget"
+        assert await limiter.read_usage(current_windows()[0], CLIENT) != {}  # recorded in this process meanwhile
+
+    async def test_fail_closed_answers_503(self, make_limiter: MakeLimiter, outage_redis: RedisServer) -> None:
+        limiter = await make_limiter(outage_redis.url, redis_timeout_s=0.3, rate_limit_fail_mode="closed")
+        await limiter.acquire("warm-up", budget=DAY, spend=1)
+        outage_redis.kill()
+        with pytest.raises(errors.Overloaded):
+            await limiter.acquire(CLIENT, budget=DAY, spend=1)
