@@ -6,6 +6,7 @@ with /metrics and its admin view is an admin key's only; /analyze reserves its p
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -391,3 +392,12 @@ class TestAnalyzePaysItsWay:
         spent_tokens = day["total"]["input_tokens"] + day["total"]["output_tokens"]
         follow_reserved = 100_000 - int(follow.headers["x-ratelimit-remaining-tokens"]) - spent_tokens
         assert 1024 < follow_reserved < held_tokens  # the first job's window holds what it spent, not what it held
+
+
+def test_without_redis_the_start_up_warning_says_budgets_hold_per_process(
+    make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="claude_gateway.app"):
+        make_gateway()
+    warnings = [record.getMessage() for record in caplog.records if record.name == "claude_gateway.app"]
+    assert any("spend budgets" in text and "this process only" in text for text in warnings), warnings
