@@ -141,6 +141,26 @@ def _quotas(slots: Sequence[Slot], states: Sequence[SlotState], kind: LimitKind,
     ]
 
 
+def _budget_refusal(
+    client: str, too_big: Slot | None, spent: Sequence[Slot], headers: LimitHeaders, now: float
+) -> LimitExceeded:
+    """429 for a budget: one this request could never fit (`too_big`), else a spent one (the month's when both are:
+    it resets last). Either way an SDK's retry is futile: `x-should-retry: false`."""
+    metrics.RATE_LIMITED.labels(client=client, limit="budget").inc()
+    slot = too_big or max(spent, key=lambda budget: budget.calendar.ends_at_s if budget.calendar else 0.0)
+    resets_at = slot.calendar.ends_at_s if slot.calendar is not None else now
+    resets_at_text = slot.calendar.resets_at_text if slot.calendar is not None else "the end of its window"
+    if too_big is not None:
+        message = (
+            f"This request may cost up to ${from_micro_usd(slot.cost):.4f}, more than this key's "
+            f"{slot.description[0].lower()}{slot.description[1:]} allows: lower max_tokens or shorten the input"
+        )
+    else:
+        message = f"{slot.description} for this key is spent; it resets at {resets_at_text}"
+    wait_s = errors.retry_after_seconds(resets_at, now)
+    return LimitExceeded("budget", message, headers=refusal_headers(headers, wait_s, retryable=False))
+
+
 def _refusal(client: str, slots: Sequence[Slot], outcome: Outcome, headers: LimitHeaders, now: float) -> LimitExceeded:
     refused = [
         (slot, Quota.of(slot.amount, state.used, _reset_at(slot, state, now), now))
@@ -152,22 +172,8 @@ def _refusal(client: str, slots: Sequence[Slot], outcome: Outcome, headers: Limi
     too_big = [slot for slot, _ in refused if slot.cost > slot.amount]
     # Then a spent budget: it lasts until its calendar window ends, whatever a shorter limit says.
     budgets = [slot for slot, _ in refused if slot.kind == "budget"]
-    if too_big and too_big[0].kind == "budget":
-        slot = too_big[0]
-        message = (
-            f"This request may cost up to ${from_micro_usd(slot.cost):.4f}, more than this key's "
-            f"{slot.description[0].lower()}{slot.description[1:]} allows: lower max_tokens or shorten the input"
-        )
-        metrics.RATE_LIMITED.labels(client=client, limit="budget").inc()
-        return LimitExceeded("budget", message, headers=refusal_headers(headers, retry_after_s, retryable=False))
-    if budgets and not too_big:
-        # The window that resets last binds: with both spent, the month's.
-        slot = max(budgets, key=lambda budget: budget.calendar.ends_at_s if budget.calendar else 0.0)
-        assert slot.calendar is not None
-        message = f"{slot.description} for this key is spent; it resets at {slot.calendar.resets_at_text}"
-        metrics.RATE_LIMITED.labels(client=client, limit="budget").inc()
-        wait_s = errors.retry_after_seconds(slot.calendar.ends_at_s, now)
-        return LimitExceeded("budget", message, headers=refusal_headers(headers, wait_s, retryable=False))
+    if (too_big and too_big[0].kind == "budget") or (budgets and not too_big):
+        return _budget_refusal(client, too_big[0] if too_big else None, budgets, headers, now)
     requests_refused = any(slot.kind == "requests" for slot, _ in refused)
     kind: LimitKind = "requests" if requests_refused and not too_big else "tokens"
     if too_big:

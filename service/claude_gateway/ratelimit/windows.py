@@ -21,6 +21,9 @@ Keys (`window_key`), one string counter per limit and client, expiring with its 
     claude-gateway:rl:LIMITER/<kind>/<client name>/<amount>/<multiples>/<unit>
     e.g. claude-gateway:rl:LIMITER/tokens/billing-service/200000/1/minute
 
+Budget counters and usage records (`spend`, which documents their keys) ride in the same scripts: a budget is one
+more window to check and charge, whose key names its calendar window's date; a settlement also records usage.
+
 A client is named by its name, never by its key. The layout is the one earlier releases wrote through
 `limits`' storage, kept so that old and new pods count into the same windows during a rolling upgrade.
 
