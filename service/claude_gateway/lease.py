@@ -1,10 +1,11 @@
 """What one upstream call holds while it runs: its place in the client's limits, and an upstream slot.
 
-`UpstreamLease.acquire()` first admits the request against the client's request and token limits in one round trip
-(all or nothing: a request refused for its tokens is not counted as a request), reserving its worst-case token cost,
-then takes an upstream slot (a client over its limits never occupies one). `release()` gives the slot back and
-settles the reservation to the usage the call reports, refunding what was not spent, before the answer is complete
-(the client's next request must see its refund). A whole answer holds its lease in an `async with` block; a streamed
+`UpstreamLease.acquire()` first admits the request against the client's request and token limits and spend budgets
+in one round trip (all or nothing: a request refused for its tokens or budget is not counted as a request), holding
+its `Reservation`, then takes an upstream slot (a client over its limits never occupies one). `release()` gives the
+slot back and settles the reservation to the usage and cost the call reports (refunding what was not spent, charging
+what was spent beyond) and records the usage for `GET /v1/gateway/usage`, before the answer is complete (the
+client's next request must see its refund). A whole answer holds its lease in an `async with` block; a streamed
 answer outlives its handler, and the stream's end releases it (`start_stream`, `finish_stream`).
 
 A plain object rather than an `asynccontextmanager`: a stream holds its lease for its whole life, thousands at once,
