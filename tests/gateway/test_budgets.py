@@ -402,3 +402,24 @@ def test_without_redis_the_start_up_warning_says_budgets_hold_per_process(
         make_gateway()
     warnings = [record.getMessage() for record in caplog.records if record.name == "claude_gateway.app"]
     assert any("spend budgets" in text and "this process only" in text for text in warnings), warnings
+
+
+async def test_a_job_cancelled_on_its_worker_gives_back_its_reservation(
+    make_gateway: MakeGateway, keys: Keys, redis_url: str, worker_process: Process, simulator: Process
+) -> None:
+    _, key = keys.add(budget_usd={"day": 1})
+    gateway = make_gateway(api_keys_file=str(keys.path), redis_url=redis_url)
+    upstream_before = await sim_requests(simulator)
+    async with httpx.AsyncClient(base_url=gateway.url, headers={"X-API-Key": key}) as http:
+        task = (await http.post("/analyze", json={"document": "slow [[sim:ttft_ms=10000]]"})).json()
+        held = (await http.get("/v1/gateway/usage")).json()["windows"]["day"]["remaining_usd"]
+        deadline = time.monotonic() + DEADLINE_S
+        while await sim_requests(simulator) == upstream_before:  # the worker's call is under way
+            assert time.monotonic() < deadline, "the worker never called the simulator"
+            await asyncio.sleep(0.05)
+        assert (await http.delete(f"/analyze/{task['task_id']}")).status_code == 200
+        while (remaining := (await http.get("/v1/gateway/usage")).json()["windows"]["day"]["remaining_usd"]) < 1:
+            assert time.monotonic() < deadline, f"the reservation was not given back: {remaining}"
+            await asyncio.sleep(0.05)
+    assert held < 1
+    assert remaining == 1

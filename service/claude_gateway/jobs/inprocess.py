@@ -21,6 +21,7 @@ from claude_gateway.jobs.keys import job_id, new_task_id
 from claude_gateway.jobs.spend import JobSpend
 from claude_gateway.jobs.summarise import MemoryParts
 from claude_gateway.jobs.timeouts import job_timeout_s
+from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
 from claude_gateway.upstream_client import UpstreamClient
 
@@ -85,7 +86,8 @@ class InProcessJobQueue:
         task = self._live(job_id(client, task_id))
         return None if task is None else task.view()
 
-    async def cancel(self, *, client: str, task_id: str) -> bool:
+    async def cancel(self, *, client: str, task_id: str, limiter: RateLimiter | None = None) -> bool:
+        # The runner settles its own reservation however it ends (`limiter` is for ARQ jobs that never ran).
         task = self._live(job_id(client, task_id))
         if task is None or task.status != "processing" or task.runner is None:
             return False

@@ -11,6 +11,7 @@ from claude_gateway.settings import Settings
 
 if TYPE_CHECKING:
     from claude_gateway.jobs.spend import JobSpend
+    from claude_gateway.ratelimit import RateLimiter
 
 JobStatus = Literal["processing", "complete", "failed"]
 
@@ -37,8 +38,9 @@ class JobQueue(Protocol):
         """The task, or None when it is unknown, expired, or another client's."""
         ...
 
-    async def cancel(self, *, client: str, task_id: str) -> bool:
-        """Cancel a queued or running task; False when it is unknown, another client's, or already finished."""
+    async def cancel(self, *, client: str, task_id: str, limiter: RateLimiter | None = None) -> bool:
+        """Cancel a queued or running task; False when it is unknown, another client's, or already finished. A task
+        cancelled before it ever ran gives back what it reserved through `limiter`."""
         ...
 
     async def queued(self) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 
 from claude_gateway import metrics
 from claude_gateway.jobs.constants import CHUNK_CHARS, SUMMARY_MAX_CHARS, SUMMARY_MAX_TOKENS
-from claude_gateway.jobs.summarise import SPENT_FIELDS, SYSTEM_PROMPT, PartStore, split_document
+from claude_gateway.jobs.summarise import SPENT_FIELDS, SYSTEM_PROMPT, PartStore, RedisParts, split_document
 from claude_gateway.lease import Reservation, estimate_input_tokens
 from claude_gateway.ratelimit import RateLimiter, TokenReservation
 from claude_gateway.ratelimit.spend import to_micro_usd
@@ -144,6 +144,20 @@ class JobSpend:
 
     async def settle(self, parts: PartStore, *, client: str) -> None:
         await settle_job(self.limiter, self.reservation, parts, client=client, model=self.model)
+
+
+async def refund_unstarted(limiter: RateLimiter, wire: dict[str, Any] | None, parts: RedisParts) -> None:
+    """An ARQ job aborted: give its reservation back unless it started (then its worker settles it, having seen
+    the cancellation). Never raises."""
+    if not wire:
+        return
+    try:
+        if await parts.started():
+            return
+    except Exception as exc:
+        logger.warning("could not tell whether an aborted job ran (%s): its reservation is kept", type(exc).__name__)
+        return
+    await limiter.settle(from_wire(wire, limiter), 0)
 
 
 # The worker's limiter over its Redis client, made on the first job that settles and kept in ARQ's ctx.

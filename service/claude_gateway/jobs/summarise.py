@@ -142,6 +142,20 @@ class RedisParts:
             pipe.hincrby(self._key, f"{LEDGER_PREFIX}spent:{name}", getattr(usage, name))
         pipe.hincrby(self._key, f"{LEDGER_PREFIX}spent:calls", 1)
 
+    async def mark_started(self) -> None:
+        """The job's function has begun: from now on its worker settles it, and an abort is not refunded by the API."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key, f"{LEDGER_PREFIX}started", "1")
+                pipe.expire(self._key, PARTS_TTL_S)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            metrics.REDIS_ERRORS.labels(operation="jobs").inc()
+            logger.warning("could not mark a job started in Redis (%s); going on without", type(exc).__name__)
+
+    async def started(self) -> bool:
+        return bool(await self._redis.hexists(self._key, f"{LEDGER_PREFIX}started"))  # type: ignore[misc]
+
     async def ledger(self) -> dict[str, int]:
         """The job's spend ledger (raises on Redis trouble: the caller decides)."""
         stored = await self._redis.hgetall(self._key)  # type: ignore[misc]

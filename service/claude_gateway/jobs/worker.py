@@ -63,6 +63,7 @@ async def analyze_document(
     """
     settings: Settings = ctx["settings"]
     parts = RedisParts(ctx["redis"], parts_key(ctx["job_id"]))
+    await parts.mark_started()  # an abort from now on is settled here, not by the API
     try:
         result = await run_attempt(
             ctx["upstream"],

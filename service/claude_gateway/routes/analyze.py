@@ -80,8 +80,8 @@ async def status(task_id: TaskId, client: Client, jobs: Jobs) -> JSONResponse:
 
 
 @router.delete("/analyze/{task_id}", responses=_ERRORS)
-async def cancel(task_id: TaskId, client: Client, jobs: Jobs) -> JSONResponse:
+async def cancel(request: Request, task_id: TaskId, client: Client, jobs: Jobs) -> JSONResponse:
     """Cancel a queued or running task of this client."""
-    if not await jobs.cancel(client=client.name, task_id=task_id):
+    if not await jobs.cancel(client=client.name, task_id=task_id, limiter=request.state.limiter):
         raise NotFound("Task not found")
     return JSONResponse({"task_id": task_id, "status": "cancelled"})
