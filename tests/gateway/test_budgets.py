@@ -377,6 +377,18 @@ class TestAnalyzePaysItsWay:
         assert after["remaining_usd"] == 1  # and given back: it spent nothing
         assert after["spent_usd"] == 0
 
+    async def test_a_failed_job_gives_back_what_it_did_not_spend(self, make_gateway: MakeGateway, keys: Keys) -> None:
+        _, key = keys.add(budget_usd={"day": 1})
+        gateway = make_gateway(api_keys_file=str(keys.path))
+        async with httpx.AsyncClient(base_url=gateway.url, headers={"X-API-Key": key}) as http:
+            task = (await http.post("/analyze", json={"document": "refused [[sim:fault=bad_request]]"})).json()
+            assert (await wait_for_task(http, task["task_id"]))["status"] == "failed"
+            deadline = time.monotonic() + DEADLINE_S
+            while (day := (await http.get("/v1/gateway/usage")).json()["windows"]["day"])["remaining_usd"] < 1:
+                assert time.monotonic() < deadline, f"the failed job's reservation was not given back: {day}"
+                await asyncio.sleep(0.05)
+        assert day["spent_usd"] == 0
+
     async def test_a_worker_settles_the_job_it_ran(
         self, make_gateway: MakeGateway, keys: Keys, redis_url: str, worker_process: Process
     ) -> None:
