@@ -377,6 +377,21 @@ class TestAnalyzePaysItsWay:
         assert after["remaining_usd"] == 1  # and given back: it spent nothing
         assert after["spent_usd"] == 0
 
+    async def test_a_resubmitted_idempotent_job_holds_once(self, make_gateway: MakeGateway, keys: Keys) -> None:
+        _, key = keys.add(budget_usd={"day": 1})
+        gateway = make_gateway(api_keys_file=str(keys.path))
+        headers = {"X-API-Key": key, "Idempotency-Key": "report-1"}
+        body = {"document": "slow [[sim:ttft_ms=5000]]"}
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as http:
+            first = (await http.post("/analyze", json=body)).json()
+            held_once = (await http.get("/v1/gateway/usage")).json()["windows"]["day"]["remaining_usd"]
+            again = (await http.post("/analyze", json=body)).json()
+            held_after = (await http.get("/v1/gateway/usage")).json()["windows"]["day"]["remaining_usd"]
+            await http.delete(f"/analyze/{first['task_id']}")
+        assert again["task_id"] == first["task_id"]
+        assert held_once < 1
+        assert held_after == held_once  # the second submission's reservation was given back at once
+
     async def test_a_failed_job_gives_back_what_it_did_not_spend(self, make_gateway: MakeGateway, keys: Keys) -> None:
         _, key = keys.add(budget_usd={"day": 1})
         gateway = make_gateway(api_keys_file=str(keys.path))
