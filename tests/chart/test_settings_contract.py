@@ -29,7 +29,6 @@ PENDING_SETTINGS = {
     "METRICS_PORT",
     "FORWARDED_ALLOW_IPS",
     "WORKER_HEARTBEAT_FILE",
-    "TOKEN_RESERVE_OUTPUT",
     "COUNT_TOKENS_RATE_LIMIT",
 }
 SETTINGS_VARIABLES = {name.upper() for name in Settings.model_fields}
