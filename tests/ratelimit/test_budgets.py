@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from claude_gateway import errors
 from claude_gateway.budgets import Budget
 from claude_gateway.ratelimit import LimitExceeded, RateLimiter
+from claude_gateway.ratelimit.limiter import _BudgetGauges
 from claude_gateway.ratelimit.spend import (
     BUDGET_KEY_GRACE_S,
     USAGE_KEPT_PAST_WINDOW_S,
@@ -26,6 +27,7 @@ from claude_gateway.ratelimit.spend import (
     usage_key,
     usage_models_key,
 )
+from claude_gateway.ratelimit.windows import Charge
 from claude_gateway.usage import Usage
 
 from .conftest import MakeLimiter
@@ -282,3 +284,18 @@ class TestRedisOutage:
         outage_redis.kill()
         with pytest.raises(errors.Overloaded):
             await limiter.acquire(CLIENT, budget=DAY, spend=1)
+
+
+def test_a_budget_ratio_goes_to_zero_when_its_window_ends() -> None:
+    gauges = _BudgetGauges()
+    gauges.roll()
+    day = current_windows()[0]
+    charge = Charge(day_key("gauge-client"), 60, 0.0, "budget", BUDGET_MICRO, day)
+    gauges.show("gauge-client", charge, BUDGET_MICRO)
+    assert sample("claude_gateway_budget_used_ratio", {"client": "gauge-client", "window": "day"}) == 1
+    gauges._periods["day"] = "2000-01-01"  # as if the process last saw yesterday: the next admission rolls over
+    gauges.roll()
+    assert sample("claude_gateway_budget_used_ratio", {"client": "gauge-client", "window": "day"}) == 0
+    yesterday = calendar_window("day", datetime(2000, 1, 1, tzinfo=UTC))
+    gauges.show("gauge-client", Charge("k", 60, 0.0, "budget", BUDGET_MICRO, yesterday), BUDGET_MICRO * 2)
+    assert sample("claude_gateway_budget_used_ratio", {"client": "gauge-client", "window": "day"}) == 0

@@ -127,10 +127,36 @@ def _reset_at(slot: Slot, state: SlotState, now: float) -> float:
     return slot.calendar.ends_at_s if slot.calendar is not None else now + state.reset_in_s
 
 
-def _show_budget_use(client: str, slot: Slot | Charge, count: int) -> None:
-    """`claude_gateway_budget_used_ratio{client,window}`: what the window holds (spent, reserved, or in debt)."""
-    if slot.calendar is not None and slot.amount > 0:
-        metrics.BUDGET_USED_RATIO.labels(client=client, window=slot.calendar.name).set(count / slot.amount)
+class _BudgetGauges:
+    """`claude_gateway_budget_used_ratio{client,window}`: what each budget's current window holds (spent, reserved,
+    or in debt) over its amount. When a calendar window ends, the ratios this process showed for it go to 0 (the new
+    window holds nothing yet), so that an exhausted budget's alert does not outlive its window."""
+
+    def __init__(self) -> None:
+        self._shown: set[tuple[str, str]] = set()
+        self._periods: dict[str, str] = {}
+
+    def roll(self) -> None:
+        """Called on every admission: cheap, as the current windows are worked out once a day."""
+        for window in current_windows():
+            previous = self._periods.get(window.name)
+            if previous == window.period:
+                continue
+            self._periods[window.name] = window.period
+            if previous is not None:
+                for client, name in self._shown:
+                    if name == window.name:
+                        metrics.BUDGET_USED_RATIO.labels(client=client, window=name).set(0)
+
+    def show(self, client: str, slot: Slot | Charge, count: int) -> None:
+        calendar = slot.calendar
+        if calendar is None or slot.amount <= 0 or self._periods.get(calendar.name) != calendar.period:
+            return  # not a budget, or a window that has ended since its reservation was made
+        self._shown.add((client, calendar.name))
+        metrics.BUDGET_USED_RATIO.labels(client=client, window=calendar.name).set(count / slot.amount)
+
+
+_budget_gauges = _BudgetGauges()
 
 
 def _quotas(slots: Sequence[Slot], states: Sequence[SlotState], kind: LimitKind, now: float) -> list[Quota]:
@@ -262,6 +288,7 @@ class RateLimiter:
         and `spend` micro-USD against the key's budgets (a request refused for one is not counted by the others).
         A key with a budget is checked against it even when `spend` is 0 (an unpriced model): a spent budget
         refuses everything."""
+        _budget_gauges.roll()
         now = time.time()
         slots = _slots("requests", client, requests, REQUEST_COST)
         if cost > 0:
@@ -277,7 +304,7 @@ class RateLimiter:
             tokens=tightest(_quotas(slots, outcome.states, "tokens", now)),
         )
         for slot, state in zip(slots, outcome.states, strict=True):
-            _show_budget_use(client, slot, state.used)
+            _budget_gauges.show(client, slot, state.used)
         if not outcome.admitted:
             raise _refusal(client, slots, outcome, headers, now)
         charges = tuple(
@@ -353,7 +380,7 @@ class RateLimiter:
     @staticmethod
     def _show_settled(client: str, charged: Sequence[Charge], counts: Sequence[Any]) -> None:
         for charge, count in zip(charged, counts, strict=False):
-            _show_budget_use(client, charge, int(count))
+            _budget_gauges.show(client, charge, int(count))
 
     def _current_windows(self) -> Windows | None:
         """Where a settlement that charged nothing records its usage: Redis, or memory while Redis is down (in
