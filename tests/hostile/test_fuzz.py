@@ -41,6 +41,7 @@ OPERATIONS = {
     "POST /analyze": True,
     "GET /analyze/{task_id}": True,
     "DELETE /analyze/{task_id}": True,
+    "GET /v1/gateway/usage": True,
     # No input to corrupt: positive only.
     "GET /health/live": False,
     "GET /health/ready": False,

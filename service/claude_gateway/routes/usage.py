@@ -57,6 +57,24 @@ _FIELD_NAMES = {
 
 router = APIRouter(tags=["gateway"])
 
+# Errors here take Anthropic's shape, as everywhere under /v1/ (the middleware decides by path).
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": "Error", "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    for status in (400, 401, 403, 422, 503)
+}
+
 
 class AdminKeyRequired(ClientError):
     """Every key's usage, asked for with a client key."""
@@ -111,7 +129,7 @@ async def _client_view(
     return {"windows": windows}
 
 
-@router.get(PATH)
+@router.get(PATH, responses=_ERRORS)
 async def usage(
     request: Request,
     all_keys: Annotated[bool, Query(alias="all", description="every key's usage (admin keys only)")] = False,
