@@ -22,7 +22,7 @@ from claude_gateway.logs import configure_logging, get_logger
 from claude_gateway.middleware import GatewayMiddleware
 from claude_gateway.ownership import LocalOwnership, RedisOwnership
 from claude_gateway.ratelimit import RateLimiter
-from claude_gateway.routes import analyze, batches, chat, files, health, messages, ops
+from claude_gateway.routes import analyze, batches, chat, files, health, messages, ops, usage
 from claude_gateway.settings import Settings, load_settings
 from claude_gateway.upstream_client import UpstreamClient
 
@@ -61,7 +61,10 @@ def _startup_notes(settings: Settings, keys: KeyStore) -> None:
     if settings.redis_url is None:
         # Nothing to be down: the gauge would otherwise read 0 and show Redis as down on the dashboard.
         metrics.REDIS_UP.set(1)
-        log.warning("no REDIS_URL: rate limits are held in this process only (one worker, no restarts)")
+        log.warning(
+            "no REDIS_URL: rate limits, spend budgets and usage records are held in this process only "
+            "(one worker, no restarts)"
+        )
     if settings.anthropic_api_key is None:
         log.warning("no ANTHROPIC_API_KEY: upstream calls carry a placeholder key (fine for the simulator only)")
     if len(keys) == 0:
@@ -156,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat_routes = chat.build_routes(settings)
     app.router.routes.extend(chat_routes)
     app.router.routes.extend(messages.routes)
+    app.include_router(usage.router)
     app.include_router(batches.router)
     app.include_router(files.router)
     app.include_router(analyze.router)

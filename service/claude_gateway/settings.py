@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     rate_limit: RateLimits = Field(default_factory=lambda: parse_limits("10/minute"))
     token_rate_limit: RateLimits = Field(default_factory=list)
     rate_limit_fail_mode: Literal["open", "closed"] = "open"
+    # Output tokens a request reserves against token limits and budgets before it runs: min(max_tokens, this); the
+    # reservation is settled to the real usage after, and a window may go into debt. 4096 covers a typical answer
+    # (a chat reply, an agent's tool call or edit: a few hundred to a few thousand tokens) so most requests settle
+    # by a refund, while an agent client's max_tokens of 32k-128k no longer holds 128k tokens per request.
+    token_reserve_output: int = Field(default=4096, ge=1)
 
     # -- spend
     prices_file: Annotated[PricesFile | None, BeforeValidator(parse_prices_file)] = None

@@ -54,6 +54,7 @@ OPERATIONS = {
     "GET /v1/files/{file_id}": False,
     "DELETE /v1/files/{file_id}": False,
     "GET /v1/files/{file_id}/content": False,
+    "GET /v1/gateway/usage": True,
     # No input to corrupt: positive only.
     "GET /health/live": False,
     "GET /health/ready": False,

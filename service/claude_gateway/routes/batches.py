@@ -33,6 +33,7 @@ from claude_gateway import pricing
 from claude_gateway.batch_usage import ResultsUsage
 from claude_gateway.context import request_context
 from claude_gateway.errors import classify
+from claude_gateway.lease import NOTHING_RESERVED
 from claude_gateway.logs import get_logger
 from claude_gateway.ownership import OwnershipUnavailable
 from claude_gateway.passthrough import call, error_response, json_answer, read_json, relayed_headers
@@ -77,7 +78,7 @@ async def _batch_call(
 ) -> Response:
     """A call on the caller's own batch answering one batch object, relayed with its `results_url` on the gateway.
     The lease comes first: a request for another key's batch counts against the limits like any other."""
-    async with relayed.lease(route, 0):
+    async with relayed.lease(route, NOTHING_RESERVED):
         await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))
         path = api_path(route, batch_id=batch_id)
         response = await call(relayed.upstream, method, path, route=route, client_headers=request.headers)
@@ -149,7 +150,7 @@ async def create_batch(request: Request, relayed: Relayed, ownership: Owners) ->
     body = await request.body()
     if relayed.client.policy != ALLOW_ALL:
         check_policy(body, relayed.client.policy, request.headers.get("anthropic-beta"))
-    async with relayed.lease(BATCHES, 0):
+    async with relayed.lease(BATCHES, NOTHING_RESERVED):
         response = await call(
             relayed.upstream, "POST", BATCHES, route=BATCHES, client_headers=request.headers, body=body
         )
@@ -186,7 +187,7 @@ async def list_batches(request: Request, relayed: Relayed, ownership: Owners) ->
         headers.update(relayed_headers(response))
         return (await read_json(response))[1]
 
-    async with relayed.lease(BATCHES, 0):
+    async with relayed.lease(BATCHES, NOTHING_RESERVED):
         page = await owned_page(fetch, request.url.query, ownership, "batch", relayed.client, scan=True)
     if isinstance(page, Response):
         return page
@@ -206,7 +207,7 @@ async def cancel_batch(batch_id: str, request: Request, relayed: Relayed, owners
 
 @router.delete(BATCH, summary="Delete a Message Batch", response_class=Response, responses=responses("Deleted"))
 async def delete_batch(batch_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    async with relayed.lease(BATCH, 0):
+    async with relayed.lease(BATCH, NOTHING_RESERVED):
         await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))
         response = await call(
             relayed.upstream, "DELETE", api_path(BATCH, batch_id=batch_id), route=BATCH, client_headers=request.headers
@@ -225,7 +226,7 @@ async def delete_batch(batch_id: str, request: Request, relayed: Relayed, owners
     responses=responses("The results, one JSON object a line", _JSON_LINES),
 )
 async def batch_results(batch_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    lease = relayed.lease(RESULTS, 0)
+    lease = relayed.lease(RESULTS, NOTHING_RESERVED)
     await lease.acquire()
     try:
         await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))

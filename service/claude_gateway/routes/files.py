@@ -26,6 +26,7 @@ from starlette.responses import Response
 from claude_gateway.context import request_context
 from claude_gateway.errors import InvalidRequest, classify
 from claude_gateway.http_client import StreamedBody
+from claude_gateway.lease import NOTHING_RESERVED
 from claude_gateway.logs import get_logger
 from claude_gateway.middleware import BodyTimeout, BodyTooLarge
 from claude_gateway.ownership import OwnershipUnavailable
@@ -124,7 +125,7 @@ async def upload_file(request: Request, relayed: Relayed, ownership: Owners) -> 
     if length is not None and length > limit:
         raise BodyTooLarge()  # refused from its Content-Length: not one byte read
     body = UploadBody(request, limit)
-    async with relayed.lease(FILES, 0):
+    async with relayed.lease(FILES, NOTHING_RESERVED):
         response = await call(
             relayed.upstream,
             "POST",
@@ -164,7 +165,7 @@ async def list_files(request: Request, relayed: Relayed, ownership: Owners) -> R
         headers.update(relayed_headers(response))
         return (await read_json(response))[1]
 
-    async with relayed.lease(FILES, 0):
+    async with relayed.lease(FILES, NOTHING_RESERVED):
         page = await owned_page(fetch, request.url.query, ownership, "file", relayed.client, scan=False)
     if isinstance(page, Response):
         return page
@@ -176,7 +177,7 @@ async def _file_call(
 ) -> Response:
     """A call on the caller's own file, relayed as it came. The lease comes first: a request for another key's
     file counts against the limits like any other."""
-    async with relayed.lease(route, 0):
+    async with relayed.lease(route, NOTHING_RESERVED):
         await require_owner(ownership, "file", file_id, relayed.client, not_found(file_id))
         path = api_path(route, file_id=file_id)
         response = await call(relayed.upstream, method, path, route=route, client_headers=request.headers)
@@ -206,7 +207,7 @@ async def delete_file(file_id: str, request: Request, relayed: Relayed, ownershi
     responses=responses("The file's bytes, with its content type", _ANY_CONTENT),
 )
 async def file_content(file_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    lease = relayed.lease(CONTENT, 0)
+    lease = relayed.lease(CONTENT, NOTHING_RESERVED)
     await lease.acquire()
     try:
         await require_owner(ownership, "file", file_id, relayed.client, not_found(file_id))

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from claude_gateway import pricing
 from claude_gateway.deps import relay_call
 from claude_gateway.errors import InvalidRequest
-from claude_gateway.lease import estimate_input_tokens, overhead_header, start_stream, stream_response
+from claude_gateway.lease import Reservation, overhead_header, start_stream, stream_response
 from claude_gateway.relay import (
     AnthropicStream,
     complete,
@@ -124,7 +124,7 @@ async def create_message(request: Request) -> Response:
     client.policy.check_messages_request(
         parsed, model, max_tokens, request.headers.get("anthropic-beta"), pricing.active()
     )
-    cost = estimate_input_tokens(len(body)) + max_tokens
+    cost = Reservation.of(model, len(body), max_tokens, relayed.settings.token_reserve_output)
     headers = forwarded_headers(request.headers)
     upstream = relayed.upstream
     lease = relayed.lease(PATH, cost)
