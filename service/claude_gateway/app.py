@@ -21,7 +21,7 @@ from claude_gateway.jobs import arq_queue, create_job_queue
 from claude_gateway.logs import configure_logging, get_logger
 from claude_gateway.middleware import GatewayMiddleware
 from claude_gateway.ratelimit import RateLimiter
-from claude_gateway.routes import analyze, chat, health, messages, ops
+from claude_gateway.routes import analyze, chat, count_tokens, health, messages, models, ops, root
 from claude_gateway.settings import Settings, load_settings
 from claude_gateway.upstream_client import UpstreamClient
 
@@ -38,6 +38,7 @@ CORS_ALLOWED_HEADERS = [
 ]
 CORS_EXPOSED_HEADERS = [
     "retry-after",
+    "retry-after-ms",
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
@@ -147,6 +148,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat_routes = chat.build_routes(settings)
     app.router.routes.extend(chat_routes)
     app.router.routes.extend(messages.routes)
+    app.router.routes.extend(count_tokens.routes)
+    app.include_router(models.router)
+    app.include_router(root.router)
     app.include_router(analyze.router)
     app.include_router(health.router)
     if settings.metrics_enabled:
@@ -168,7 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat_doc = get_openapi(
         title=app.title, version=app.version, routes=chat.openapi_router(settings, chat_routes).routes
     )
-    _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}])
+    _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}, {"paths": count_tokens.OPENAPI_PATHS}])
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
