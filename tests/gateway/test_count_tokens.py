@@ -20,6 +20,7 @@ from tests.support.servers import Process
 MODEL = "claude-sonnet-4-6"
 MESSAGES: Any = [{"role": "user", "content": "How many tokens is this, exactly? [[sim:tokens=2]]"}]
 SYSTEM = "You count."
+MID_CONVERSATION_SYSTEM: Any = [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ class TestCount:
             with pytest.raises(anthropic.BadRequestError) as raised:
                 await sdk.messages.count_tokens(
                     model=MODEL,
-                    messages=[{"role": "user", "content": "a"}, {"role": "system", "content": "b"}],  # type: ignore[list-item]
+                    messages=MID_CONVERSATION_SYSTEM,
                 )
         assert raised.value.body["error"] == {  # type: ignore[index]
             "type": "invalid_request_error",
