@@ -68,6 +68,33 @@ async def post(
         )
 
 
+class TestSameAnswersAsStraight:
+    """The official Python SDK through the gateway and straight to the simulator: the same answers but for ids."""
+
+    async def test_messages_create(self, sdk: anthropic.AsyncAnthropic, direct: anthropic.AsyncAnthropic) -> None:
+        params: Any = {"model": MODEL, "max_tokens": 32, "system": "Be terse.", "messages": HELLO}
+        through = await sdk.messages.create(**params)
+        straight = await direct.messages.create(**params)
+        assert through.model_dump(exclude={"id"}) == straight.model_dump(exclude={"id"})
+        assert through.usage.output_tokens == 3
+
+    async def test_messages_stream(self, sdk: anthropic.AsyncAnthropic, direct: anthropic.AsyncAnthropic) -> None:
+        async def streamed(client: anthropic.AsyncAnthropic) -> tuple[list[str], list[str], anthropic.types.Message]:
+            async with client.messages.stream(model=MODEL, max_tokens=32, messages=HELLO) as stream:
+                kinds: list[str] = []
+                texts: list[str] = []
+                async for event in stream:
+                    kinds.append(event.type)
+                    if event.type == "text":
+                        texts.append(event.text)
+                return kinds, texts, await stream.get_final_message()
+
+        through, straight = await streamed(sdk), await streamed(direct)
+        assert through[:2] == straight[:2]
+        assert through[2].model_dump(exclude={"id"}) == straight[2].model_dump(exclude={"id"})
+        assert len(through[1]) == 3
+
+
 class TestErrorsRelayedVerbatim:
     async def test_a_refused_body_raises_with_anthropics_own_message(
         self, sdk: anthropic.AsyncAnthropic, direct: anthropic.AsyncAnthropic
