@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 
 from claude_gateway import tracing
 from claude_gateway.errors import GatewayError, UpstreamFailed, classify, classify_stream_error
@@ -22,15 +23,24 @@ from claude_gateway.upstream_call import UpstreamCall
 from claude_gateway.upstream_client import HTTPClientError, Response, UpstreamClient
 from claude_gateway.usage import Usage
 
-# Client headers passed on to Anthropic: the API version and beta flags change what Anthropic accepts and returns.
-FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+# Client headers passed on to Anthropic (`forwarded_headers`): the API version and beta flags change what Anthropic
+# accepts and returns.
 # Upstream headers passed back: the request id is what Anthropic support asks for.
 RETURNED_HEADERS = ("request-id",)
 NO_HEADERS: dict[str, str] = {}
 
 
-def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name: value for name in FORWARDED_HEADERS if (value := headers.get(name))}
+def forwarded_headers(headers: Headers) -> dict[str, str]:
+    """The client's `anthropic-version` and `anthropic-beta` to pass on; `anthropic-beta` sent several times is joined
+    into one list, as Anthropic reads it (and as the key's policy must see it whole)."""
+    forwarded = {}
+    version = headers.get("anthropic-version")
+    if version:
+        forwarded["anthropic-version"] = version
+    betas = headers.getlist("anthropic-beta")
+    if betas:
+        forwarded["anthropic-beta"] = ",".join(betas)
+    return forwarded
 
 
 def returned_headers(response: Response) -> dict[str, str]:

@@ -307,6 +307,23 @@ class TestNoStricterThanTheApi:
         seen: dict[str, Any] = await sim_stats(simulator)
         assert seen["last_request"] == body
 
+    async def test_every_anthropic_beta_header_is_passed_on(self, gateway: Gateway, simulator: Process) -> None:
+        body = orjson.dumps({"model": MODEL, "max_tokens": 8, "messages": MID_CONVERSATION_SYSTEM})
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            response = await http.post(
+                "/v1/messages",
+                content=body,
+                headers=[
+                    ("x-api-key", CLIENT_KEY),
+                    ("content-type", "application/json"),
+                    ("anthropic-beta", "claude-code-20250219"),
+                    ("anthropic-beta", MID_CONVERSATION_BETA),
+                ],
+            )
+        assert response.status_code == 200, response.text
+        seen: dict[str, Any] = await sim_stats(simulator)
+        assert seen["last_headers"]["anthropic-beta"] == f"claude-code-20250219,{MID_CONVERSATION_BETA}"
+
     async def test_empty_messages_are_anthropics_to_refuse(self, gateway: Gateway) -> None:
         response = await post(gateway, {"model": MODEL, "max_tokens": 8, "messages": []})
         assert response.status_code == 400

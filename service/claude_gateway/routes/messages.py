@@ -102,10 +102,10 @@ async def create_message(request: Request) -> Response:
     max_tokens = fields.max_tokens
     context.user_id = fields.user_id
     tracing.record_user(fields.user_id)
-    beta_header = request.headers.get("anthropic-beta")
+    headers = forwarded_headers(request.headers)
+    beta_header = headers.get("anthropic-beta")
     client.policy.check_messages_request(fields.body, model, max_tokens, beta_header, pricing.active())
     cost = estimate_input_tokens(len(body)) + max(max_tokens, 0)
-    headers = forwarded_headers(request.headers)
     upstream = relayed.upstream
     lease = relayed.lease(PATH, cost)
     # Each call is created only once the lease is held: a request refused for tokens or for want of a slot never
