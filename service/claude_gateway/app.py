@@ -57,6 +57,7 @@ TRACING_EXCLUDED_URLS = "health,metrics"
 
 
 def _startup_notes(settings: Settings, keys: KeyStore) -> None:
+    metrics.REDIS_CONFIGURED.set(0 if settings.redis_url is None else 1)
     if settings.redis_url is None:
         # Nothing to be down: the gauge would otherwise read 0 and show Redis as down on the dashboard.
         metrics.REDIS_UP.set(1)

@@ -22,6 +22,8 @@ Series (INTERFACE.md, then docs/CONTRACTS.md's additions):
 - ``claude_gateway_upstream_inflight``                                 Anthropic calls in flight (sum over workers)
 - ``claude_gateway_backpressure_rejected_total{route}``               503s because no upstream slot freed in time
 - ``claude_gateway_build_info{version}``                              always 1
+- ``claude_gateway_streams_total{model,outcome}``                     relayed streams by their last event
+- ``claude_gateway_redis_configured``                                  1 when REDIS_URL is set, 0 without Redis
 
 Under Gunicorn, `claude-gateway serve` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any worker
 imports this module; `render()` then aggregates every worker's files. Label values are bounded: `model` is a
@@ -112,6 +114,12 @@ JOB_DURATION = Histogram("job_duration_seconds", "Background job run time.", nam
 CLIENT_DISCONNECTS = Counter(
     "client_disconnects", "Clients that went away before their answer ended.", ["route"], namespace=NAMESPACE
 )
+# A stream the client began receiving (a 200 and events), counted when it ends by its last event: `ok` for
+# message_stop, else the failure's outcome; a client that left is not counted. Its failures are 200s that the
+# availability SLO must still count (observability/alerts), and the stream-success SLO's denominator.
+STREAMS = Counter(
+    "streams", "Relayed streams by their last event.", ["model", "outcome"], namespace=NAMESPACE
+)  # outcome: ok, rate_limited, overloaded, timeout, unreachable, error
 OVERHEAD = Histogram(
     "overhead_seconds",
     "Time spent in the gateway outside the upstream call.",
@@ -147,6 +155,7 @@ cost_usd = Children(COST_USD)
 unpriced_tokens = Children(UNPRICED_TOKENS)
 overhead = Children(OVERHEAD)
 client_disconnects = Children(CLIENT_DISCONNECTS)
+streams = Children(STREAMS)
 
 
 REDIS_UP = Gauge(
@@ -154,6 +163,14 @@ REDIS_UP = Gauge(
     "1 when the last Redis call succeeded, else 0.",
     namespace=NAMESPACE,
     multiprocess_mode="livemin",
+)
+# Whether the process uses Redis at all: without REDIS_URL, redis_up is held at 1 and the dashboards show Redis
+# as "off" from this gauge rather than "up".
+REDIS_CONFIGURED = Gauge(
+    "redis_configured",
+    "1 when REDIS_URL is set, 0 when limits and jobs are in-process.",
+    namespace=NAMESPACE,
+    multiprocess_mode="max",
 )
 REDIS_ERRORS = Counter(
     "redis_errors", "Redis calls that failed or timed out.", ["operation"], namespace=NAMESPACE
