@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def test_the_gateway_settings_accept_the_environment(
             assert settings.prices_file is not None, name
             price = settings.price_table.price("claude-sonnet-4-6-20260101")
             assert price is not None, name
-            assert (price.input, price.output) == (3, 15), name
+            assert (price.input, price.output) == (Decimal(3), Decimal(15)), name
 
 
 def test_the_simulator_is_the_upstream_when_enabled(helm: Helm) -> None:
