@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,22 @@ def dev_gateway() -> Iterator[Process]:
     process.stop()
 
 
-def access_lines(process: Process, path: str) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in process.output().splitlines() if line.startswith("{")]
-    return [line for line in lines if line.get("logger") == "claude_gateway.access" and line.get("path") == path]
+def session_calls(process: Process, session: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The gateway's access log lines of `/v1/messages` calls in Claude Code's session `session`, once there are
+    some (a line is written just after its answer's last byte, which may be after Claude Code has exited)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = [json.loads(line) for line in process.output().splitlines() if line.startswith("{")]
+        calls = [
+            line
+            for line in lines
+            if line.get("logger") == "claude_gateway.access"
+            and line.get("path") == "/v1/messages"
+            and line.get("session_id") == session
+        ]
+        if calls or time.monotonic() > deadline:
+            return calls
+        time.sleep(0.05)
 
 
 class TestClaudeCode:
@@ -52,8 +66,7 @@ class TestClaudeCode:
         assert outcome.result["result"]
         assert outcome.returncode == 0
         # Every call of the session is attributed to it on the gateway's access log.
-        session = outcome.result["session_id"]
-        calls = [line for line in access_lines(dev_gateway, "/v1/messages") if line.get("session_id") == session]
+        calls = session_calls(dev_gateway, outcome.result["session_id"])
         assert calls
         assert all(line["status_code"] == 200 for line in calls)
         assert all(line["client"] for line in calls)
