@@ -109,6 +109,15 @@ class TestFilteredByPolicy:
             # The SDK's auto-pagination, a page of one at a time, walks exactly the allowed models.
             assert await ids(sdk, limit=1) == ["claude-sonnet-4-6", "claude-haiku-4-5-20251001"]
 
+    async def test_a_query_the_gateway_cannot_page_is_anthropics_to_judge(self, policy_gateway: Gateway) -> None:
+        async with httpx.AsyncClient(base_url=policy_gateway.url, headers={"x-api-key": OPUS_KEY}) as http:
+            bad_limit = await http.get("/v1/models", params={"limit": "many"})
+            both_ids = await http.get("/v1/models", params={"after_id": "a", "before_id": "b"})
+        assert bad_limit.status_code == 400
+        assert bad_limit.json()["error"]["message"] == "limit: Input should be a valid integer"
+        assert both_ids.status_code == 400
+        assert both_ids.json()["error"]["message"] == "Only one of before_id and after_id may be given"
+
     async def test_a_model_the_key_may_not_use_does_not_exist_for_it(
         self, policy_gateway: Gateway, simulator: Process
     ) -> None:

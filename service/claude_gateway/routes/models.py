@@ -12,6 +12,7 @@ allowed models follow, and `has_more` is never true with nothing after.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -89,17 +90,13 @@ async def list_models(request: Request) -> Response:
     if page is None:  # a query the gateway does not page over itself (a bad `limit`, both ids): Anthropic judges it
         raw, returned = await fetch(call.upstream, "GET", LIST_PATH, headers=headers, query=query)
         listing = _decoded(raw)
-        listing["data"] = [model for model in listing.get("data") or () if _allowed(call.client, model)]
+        served = [model for model in listing.get("data") or () if _allowed(call.client, model)]
+        listing.update(_ends(served), data=served)
         return Response(orjson.dumps(listing), media_type="application/json", headers=returned)
     models, more_upstream, returned = await _read_models(call, headers, page)
     allowed = [model for model in models if _allowed(call.client, model)]
     served = allowed[-page.limit :] if page.before_id is not None else allowed[: page.limit]
-    listing = {
-        "data": served,
-        "has_more": len(allowed) > page.limit or more_upstream,
-        "first_id": served[0]["id"] if served else None,
-        "last_id": served[-1]["id"] if served else None,
-    }
+    listing = {"data": served, "has_more": len(allowed) > page.limit or more_upstream, **_ends(served)}
     return Response(orjson.dumps(listing), media_type="application/json", headers=returned)
 
 
@@ -136,15 +133,13 @@ def _allowed(client: ClientKey, model: Any) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
 class _Page:
     """The page a client asked for: `limit`, and at most one of `after_id` / `before_id`."""
 
-    __slots__ = ("after_id", "before_id", "limit")
-
-    def __init__(self, limit: int, after_id: str | None, before_id: str | None) -> None:
-        self.limit = limit
-        self.after_id = after_id
-        self.before_id = before_id
+    limit: int
+    after_id: str | None
+    before_id: str | None
 
     @classmethod
     def of(cls, request: Request) -> _Page | None:
@@ -181,6 +176,11 @@ async def _read_models(call: RelayCall, headers: dict[str, str], page: _Page) ->
             return models, False, returned
         cursor = (cursor[0], data[0]["id"] if page.before_id is not None else data[-1]["id"])
     return models, True, returned
+
+
+def _ends(served: list[Any]) -> dict[str, Any]:
+    """`first_id` and `last_id` of the page served."""
+    return {"first_id": served[0]["id"] if served else None, "last_id": served[-1]["id"] if served else None}
 
 
 def _decoded(raw: bytes) -> dict[str, Any]:
