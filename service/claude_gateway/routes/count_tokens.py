@@ -48,10 +48,13 @@ async def count_tokens(request: Request) -> Response:
     started = time.perf_counter()
     try:
         raw, returned = await fetch(relayed.upstream, "POST", PATH, body=body, headers=headers)
-    except Exception as exc:
-        error = classify(exc)
-        metrics.upstream_requests(metrics.model_label(model), error.outcome).inc()
-        tracing.end_operation_span(span, error=error)
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            error = classify(exc)
+            metrics.upstream_requests(metrics.model_label(model), error.outcome).inc()
+            tracing.end_operation_span(span, error=error)
+        else:  # the client left: not an upstream failure
+            tracing.end_operation_span(span)
         raise
     finally:
         context.upstream_s = time.perf_counter() - started
