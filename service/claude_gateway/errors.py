@@ -245,16 +245,15 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> Gate
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError:
         decoded = None
-    error_object = decoded.get("error") if isinstance(decoded, dict) else None
-    error_type = error_object.get("type") if isinstance(error_object, dict) else None
+    envelope: dict[str, object] = decoded if isinstance(decoded, dict) else {}
+    inner = envelope.get("error")
+    error_object: dict[str, object] = inner if isinstance(inner, dict) else {}
+    error_type = error_object.get("type")
     error = classify_status(status, error_type if isinstance(error_type, str) else None, headers)
-    if (
-        status != 401
-        and isinstance(decoded, dict)
-        and decoded.get("type") == "error"
-        and isinstance(error_type, str)
-        and isinstance(error_object.get("message"), str)  # type: ignore[union-attr]
-    ):
+    anthropic_error = (
+        envelope.get("type") == "error" and isinstance(error_type, str) and isinstance(error_object.get("message"), str)
+    )
+    if anthropic_error and status != 401:
         error.relayed = UpstreamReply(status, body, headers)
     return error
 
