@@ -22,7 +22,19 @@ from claude_gateway.logs import configure_logging, get_logger
 from claude_gateway.middleware import GatewayMiddleware
 from claude_gateway.ownership import LocalOwnership, RedisOwnership
 from claude_gateway.ratelimit import RateLimiter
-from claude_gateway.routes import analyze, batches, chat, files, health, messages, ops, usage
+from claude_gateway.routes import (
+    analyze,
+    batches,
+    chat,
+    count_tokens,
+    files,
+    health,
+    messages,
+    models,
+    ops,
+    root,
+    usage,
+)
 from claude_gateway.settings import Settings, load_settings
 from claude_gateway.upstream_client import UpstreamClient
 
@@ -39,6 +51,7 @@ CORS_ALLOWED_HEADERS = [
 ]
 CORS_EXPOSED_HEADERS = [
     "retry-after",
+    "retry-after-ms",
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
@@ -162,6 +175,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(usage.router)
     app.include_router(batches.router)
     app.include_router(files.router)
+    app.router.routes.extend(count_tokens.routes)
+    app.include_router(models.router)
+    app.include_router(root.router)
     app.include_router(analyze.router)
     app.include_router(health.router)
     if settings.metrics_enabled:
@@ -183,7 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat_doc = get_openapi(
         title=app.title, version=app.version, routes=chat.openapi_router(settings, chat_routes).routes
     )
-    _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}])
+    _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}, {"paths": count_tokens.OPENAPI_PATHS}])
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, self_bounded=files.SELF_BOUNDED)
     return app

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from claude_gateway import metrics, pricing, tracing
+from claude_gateway.anthropic_request import bounded_attribution
 from claude_gateway.context import SCOPE_KEY, RequestContext
 from claude_gateway.errors import PayloadTooLarge
 from claude_gateway.handlers import error_body
@@ -81,6 +82,8 @@ class GatewayMiddleware:
 
         request_id = ""
         content_length = -1
+        session_id: str | None = None
+        betas: list[str] = []
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
@@ -91,13 +94,21 @@ class GatewayMiddleware:
                     content_length = int(value)
                 except ValueError:
                     content_length = -1
+            elif name == b"x-claude-code-session-id":
+                session_id = bounded_attribution(value.decode("latin-1"))
+            elif name == b"anthropic-beta":
+                betas.append(value.decode("latin-1"))
         context = RequestContext(
             request_id=request_id or uuid.uuid4().hex,
             # Anthropic's API lives under /v1/: every answer there, 404 and 405 included (which no route sees),
             # takes Anthropic's error shape so that SDKs raise their usual exceptions.
             error_style="anthropic" if scope["path"].startswith(ANTHROPIC_PREFIX) else "detail",
+            session_id=session_id,
         )
         scope[SCOPE_KEY] = context
+        if session_id is not None or betas:
+            # The request span is current here (OpenTelemetry's middleware is outside this one).
+            tracing.record_request_attribution(trace.get_current_span(), session_id, betas)
         status_code = 500
         response_started = False
 
@@ -205,6 +216,8 @@ class GatewayMiddleware:
                 "cache_write_1h_tokens": usage.cache_write_1h if usage else None,
                 "cost_usd": _usd_number(cost),
                 "disconnected": context.disconnected or None,
+                "session_id": context.session_id,
+                "user_id": context.user_id,
                 "request_id": context.request_id,
             },
         )

@@ -13,12 +13,13 @@ method, the route template and Anthropic's status; never an id, a file name or a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import orjson
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from claude_gateway import tracing
@@ -74,7 +75,7 @@ async def call(
     path: str,
     *,
     route: str,
-    client_headers: Mapping[str, str],
+    client_headers: Headers,
     body: bytes | StreamedBody = b"",
     content_type: str | None = None,
     query: str = "",

@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
     rate_limit: RateLimits = Field(default_factory=lambda: parse_limits("10/minute"))
     token_rate_limit: RateLimits = Field(default_factory=list)
+    # `POST /v1/messages/count_tokens`, per key, apart from RATE_LIMIT: clients (Claude Code, the SDKs' helpers) call
+    # it before or between messages, and it costs nothing upstream; 10 a second per key bounds a runaway loop.
+    count_tokens_rate_limit: RateLimits = Field(default_factory=lambda: parse_limits("600/minute"))
+    # `GET /v1/models[/{id}]`, per key, apart from RATE_LIMIT: model pickers list them at start-up, often page by page.
+    models_rate_limit: RateLimits = Field(default_factory=lambda: parse_limits("600/minute"))
     rate_limit_fail_mode: Literal["open", "closed"] = "open"
     # Output tokens a request reserves against token limits and budgets before it runs: min(max_tokens, this); the
     # reservation is settled to the real usage after, and a window may go into debt. 4096 covers a typical answer

@@ -14,8 +14,9 @@ except that a `retry-after` longer than `MAX_RETRY_WAIT_S` is not waited out: th
 `Retry-After` at once rather than a request held for a minute. Jobs call with `retries=0` and retry by being run
 again after `RetryPolicy.delay_s`, the same function, so that no retry loop runs inside another.
 
-Failures leave as `GatewayError`s, mapped by `errors.classify_status`; what caused one (an `UpstreamAnswer`, or the
-connection's own exception) is its `__cause__`, which is what the retry policy reads.
+Failures leave as `GatewayError`s, mapped by `errors.upstream_error` (which keeps Anthropic's answer for `/v1/*` to
+relay); what caused one (an `UpstreamAnswer`, or the connection's own exception) is its `__cause__`, which is what
+the retry policy reads.
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
 from claude_gateway import __version__
 from claude_gateway.errors import (
-    classify_status,
     classify_unanswered,
+    upstream_error,
     upstream_retry_after_s,
 )
 from claude_gateway.http_client import ConnectionDropped, ConnectionPool, StreamedBody
@@ -241,9 +240,7 @@ class UpstreamClient:
                 if wait is None or retry >= retries or wait > MAX_RETRY_WAIT_S or not replayable:
                     if return_errors:
                         return response
-                    raise classify_status(
-                        response.status, _error_type(await _drain(response)), answer.headers
-                    ) from answer
+                    raise upstream_error(response.status, await _drain(response), answer.headers) from answer
                 await _drain(response)
             retry += 1
             headers["x-stainless-retry-count"] = str(retry)
@@ -265,13 +262,3 @@ async def _drain(response: Response) -> bytes:
     finally:
         response.release()
     return bytes(raw)
-
-
-def _error_type(raw: bytes) -> str | None:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    kind = error.get("type") if isinstance(error, dict) else None
-    return kind if isinstance(kind, str) else None

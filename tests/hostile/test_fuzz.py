@@ -38,6 +38,10 @@ OPERATIONS = {
     "POST /chat": True,
     "POST /chat/stream": True,
     "POST /v1/messages": True,
+    "POST /v1/messages/count_tokens": True,
+    "GET /v1/models": True,
+    # Any string is a model id (an unknown one is Anthropic's 404): nothing schema-invalid to send.
+    "GET /v1/models/{model_id}": False,
     "POST /analyze": True,
     "GET /analyze/{task_id}": True,
     "DELETE /analyze/{task_id}": True,
