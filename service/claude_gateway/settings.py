@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     max_tokens_limit: int = Field(default=8192, ge=1)
     max_document_chars: int = Field(default=1_000_000, ge=1)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # From the end of a request's head to the end of its body, whether or not the app reads it (408 past it): a
+    # client trickling its body would otherwise hold a connection and its memory for ever. 10 MB at 1 MB/s fits.
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_inflight_upstream: int = Field(default=256, ge=1)
     backpressure_wait_s: float = Field(default=1.0, ge=0)
 

@@ -129,7 +129,7 @@ async def test_every_request_gets_its_own_disconnect_extension() -> None:
         f"{[scope.get('extensions') for scope in recorder.scopes]}"
     )
     assert extensions[0] is not extensions[1]
-    assert extensions[0] == {"callbacks": [], "disconnected": False}
+    assert extensions[0] == {"callbacks": [], "disconnected": False, "refused": 0}
 
 
 async def test_a_raw_stream_is_told_its_client_left() -> None:
