@@ -243,6 +243,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return
         bounds.began_in_feed = False
         bounds.read_had_body = False
+        gap = bounds.gap
         super().data_received(data)
         if self.transport.is_closing():
             return
@@ -256,10 +257,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                     self.transport.write(_TOO_LARGE)
                     self.transport.close()
         elif bounds.phase is Phase.BODY:
-            # A read that began after the head and handed over no body is all gap; one with body ends the gap (to
-            # within that read, as for the head).
+            # A read that began after the head and handed over no body is all gap. In one that did (or that ended
+            # the head), the gap is what came after the last piece of body: trailer lines, counted whole as the
+            # parser hands them over; a line not yet ended is counted by the next read (so to within one read).
             if phase is Phase.BODY and not bounds.read_had_body:
-                bounds.gap += len(data)
+                bounds.gap = gap + len(data)
             if bounds.body > bounds.max_body_bytes or bounds.gap > MAX_TRAILER_BYTES:
                 self._refuse(BODY_TOO_LARGE)
             elif bounds.timer is None:
@@ -281,8 +283,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # After the head, a header is a trailer: uvicorn would append it to the request's headers, which the app
         # has already been handed. ASGI has no request trailers; they are dropped (and counted as gap).
-        if self._bounds.phase is Phase.HEAD:
+        bounds = self._bounds
+        if bounds.phase is Phase.HEAD:
             super().on_header(name, value)
+        else:
+            bounds.gap += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         self._bounds.phase = Phase.BODY

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 
 import httpx
-import pytest
 
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.sse_client import collect, data_events
