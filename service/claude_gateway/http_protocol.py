@@ -35,11 +35,13 @@ The bounds, each a phase of the connection (`Phase`) with one timer:
   extension (`refused`: 413 or 408) and woken from `receive()`: it answers in the route's own error shape and
   counts the answer in its metrics. An app that does not answer within `REFUSAL_GRACE_S` (it is not reading the
   body) is cut off, and the protocol answers for it. A response already started is cut short instead.
-- A lingering close (`LINGER`): a response sent before the request's body was all in (a 401, a 413 from the
-  Content-Length, a refusal) would be destroyed by a reset if the connection closed while the client was still
-  sending: closing a socket with unread data resets it. As nginx's `lingering_close`, the write side is shut after
+- A lingering close (`LINGER`): a response with `connection: close` sent before the request's body was all in (a
+  413 from the Content-Length, a refusal) would be destroyed by a reset if the connection closed while the client
+  was still sending: closing a socket with unread data resets it. As nginx's `lingering_close`, the write side is shut after
   the response and the rest of the request is read and discarded, until the client closes, or for at most
-  `LINGERING_TIME_S` and `LINGERING_MAX_BYTES`; then the connection is closed.
+  `LINGERING_TIME_S` and `LINGERING_MAX_BYTES`; then the connection is closed. A response kept alive (a 401, a
+  405) is followed instead by the rest of the request, read and discarded under the body's bounds, as uvicorn (and
+  nginx) do, so that the client may reuse the connection.
 
 It also tells the app when a client leaves mid-answer without the app having to wait on `receive()` for
 `http.disconnect`: each request's scope carries `scope["extensions"][DISCONNECT_EXTENSION]` (ASGI extensions are
@@ -324,11 +326,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        # A response kept alive (no `connection: close`) but sent before its request was whole: uvicorn would read
-        # and discard the rest for as long as it kept coming. It lingers, then closes, like the others.
+        # A response kept alive (no `connection: close`) sent before its request was whole: uvicorn reads and
+        # discards the rest, which stays under the body's bounds (size, trailers, BODY_TIMEOUT_S: past one, the
+        # connection is closed), and the connection is reused after it, as the client expects. A refused request
+        # is not parsed any more, so it cannot be: it lingers, then closes.
         super().on_response_complete()
-        phase = self._bounds.phase
-        if (phase is Phase.BODY or phase is Phase.REFUSED) and not self.transport.is_closing():
+        if self._bounds.phase is Phase.REFUSED and not self.transport.is_closing():
             self._linger()
         if self._bounds.phase is Phase.LINGER:
             # Lingering ends the connection: no keep-alive (its timer is uvicorn's, armed just now).

@@ -4,7 +4,7 @@ What uvicorn lets a client without a key do, and what the gateway's protocol (`h
 - trailers after a chunked body were read without bound (and appended to the request's headers): past
   `MAX_TRAILER_BYTES` the request gets 413, without the server waiting for the end of a line that never ends;
 - a body was bounded in time only while the app read it: now `BODY_TIMEOUT_S` runs from the head's end whether or
-  not it is read, and a connection answered early is closed after a lingering read, however slowly the client goes on;
+  not it is read, also after an early answer, however slowly the client goes on;
 - an answer sent before the body was read (a 413 from the Content-Length) was followed by a close with unread data,
   which resets the connection and can destroy the answer: now the client, still sending, reads it whole.
 Each on asyncio's loop and on uvloop (the production loop), with raw sockets, and with httpx against the real
@@ -162,16 +162,31 @@ class TestBodyDeadline:
     async def test_a_trickled_body_after_an_early_answer_is_cut_off(
         self, make_hardened_gateway: MakeHardenedGateway, loop: str
     ) -> None:
-        """`/health/live` answers without reading the chunked body the client goes on trickling: the connection is
-        closed after the lingering read instead of reading the trickle for ever."""
-        gateway = make_hardened_gateway(
-            head_timeout_s=30, loop=loop, body_timeout_s=60, lingering_time_s=TEST_LINGERING_TIME_S
-        )
+        """`/health/live` answers without reading the chunked body the client goes on trickling: the rest of the
+        body is read (the connection is kept alive) only until the body's deadline, then the connection is closed,
+        instead of reading the trickle for ever."""
+        gateway = make_hardened_gateway(head_timeout_s=30, loop=loop, body_timeout_s=TEST_BODY_TIMEOUT_S)
         head = chunked_head("/health/live", method="GET") + chunk(b"x")
         answer, seconds = await trickle(gateway.server.port, head, chunk(b"y") * 200)  # 20 s of trickle
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
         assert seconds < GIVE_UP_S, "the connection was kept while the client trickled"
         assert await wait_for_load(gateway, (0, 0)) == (0, 0)
+
+    def test_a_connection_answered_early_and_kept_alive_serves_the_next_request(
+        self, make_hardened_gateway: MakeHardenedGateway, loop: str
+    ) -> None:
+        """A keep-alive answer sent before the body was whole: the rest of the body is read and discarded, and the
+        connection then serves the next request, as the client expects of a response without `connection: close`."""
+        gateway = make_hardened_gateway(loop=loop)
+        with connect(gateway.server.port) as sock:
+            sock.sendall(chunked_head("/health/live", method="GET") + chunk(b"x"))
+            status, headers, _ = read_response(sock)
+            assert status == 200
+            assert headers.get("connection") != "close"
+            sock.sendall(chunk(b"the rest") + b"0\r\n\r\n" + b"GET /health/live HTTP/1.1\r\nHost: g\r\n\r\n")
+            status, _, body = read_response(sock)
+        assert status == 200
+        assert json.loads(body)["status"] == "alive"
 
     async def test_a_trickled_body_the_gateway_reads_gets_408_at_the_deadline(
         self, make_hardened_gateway: MakeHardenedGateway, loop: str
