@@ -17,6 +17,7 @@ from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.deps import State
 from claude_gateway.fast_lane import GatewayApp
 from claude_gateway.health import Drain, HealthCheck
+from claude_gateway.http_protocol import Uploads
 from claude_gateway.jobs import arq_queue, create_job_queue
 from claude_gateway.logs import configure_logging, get_logger
 from claude_gateway.middleware import GatewayMiddleware
@@ -115,6 +116,11 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
                 slots=UpstreamSlots(settings.max_inflight_upstream, settings.backpressure_wait_s),
                 health=health_check,
                 ownership=RedisOwnership(redis) if redis is not None else LocalOwnership(),
+                uploads=Uploads(
+                    frozenset((method.encode(), path.encode()) for method, path in files.SELF_BOUNDED),
+                    settings.files_max_bytes,
+                    settings.files_upload_timeout_s,
+                ),
             )
         finally:
             await keys.stop_watching()
@@ -201,7 +207,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}, {"paths": count_tokens.OPENAPI_PATHS}])
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, self_bounded=files.SELF_BOUNDED)
+    app.add_middleware(
+        GatewayMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        self_bounded=files.SELF_BOUNDED,
+    )
     return app
 
 

@@ -10,6 +10,7 @@ from claude_gateway.auth import ClientKey, KeyStore, presented_key
 from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.context import RequestContext, request_context
 from claude_gateway.health import HealthCheck
+from claude_gateway.http_protocol import Uploads
 from claude_gateway.jobs import JobQueue
 from claude_gateway.lease import Reservation, UpstreamLease
 from claude_gateway.ownership import Ownership
@@ -28,6 +29,8 @@ class State(TypedDict):
     health: HealthCheck
     # Who created which batch and file (Redis when REDIS_URL is set, else this process).
     ownership: Ownership
+    # The upload routes' own body bounds, which the HTTP protocol reads from this state.
+    uploads: Uploads
 
 
 async def get_jobs(request: Request) -> JobQueue:

@@ -21,7 +21,9 @@ from claude_gateway.anthropic_request import bounded_attribution
 from claude_gateway.context import SCOPE_KEY, RequestContext
 from claude_gateway.errors import PayloadTooLarge
 from claude_gateway.handlers import error_body
+from claude_gateway.http_protocol import BODY_TIMEOUT, disconnect_extension
 from claude_gateway.logs import get_logger
+from claude_gateway.settings import Settings
 from claude_gateway.usage import cost_usd
 
 access_log = get_logger("claude_gateway.access")
@@ -31,9 +33,8 @@ QUIET_PREFIXES = ("/health", "/metrics")
 UNMATCHED_ROUTE = "unmatched"
 ANTHROPIC_PREFIX = "/v1/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# The whole request body must have arrived this long after the request began: a client trickling bytes would
-# otherwise hold its request (and its memory) for ever, since uvicorn has no body read timeout. 10 MB at 1 MB/s fits.
-BODY_READ_TIMEOUT_S = 30.0
+# The default of `BODY_TIMEOUT_S`, for a middleware built without settings.
+DEFAULT_BODY_TIMEOUT_S: float = Settings.model_fields["body_timeout_s"].default
 # Both refusals below happen while the client may still be sending: the connection is closed after the answer
 # rather than kept reading the rest. They are HTTPExceptions because FastAPI re-raises those from its body read
 # (any other exception there becomes a bare 400).
@@ -48,7 +49,7 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyTimeout(HTTPException):
-    """Raised from `receive()` when the body has not all arrived within `BODY_READ_TIMEOUT_S`."""
+    """Raised from `receive()` when the body has not all arrived within `BODY_TIMEOUT_S`."""
 
     def __init__(self) -> None:
         super().__init__(408, "Request body not received in time", headers=_CLOSE)
@@ -70,7 +71,7 @@ class GatewayMiddleware:
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.body_timeout_s = BODY_READ_TIMEOUT_S if body_timeout_s is None else body_timeout_s
+        self.body_timeout_s = DEFAULT_BODY_TIMEOUT_S if body_timeout_s is None else body_timeout_s
         self.self_bounded = self_bounded
         # Looked up first: one hash of a string per request, rather than of a tuple.
         self.self_bounded_paths = frozenset(path for _, path in self_bounded)
@@ -142,29 +143,38 @@ class GatewayMiddleware:
                 await _send_too_large(context, send_wrapper)
                 return
             await self.app(
-                scope, self._bounded(receive, context) if scope["method"] != "GET" else receive, send_wrapper
+                scope, self._bounded(scope, receive, context) if scope["method"] != "GET" else receive, send_wrapper
             )
         finally:
             self._record(scope, context, status_code if response_started else 500)
 
-    def _bounded(self, receive: Receive, context: RequestContext) -> Receive:
+    def _bounded(self, scope: Scope, receive: Receive, context: RequestContext) -> Receive:
         """Count body bytes as they are read; past the bound, the read fails with 413 (chunked bodies too).
         Until the body is complete each read also has a deadline; after it, reads (a stream waiting for the
-        client's disconnect) wait as long as they like."""
+        client's disconnect) wait as long as they like.
+
+        Served by the gateway's HTTP protocol, the bounds are the protocol's, from the head's end whether or not the
+        body is read: it wakes a read that is past one, and names the refusal in the request's extension."""
         received = 0
         limit = self.max_body_bytes
         body_done = False
+        extension = disconnect_extension(scope)
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def bounded_receive() -> Message:
             nonlocal received, body_done
             if body_done:
                 return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise BodyTimeout() from None
+            if extension is not None:
+                message = await receive()
+                if extension["refused"]:
+                    raise BodyTimeout() if extension["refused"] == BODY_TIMEOUT else BodyTooLarge()
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    raise BodyTimeout() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
