@@ -24,7 +24,7 @@ from claude_gateway.http_client import (
     StreamedBody,
 )
 from claude_gateway.sse import SSEEventTooLarge, SSEParser
-from tests.support.pools import AnyPool, PoolClass, expect_gap, kind_of
+from tests.support.pools import AnyPool, PoolClass, expect_gap, kind_of, lacking
 from tests.support.scripted_upstream import answer, chunk, read_request, upstream
 
 MiB = 1024 * 1024
@@ -92,6 +92,28 @@ class TestResponseHead:
                 with pytest.raises(ResponseHeadTooLarge):
                     await pool.send("POST", "/v1/messages", (), b"{}")
             await pool.aclose()
+
+    @lacking(
+        aiohttp="its parser bounds each header line (max_field_size) and their count (max_headers), not the head in "
+        "total: 100 lines of 1 KiB are taken whole (at worst 128 lines of 8 KiB, 1 MiB, with the gateway's settings)"
+    )
+    async def test_a_head_of_many_short_lines_fails_at_the_bound_in_total(self, pool_class: PoolClass) -> None:
+        lines = b"".join(b"x-filler-%d: %s\r\n" % (i, b"a" * 1024) for i in range(100))
+        assert len(lines) > MAX_RESPONSE_HEAD_BYTES
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\n" + lines + b"content-length: 2\r\n\r\n{}")
+            await writer.drain()
+            await reader.read()
+
+        async with upstream(handle) as server:
+            pool = pool_for(pool_class, server.port)
+            try:
+                with pytest.raises(ResponseHeadTooLarge):
+                    await pool.send("POST", "/v1/messages", (), b"{}")
+            finally:
+                await pool.aclose()
 
     async def test_a_head_trickled_a_byte_at_a_time_fails_at_its_deadline(self, pool_class: PoolClass) -> None:
         """Each byte comes well within the read timeout (30 s), so only the head's own deadline can end the wait."""

@@ -101,6 +101,48 @@ class TestKeepAlive:
                 await closed.wait()
             await pool.aclose()
 
+    @lacking(aiohttp="its connector keeps every idle connection until keepalive_timeout: no bound on their number")
+    async def test_idle_connections_past_max_idle_are_closed(self, pool_class: PoolClass) -> None:
+        """Three answers at once, then back to a pool that keeps one idle: the other two connections are closed."""
+        arrived = 0
+        closed = 0
+        all_in = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal arrived, closed
+            while True:
+                try:
+                    await read_request(reader)
+                except asyncio.IncompleteReadError:  # the client closed the connection
+                    closed += 1
+                    return
+                arrived += 1
+                if arrived == 3:
+                    all_in.set()
+                await all_in.wait()  # three requests in flight together: three connections
+                writer.write(answer(b"{}"))
+                await writer.drain()
+
+        async with upstream(handle) as server:
+            pool = pool_class(
+                f"http://127.0.0.1:{server.port}/v1/messages",
+                connect_timeout_s=0.5,
+                read_timeout_s=5.0,
+                keepalive_s=30.0,
+                max_idle=1,
+                proxies=DIRECT,
+            )
+            try:
+                assert await asyncio.gather(*(post(pool) for _ in range(3))) == [b"{}"] * 3
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 2.0
+                while closed < 2 and loop.time() < deadline:
+                    await asyncio.sleep(0.01)
+            finally:
+                await pool.aclose()
+        assert server.connections == 3
+        assert closed == 2
+
     async def test_the_request_head_carries_host_length_and_clean_headers(self, pool_class: PoolClass) -> None:
         async with upstream() as server:
             server.handler = server.keep_alive(b"{}")
@@ -234,8 +276,10 @@ class TestBodies:
 
         async with upstream(handle) as server:
             pool = pool_for(pool_class, server.port)
-            assert [await post(pool) for _ in range(3)] == [b"{}"] * 3
-            await pool.aclose()
+            try:
+                assert [await post(pool) for _ in range(3)] == [b"{}"] * 3
+            finally:
+                await pool.aclose()
         assert server.connections == 3
 
     async def test_bytes_that_are_not_http_are_malformed(self, pool_class: PoolClass) -> None:
