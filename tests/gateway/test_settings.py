@@ -32,6 +32,7 @@ class TestStartupValidation:
             ("LOG_FORMAT", "xml", "LOG_FORMAT: 'xml'"),
             ("REDIS_URL", "http://cache:6379", "REDIS_URL: expected a redis://"),
             ("CORS_ORIGINS", "example.com", "CORS_ORIGINS: 'example.com' is not an origin"),
+            ("UPSTREAM_HTTP_CLIENT", "curl", "UPSTREAM_HTTP_CLIENT: 'curl': Input should be 'builtin' or 'aiohttp'"),
         ],
     )
     def test_serve_refuses_a_bad_value_in_one_line(self, variable: str, value: str, expected: str) -> None:
