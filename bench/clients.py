@@ -14,6 +14,9 @@ from bench.report import _fmt
 
 # The default first: ratios are the other over it.
 CLIENTS = ("builtin", "aiohttp")
+# The order of the closed- and open-loop measurements: each client early and late (ABBA), so that a drift in what the
+# rest of the machine takes affects both alike.
+ORDER = (*CLIENTS, *reversed(CLIENTS))
 
 # (key, label, unit, better): what each figure is, and whether higher or lower is better.
 FIGURES = [
@@ -38,24 +41,36 @@ def _minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a - b, 3)
 
 
+def _mean(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return round(sum(known) / len(known), 3) if known and len(known) == len(values) else None
+
+
 def figures(
     *,
-    closed: dict[str, Any],
-    open_loop: dict[str, Any],
+    closed: list[dict[str, Any]],
+    open_loop: list[dict[str, Any]],
     simulator_open_loop: dict[str, Any],
     steady: dict[str, Any],
     simulator_steady_ttft_p99_ms: float | None,
     many: dict[str, Any],
     reference_rps: float | None,
 ) -> dict[str, Any]:
-    """One client's figures from its measurements (each row as `bench.measure` returns it)."""
+    """One client's figures from its measurements (rows as `bench.measure` returns them): the closed-loop windows
+    pooled (their requests over their time, their CPU over their requests), the open-loop windows' percentiles
+    averaged."""
+    requests = sum(row["requests"] for row in closed)
+    seconds = sum(row["duration_s"] for row in closed)
+    cpu_s = sum(row["cost"]["servers"][row["server"]]["cpu_s"] for row in closed)
+    throughput = round(requests / seconds, 1) if seconds else None
+    base = simulator_open_loop["latency_ms"]
     return {
-        "throughput_unpaced_rps": closed["throughput_rps"],
-        "throughput_vs_reference": _ratio(closed["throughput_rps"], reference_rps),
-        "cpu_ms_per_request": closed["cost"]["cpu_ms_per_unit"],
-        "added_p50_ms": _minus(open_loop["latency_ms"]["p50"], simulator_open_loop["latency_ms"]["p50"]),
-        "added_p99_ms": _minus(open_loop["latency_ms"]["p99"], simulator_open_loop["latency_ms"]["p99"]),
-        "open_loop_cpu_ms_per_request": open_loop["cost"]["cpu_ms_per_unit"],
+        "throughput_unpaced_rps": throughput,
+        "throughput_vs_reference": _ratio(throughput, reference_rps),
+        "cpu_ms_per_request": round(cpu_s / requests * 1000.0, 3) if requests else None,
+        "added_p50_ms": _mean([_minus(row["latency_ms"]["p50"], base["p50"]) for row in open_loop]),
+        "added_p99_ms": _mean([_minus(row["latency_ms"]["p99"], base["p99"]) for row in open_loop]),
+        "open_loop_cpu_ms_per_request": _mean([row["cost"]["cpu_ms_per_unit"] for row in open_loop]),
         "ttft_p99_ms": steady["ttft_ms"]["p99"],
         "added_ttft_p99_ms": _minus(steady["ttft_ms"]["p99"], simulator_steady_ttft_p99_ms),
         "kib_per_stream": many["kib_per_stream"],

@@ -471,7 +471,8 @@ class Run:
         """The gateway with each `UPSTREAM_HTTP_CLIENT`, on `/v1/messages`: unpaced throughput and CPU per request,
         added latency at half the builtin's paced peak (the same rate for every client), TTFT in the steady
         scenario and memory per open stream in the many-streams one (each client's gateway restarted first, for a
-        fresh heap). Each measurement runs for every client in turn, so that their ratios see the same machine.
+        fresh heap). The closed and open loops run twice per client, in the order builtin, aiohttp, aiohttp,
+        builtin, so that a machine others are using drifts the same way for both and their ratios hold.
         What the rest of the run measured (the reference, the simulator, the paced peak) is reused; alone
         (`--clients-only`) it is measured here."""
         config = self.config
@@ -482,12 +483,12 @@ class Run:
         for client in clients.CLIENTS:
             await self._start_client_gateway(client)
 
-        closed: dict[str, dict[str, Any]] = {}
-        for client in clients.CLIENTS:
+        closed: dict[str, list[dict[str, Any]]] = {client: [] for client in clients.CLIENTS}
+        for client in clients.ORDER:
             server = self.client_gateways[client]
             target = targets.gateway_messages(server.port, tokens, unpaced=True)
             self._log(f"clients: {server.name} /v1/messages unpaced at {config.unpaced_connections} clients")
-            closed[client] = await self._one_closed_loop(target, server.name, config.unpaced_connections, None)
+            closed[client].append(await self._one_closed_loop(target, server.name, config.unpaced_connections, None))
 
         reference_rps = self._reference_unpaced_rps()
         if reference_rps is None:
@@ -515,21 +516,23 @@ class Run:
             )
             peak = row["throughput_rps"]
         rate = max(1.0, peak * config.open_loop_fraction)
-        open_loop: dict[str, dict[str, Any]] = {}
+        open_loop: dict[str, list[dict[str, Any]]] = {name: [] for name in ("simulator", *clients.CLIENTS)}
         jobs = [("simulator", targets.simulator(sim.port, tokens))] + [
-            (client, targets.gateway_messages(self.client_gateways[client].port, tokens)) for client in clients.CLIENTS
+            (client, targets.gateway_messages(self.client_gateways[client].port, tokens)) for client in clients.ORDER
         ]
         for name, target in jobs:
             server_name = "simulator" if name == "simulator" else self.client_gateways[name].name
             self._log(f"clients: open loop, {server_name} at {rate:.0f} req/s")
-            open_loop[name] = await measure.open_loop(
-                target,
-                server_name,
-                self._trees(),
-                rate_per_s=rate,
-                warmup_s=config.open_loop_warmup_s,
-                duration_s=config.open_loop_duration_s,
-                timeout_s=config.request_timeout_s,
+            open_loop[name].append(
+                await measure.open_loop(
+                    target,
+                    server_name,
+                    self._trees(),
+                    rate_per_s=rate,
+                    warmup_s=config.open_loop_warmup_s,
+                    duration_s=config.open_loop_duration_s,
+                    timeout_s=config.request_timeout_s,
+                )
             )
 
         simulator_ttft = self._simulator_ttft_p99_ms(steady.role)
@@ -555,7 +558,7 @@ class Run:
                 "figures": clients.figures(
                     closed=closed[client],
                     open_loop=open_loop[client],
-                    simulator_open_loop=open_loop["simulator"],
+                    simulator_open_loop=open_loop["simulator"][0],
                     steady=streams[client][0],
                     simulator_steady_ttft_p99_ms=simulator_ttft,
                     many=streams[client][1],
@@ -575,7 +578,7 @@ class Run:
             "reference_unpaced_rps": reference_rps,
             "builtin_paced_peak_rps": peak,
             "rate_rps": round(rate, 1),
-            "simulator_open_loop": open_loop["simulator"],
+            "simulator_open_loop": open_loop["simulator"][0],
             "simulator_steady_ttft_p99_ms": simulator_ttft,
             "steady": steady.name,
             "many": many.name,
