@@ -14,6 +14,10 @@ How each behaviour of ours maps onto aiohttp:
 - errors: aiohttp's exceptions become `http_client`'s (`_translate`), so `errors.classify` and the retry policy
   see the same failures whichever client runs.
 - bytes go up and come back as they are: no `Accept-Encoding` added, no decompression, no cookies, no redirects.
+
+What it cannot do (each a strict xfail of the conformance suite, with its reason): bound the answer head in total,
+bound the idle connections (`max_idle`), or close a connection whose answer is followed by stray bytes (the next
+request on it fails instead).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """What `UpstreamClient` needs of an HTTP client, and the setting that chooses one (`UPSTREAM_HTTP_CLIENT`).
 
-Two implementations keep the same contract, proven by the same tests (tests/gateway/test_http_client.py,
-test_hostile_upstream.py, test_egress_proxy.py): `http_client.ConnectionPool` (our own, on httptools) and
-`aiohttp_pool.AiohttpPool` (on aiohttp's public API). docs/http-client.md compares them.
+Two implementations keep the same contract, held to the same tests (tests/gateway/test_http_client.py,
+test_hostile_upstream.py, test_egress_proxy.py, where what one cannot do is marked with its reason):
+`http_client.ConnectionPool` (our own, on httptools, the default) and `aiohttp_pool.AiohttpPool` (on aiohttp's public
+API). docs/http-client.md compares them and says why the default is ours.
 
 The contract: `head()` prepares a request (opaque to the caller: bytes for ours, a request for aiohttp's),
 `request()` sends it and returns once the status and headers arrived, `send()` does both; an answer has `status`,
