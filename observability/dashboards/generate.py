@@ -6,7 +6,9 @@ variables and selectors.
 
 Edit this file, not the JSON (`make dashboards` regenerates; `make lint-observability` checks they agree).
 Every query reads only the series of docs/CONTRACTS.md / INTERFACE.md, the recording rules of
-observability/alerts/claude-gateway.rules.yaml and `up`; tests/observability checks that.
+observability/alerts/claude-gateway.rules.yaml, `up`, and for the Kubernetes row the series of kube-state-metrics and
+cAdvisor; tests/observability checks that. A panel that needs a source besides the gateway says so with `requires=`
+(one of REQUIREMENTS): `requirements()` lists them, and the live test skips exactly those.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +27,29 @@ HERE = Path(__file__).resolve().parent
 TAG = "claude-gateway"
 OVERVIEW_UID = "claude-gateway-overview"
 USAGE_UID = "claude-gateway-usage"
-RUNBOOK_BASE = "https://github.com/claude-gateway/claude-gateway/blob/main/observability/runbooks/"
+# The runbooks' path in the repository and in the packaged chart (observability/alerts/parameters.yaml's default
+# runbookBaseUrl): not a URL Grafana can open, so the dashboards name it in their description rather than link it.
+RUNBOOK_BASE = "observability/runbooks/"
 DATASOURCE: Json = {"type": "prometheus", "uid": "${datasource}"}
+# Traces and logs of a slow or failing request: the Tempo and Loki data sources the data links open in Explore.
+SERVICE_NAME = "claude-gateway"  # the spans' service.name (OTEL_SERVICE_NAME's default in the gateway)
+API_CONTAINER = "api"  # the chart's container names: the ServiceMonitor's `container` label tells pods apart
+WORKER_CONTAINER = "worker"
+API_PODS = f'container="{API_CONTAINER}"'
+WORKER_PODS = f'container="{WORKER_CONTAINER}"'
+# The latency SLO's default threshold (observability/alerts/parameters.yaml): the trace link finds slower requests.
+SLOW_REQUEST = "10s"
+SLOW_REQUEST_MS = 10000
+
+# Panels whose series come from outside the gateway, or from gateway metrics not exported yet: without that source
+# they are empty. tests/server/test_live_dashboards.py (a real Prometheus scraping a real gateway) skips exactly
+# these panels, with this reason.
+KUBE_STATE_METRICS = "kube-state-metrics"
+CADVISOR = "cadvisor"
+REQUIREMENTS = {
+    KUBE_STATE_METRICS: "kube-state-metrics (v2) scraped by the same Prometheus (kube-prometheus-stack has it)",
+    CADVISOR: "the kubelets' cAdvisor metrics scraped by the same Prometheus (kube-prometheus-stack has them)",
+}
 GRAFANA_SCHEMA_VERSION = 39  # Grafana 10.4 / 11; older Grafanas migrate it on import
 GRID_COLUMNS = 24
 STAT_HEIGHT = 4
@@ -35,7 +59,7 @@ GRAPH_HEIGHT = 8
 # without that label (Prometheus outside Kubernetes has no namespace or pod).
 SCOPE = ('namespace=~"$namespace"', 'pod=~"$pod"')
 SERVING = 'route!~"/health.*|/metrics"'  # the routes the availability SLO counts
-NON_STREAMING = 'route=~"/chat|/analyze.*"'  # the routes the latency SLO counts
+NON_STREAMING = 'route=~"/chat|/analyze.*|/v1/messages/count_tokens|/v1/models.*"'  # the latency SLO's routes
 USAGE_SCOPE = ('namespace=~"$namespace"', 'model=~"$model"', 'client=~"$client"')
 GATEWAY_JOB = 'job="claude-gateway"'
 FAILED = 'status="failed"'
@@ -67,13 +91,26 @@ def quantiles(histogram: str, *matchers: str, levels: tuple[float, ...] = (0.5, 
     return [target(quantile_by(q, histogram, "", *matchers), f"p{round(q * 100)}") for q in levels]
 
 
+def needs(description: str, requires: str | None) -> str:
+    return f"{description} Needs {REQUIREMENTS[requires]}." if requires else description
+
+
 def timeseries(
-    title: str, description: str, targets: list[Json], unit: str, *, width: int = 12, stack: bool = False
+    title: str,
+    description: str,
+    targets: list[Json],
+    unit: str,
+    *,
+    width: int = 12,
+    stack: bool = False,
+    links: list[Json] | None = None,
+    requires: str | None = None,
 ) -> Json:
     return {
         "type": "timeseries",
         "title": title,
-        "description": description,
+        "description": needs(description, requires),
+        "_requires": requires,
         "datasource": DATASOURCE,
         "targets": targets,
         "fieldConfig": {
@@ -87,6 +124,7 @@ def timeseries(
                     "showPoints": "never",
                     "stacking": {"mode": "normal" if stack else "none", "group": "A"},
                 },
+                "links": links or [],
             },
             "overrides": [],
         },
@@ -107,11 +145,13 @@ def stat(
     *,
     width: int = 4,
     mappings: list[Json] | None = None,
+    requires: str | None = None,
 ) -> Json:
     return {
         "type": "stat",
         "title": title,
-        "description": description,
+        "description": needs(description, requires),
+        "_requires": requires,
         "datasource": DATASOURCE,
         "targets": [target(expr)],
         "fieldConfig": {
@@ -135,11 +175,14 @@ def stat(
     }
 
 
-def table(title: str, description: str, expr: str, *, width: int = 12, unit: str = "none") -> Json:
+def table(
+    title: str, description: str, expr: str, *, width: int = 12, unit: str = "none", requires: str | None = None
+) -> Json:
     return {
         "type": "table",
         "title": title,
-        "description": description,
+        "description": needs(description, requires),
+        "_requires": requires,
         "datasource": DATASOURCE,
         "targets": [target(expr, instant=True)],
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
@@ -194,17 +237,59 @@ def query_variable(name: str, label: str, query: str) -> Json:
     }
 
 
-def datasource_variable() -> Json:
+def datasource_variable(name: str = "datasource", label: str = "Data source", kind: str = "prometheus") -> Json:
     return {
         "type": "datasource",
-        "name": "datasource",
-        "label": "Data source",
-        "query": "prometheus",
+        "name": name,
+        "label": label,
+        "query": kind,
         "regex": "",
         "current": {},
         "refresh": 1,
         "hide": 0,
     }
+
+
+def explore_link(title: str, datasource: str, kind: str, query: Json) -> Json:
+    """A data link opening Grafana's Explore on `datasource` (a variable) with `query`, over the panel's time range.
+
+    Grafana fills `${...}` variables into the URL before it opens it, so they stay unencoded.
+    """
+    pane = {
+        "datasource": f"${{{datasource}}}",
+        "queries": [{"refId": "A", "datasource": {"type": kind, "uid": f"${{{datasource}}}"}, **query}],
+        "range": {"from": "${__from}", "to": "${__to}"},
+    }
+    panes = json.dumps({"a": pane}, separators=(",", ":"))
+    return {
+        "title": title,
+        "url": "/explore?schemaVersion=1&panes=" + urllib.parse.quote(panes, safe="${}:,[]_-."),
+        "targetBlank": True,
+    }
+
+
+def trace_links(traceql: str) -> Json:
+    return explore_link("Traces in Tempo", "tempo", "tempo", {"queryType": "traceql", "query": traceql, "limit": 20})
+
+
+def log_links(logql: str) -> Json:
+    return explore_link("Logs in Loki (with trace_id)", "loki", "loki", {"expr": logql, "queryType": "range"})
+
+
+# The API pods' request log lines (JSON, one per request, with `trace_id`), and spans of the gateway's service.
+API_LOGS = f'{{namespace=~"$namespace", container="{API_CONTAINER}"}} | json | trace_id != ""'
+SLOW_LINKS = [
+    trace_links(f'{{resource.service.name="{SERVICE_NAME}" && kind=server && duration > {SLOW_REQUEST}}}'),
+    log_links(f"{API_LOGS} | duration_ms > {SLOW_REQUEST_MS}"),
+]
+ERROR_LINKS = [
+    trace_links(f'{{resource.service.name="{SERVICE_NAME}" && status=error}}'),
+    log_links(f"{API_LOGS} | status_code >= 500"),
+]
+STREAM_LINKS = [
+    trace_links(f'{{resource.service.name="{SERVICE_NAME}" && name=~"chat .*" && status=error}}'),
+    log_links(f'{API_LOGS} | route=~"/chat/stream|/v1/messages"'),
+]
 
 
 def links(other_uid: str, other_title: str) -> list[Json]:
@@ -221,18 +306,6 @@ def links(other_uid: str, other_title: str) -> list[Json]:
             "tags": [],
             "tooltip": "",
         },
-        {
-            "title": "Runbooks",
-            "type": "link",
-            "url": RUNBOOK_BASE,
-            "icon": "doc",
-            "keepTime": False,
-            "includeVars": False,
-            "targetBlank": True,
-            "asDropdown": False,
-            "tags": [],
-            "tooltip": "One runbook per alert",
-        },
     ]
 
 
@@ -243,7 +316,7 @@ def dashboard(uid: str, title: str, description: str, variables: list[Json], pan
     return {
         "uid": uid,
         "title": title,
-        "description": description,
+        "description": f"{description} Runbooks: {RUNBOOK_BASE} in the repository and the chart package.",
         "tags": [TAG],
         "editable": True,
         "graphTooltip": 1,
@@ -255,7 +328,14 @@ def dashboard(uid: str, title: str, description: str, variables: list[Json], pan
         "version": 1,
         "links": links(other_uid, other_title),
         "annotations": {"list": []},
-        "templating": {"list": [datasource_variable(), *variables]},
+        "templating": {
+            "list": [
+                datasource_variable(),
+                datasource_variable("tempo", "Traces", "tempo"),
+                datasource_variable("loki", "Logs", "loki"),
+                *variables,
+            ]
+        },
         "panels": lay_out(panels),
     }
 
@@ -264,12 +344,17 @@ def rate(selector: str) -> str:
     return f"rate({selector}[{RATE}])"
 
 
-def error_ratio(by: str = "") -> str:
-    """5xx share of serving requests; 0 (not "No data") while no 5xx was ever counted."""
+def error_ratio(by: str = "", *, streams: bool = False) -> str:
+    """5xx share of serving requests (with `streams`, plus streams broken after their first byte, as the
+    availability SLI counts them); 0 (not "No data") while nothing of it was ever counted."""
     total_by = f"sum by ({by}) " if by else "sum"
     errors = series("claude_gateway_http_requests_total", *SCOPE, SERVING, 'status=~"5.."')
     total = f"{total_by}({rate(series('claude_gateway_http_requests_total', *SCOPE, SERVING))})"
-    return f"({total_by}({rate(errors)}) or {total} * 0) / {total}"
+    failed = f"({total_by}({rate(errors)}) or {total} * 0)"
+    if streams:
+        broken = series("claude_gateway_streams_total", *SCOPE, NOT_OK)
+        failed = f"({failed} + ({total_by}({rate(broken)}) or {total} * 0))"
+    return f"{failed} / {total}"
 
 
 def quantile_by(q: float, histogram: str, by: str, *matchers: str) -> str:
@@ -289,6 +374,9 @@ def overview() -> Json:
         )
         for window in ("1h", "6h", "1d", "3d")
     ]
+    scraped = "Gateway targets answering Prometheus's scrapes (ClaudeGatewayTargetDown fires when none do)"
+    redis_up = f"min({series('claude_gateway_redis_up', *SCOPE)})"
+    redis_configured = f"max({series('claude_gateway_redis_configured', *SCOPE)})"
     panels = [
         row("At a glance"),
         stat(
@@ -299,16 +387,18 @@ def overview() -> Json:
             [(None, "blue")],
         ),
         stat(
-            "Error ratio (5xx)",
-            "Share of serving requests answered with a 5xx. Orange above the 0.1% error budget, red above 14.4 "
-            "times it (ClaudeGatewayErrorBudgetBurn pages there).",
-            error_ratio(),
+            "Error ratio (5xx and broken streams)",
+            "Share of serving requests answered with a 5xx or streams broken after their first byte (the "
+            "availability SLI). Orange above the 0.1% error budget, red above 14.4 times it "
+            "(ClaudeGatewayErrorBudgetBurn pages there).",
+            error_ratio(streams=True),
             "percentunit",
             [(None, "green"), (0.001, "orange"), (0.0144, "red")],
         ),
         stat(
             "p95 latency, non-streaming",
-            "95th percentile duration of /chat and /analyze* requests (the latency SLO: 99% within 10 s).",
+            "95th percentile duration of the non-streaming routes (/chat, /analyze*, count_tokens, models): the "
+            "latency SLO wants 99% within 10 s.",
             quantile_by(0.95, "claude_gateway_http_request_duration_seconds", "", *SCOPE, NON_STREAMING),
             "s",
             [(None, "green"), (5, "orange"), (10, "red")],
@@ -319,21 +409,34 @@ def overview() -> Json:
             f"sum({series('claude_gateway_active_streams', *SCOPE)})",
             "short",
             [(None, "blue")],
+            width=3,
         ),
         stat(
-            "Pods scraped",
-            "Gateway targets answering Prometheus's scrapes (ClaudeGatewayTargetDown fires when none do).",
-            f"sum({series('up', GATEWAY_JOB, *SCOPE)})",
+            "API pods scraped",
+            f"{scraped}: the API pods (container `{API_CONTAINER}`).",
+            f"sum({series('up', GATEWAY_JOB, *SCOPE, API_PODS)})",
             "short",
             [(None, "red"), (1, "green")],
+            width=3,
+        ),
+        stat(
+            "Worker pods scraped",
+            f"{scraped}: the background job workers (container `{WORKER_CONTAINER}`).",
+            f"sum({series('up', GATEWAY_JOB, *SCOPE, WORKER_PODS)})",
+            "short",
+            [(None, "red"), (1, "green")],
+            width=3,
         ),
         stat(
             "Redis",
-            "Worst pod: 1 when its last Redis call succeeded (ClaudeGatewayRedisDown). Reads 0 without REDIS_URL.",
-            f"min({series('claude_gateway_redis_up', *SCOPE)})",
+            "up when every pod's last Redis call succeeded, down when one failed (ClaudeGatewayRedisDown); off when "
+            "the gateway runs without REDIS_URL (redis.mode: none), by design.",
+            # 0 down, 1 up, 3 off: redis_up is held at 1 when no Redis is configured.
+            f"({redis_up} + 2 * (1 - {redis_configured})) or {redis_up}",
             "short",
-            [(None, "red"), (1, "green")],
-            mappings=[{"type": "value", "options": {"0": {"text": "down"}, "1": {"text": "up"}}}],
+            [(None, "red"), (1, "green"), (2, "blue")],
+            width=3,
+            mappings=[{"type": "value", "options": {"0": {"text": "down"}, "1": {"text": "up"}, "3": {"text": "off"}}}],
         ),
         row("Traffic and errors"),
         timeseries(
@@ -346,19 +449,22 @@ def overview() -> Json:
         timeseries(
             "Responses by status",
             "Serving routes by HTTP status: 429 our rate limits or Anthropic's, 503 overloaded/backpressure, "
-            "504 upstream timeout, 502 other upstream failures.",
+            "504 upstream timeout, 502 other upstream failures. Links: failing requests' traces and logs.",
             [target(f"sum by (status) ({rate(requests)})", "{{status}}")],
             "reqps",
             stack=True,
+            links=ERROR_LINKS,
         ),
         timeseries(
-            "Error ratio (5xx) against the error budget",
-            "The 5xx share of serving requests, and the budget the availability SLO allows (1 - objective).",
+            "Error ratio against the error budget",
+            "The share of serving requests that failed (5xx, or a stream broken after its first byte), and the "
+            "budget the availability SLO allows (1 - objective). Links: failing requests' traces and logs.",
             [
-                target(error_ratio(), "5xx ratio"),
+                target(error_ratio(streams=True), "error ratio"),
                 target("1 - max(claude_gateway:slo_availability:objective)", "error budget"),
             ],
             "percentunit",
+            links=ERROR_LINKS,
         ),
         timeseries(
             "Error budget burn rate",
@@ -370,13 +476,16 @@ def overview() -> Json:
         row("Latency"),
         timeseries(
             "Request latency, non-streaming (p50, p95, p99)",
-            "Duration of /chat and /analyze* requests, to the last byte (ClaudeGatewayLatencyBudgetBurn).",
+            "Duration of the non-streaming routes' requests, to the last byte (ClaudeGatewayLatencyBudgetBurn). "
+            "Links: traces and logs of requests slower than the latency SLO's 10 s.",
             quantiles("claude_gateway_http_request_duration_seconds", *SCOPE, NON_STREAMING),
             "s",
+            links=SLOW_LINKS,
         ),
         timeseries(
             "p95 latency by route",
-            "Streams last as long as their answer: read /chat/stream and /v1/messages with that in mind.",
+            "Streams last as long as their answer: read /chat/stream and /v1/messages with that in mind. "
+            "Links: traces and logs of slow requests.",
             [
                 target(
                     quantile_by(0.95, "claude_gateway_http_request_duration_seconds", "route", *SCOPE, SERVING),
@@ -384,13 +493,15 @@ def overview() -> Json:
                 )
             ],
             "s",
+            links=SLOW_LINKS,
         ),
         timeseries(
             "Time to first token (p50, p95, p99)",
             "From the gateway receiving a request to the first text from Anthropic "
-            "(ClaudeGatewayTimeToFirstTokenHigh fires above 3 s at p95).",
+            "(the time-to-first-token SLO: ClaudeGatewayTimeToFirstTokenBudgetBurn). Links: streams' traces and logs.",
             quantiles("claude_gateway_time_to_first_token_seconds", *SCOPE),
             "s",
+            links=STREAM_LINKS,
         ),
         timeseries(
             "Time to first token p95 by model",
@@ -415,6 +526,41 @@ def overview() -> Json:
             quantiles("claude_gateway_overhead_seconds", *SCOPE, levels=(0.5, 0.99)),
             "s",
         ),
+        row("Streams"),
+        timeseries(
+            "Streams by last event",
+            "Streams the gateway relayed, counted when they end: ok when Anthropic sent message_stop, otherwise the "
+            "failure that ended them after their first byte (ClaudeGatewayStreamErrorBudgetBurn). Clients that "
+            "hang up are not counted. Links: broken streams' traces and logs.",
+            [target(f"sum by (outcome) ({rate(series('claude_gateway_streams_total', *SCOPE))})", "{{outcome}}")],
+            "reqps",
+            stack=True,
+            width=8,
+            links=STREAM_LINKS,
+        ),
+        timeseries(
+            "Stream success ratio",
+            "Share of streams ending with message_stop over 5 minutes (the stream-success SLI), and the SLO's "
+            "objective.",
+            [
+                target(f"1 - {series('claude_gateway:streams:error_ratio_rate5m', SCOPE[0])}", "{{namespace}}"),
+                target("max(claude_gateway:slo_stream_success:objective)", "objective"),
+            ],
+            "percentunit",
+            width=8,
+        ),
+        timeseries(
+            "Time to first token over the SLO threshold",
+            "Share of streams whose first token came later than the time-to-first-token SLO's threshold (5 s by "
+            "default), over 5 minutes, and the budget the SLO allows (1 - objective).",
+            [
+                target(series("claude_gateway:time_to_first_token:slow_ratio_rate5m", SCOPE[0]), "{{namespace}}"),
+                target("1 - max(claude_gateway:slo_time_to_first_token:objective)", "budget"),
+            ],
+            "percentunit",
+            width=8,
+            links=STREAM_LINKS,
+        ),
         row("Upstream (Anthropic)"),
         timeseries(
             "Upstream calls by outcome",
@@ -431,8 +577,9 @@ def overview() -> Json:
         timeseries(
             "Upstream errors by outcome and model",
             "overloaded: Anthropic's 529 (ClaudeGatewayUpstreamOverloaded); rate_limited: its 429 "
-            "(ClaudeGatewayUpstreamRateLimited); timeout, unreachable, error: ClaudeGatewayUpstreamErrors. "
-            "Empty while every call succeeds.",
+            "(ClaudeGatewayUpstreamRateLimited; both together page as ClaudeGatewayUpstreamRefusingCalls); "
+            "timeout, unreachable, error: ClaudeGatewayUpstreamErrors. Empty while every call succeeds. "
+            "Links: failing requests' traces and logs.",
             [
                 target(
                     "sum by (model, outcome) "
@@ -441,6 +588,7 @@ def overview() -> Json:
                 )
             ],
             "reqps",
+            links=ERROR_LINKS,
         ),
         timeseries(
             "Upstream calls in flight by pod",
@@ -556,6 +704,7 @@ def overview() -> Json:
             "The gateway version each pod runs (claude_gateway_build_info).",
             f"max by (pod, version) ({series('claude_gateway_build_info', *SCOPE)})",
         ),
+        *kubernetes_row(),
     ]
     return dashboard(
         OVERVIEW_UID,
@@ -564,9 +713,109 @@ def overview() -> Json:
         [
             query_variable("namespace", "Namespace", "label_values(claude_gateway_build_info, namespace)"),
             query_variable("pod", "Pod", f"label_values({series('claude_gateway_build_info', SCOPE[0])}, pod)"),
+            query_variable(
+                "deployment",
+                "Deployment",
+                f"label_values({series('kube_deployment_spec_replicas', SCOPE[0], *GATEWAY_DEPLOYMENTS)}, deployment)",
+            ),
         ],
         panels,
     )
+
+
+# The chart's gateway Deployments (`<release>-claude-gateway` and `-worker`), not its Redis or simulator.
+GATEWAY_DEPLOYMENTS = ('deployment=~".*claude-gateway.*"', 'deployment!~".*-(redis|simulator)"')
+# A Deployment's pods are `<deployment>-<replicaset hash>-<suffix>`; containers as the chart names them.
+K8S_POD = ('namespace=~"$namespace"', 'pod=~"($deployment)-[a-z0-9]+-[a-z0-9]+"')
+K8S_CONTAINER = f'container=~"{API_CONTAINER}|{WORKER_CONTAINER}"'
+K8S_DEPLOYMENT = ('namespace=~"$namespace"', 'deployment=~"$deployment"')
+# KEDA drives its own HPA, named keda-hpa-<ScaledObject>; the chart names ScaledObjects like their Deployments.
+K8S_HPA = ('namespace=~"$namespace"', 'horizontalpodautoscaler=~"(keda-hpa-)?($deployment)"')
+
+
+def kubernetes_row() -> list[Json]:
+    """Pods as Kubernetes sees them: from kube-state-metrics and cAdvisor, not from the gateway."""
+    restarts = series("kube_pod_container_status_restarts_total", *K8S_POD, K8S_CONTAINER)
+    oom = series("kube_pod_container_status_last_terminated_reason", *K8S_POD, K8S_CONTAINER, 'reason="OOMKilled"')
+    throttled = series("container_cpu_cfs_throttled_periods_total", *K8S_POD, K8S_CONTAINER)
+    periods = series("container_cpu_cfs_periods_total", *K8S_POD, K8S_CONTAINER)
+    return [
+        row("Kubernetes"),
+        timeseries(
+            "Container restarts",
+            "Restarts of the API and worker containers (crashes, failed liveness probes, OOM kills).",
+            [target(f"sum by (pod, container) (increase({restarts}[{RATE}]))", "{{pod}} {{container}}")],
+            "short",
+            width=8,
+            requires=KUBE_STATE_METRICS,
+        ),
+        timeseries(
+            "OOM kills",
+            "Restarts whose last termination was OOMKilled: the container hit its memory limit "
+            "(`api.resources` / `worker.resources`).",
+            [
+                target(
+                    f"sum by (pod, container) (increase({restarts}[{RATE}]) > 0 "
+                    f"and on (namespace, pod, container) {oom} == 1)",
+                    "{{pod}} {{container}}",
+                )
+            ],
+            "short",
+            width=8,
+            requires=KUBE_STATE_METRICS,
+        ),
+        timeseries(
+            "CPU throttling",
+            "Share of CFS periods in which the container was throttled at its CPU limit: above a few percent, "
+            "latency and time to first token suffer.",
+            [
+                target(
+                    f"sum by (pod, container) (rate({throttled}[{RATE}])) "
+                    f"/ sum by (pod, container) (rate({periods}[{RATE}]))",
+                    "{{pod}} {{container}}",
+                )
+            ],
+            "percentunit",
+            width=8,
+            requires=CADVISOR,
+        ),
+        timeseries(
+            "Ready vs desired replicas",
+            "Ready pods of each gateway Deployment against the replicas it wants: a gap that lasts is pods that "
+            "cannot start or pass readiness (GET /health/ready).",
+            [
+                target(
+                    f"sum by (deployment) ({series('kube_deployment_status_replicas_ready', *K8S_DEPLOYMENT)})",
+                    "{{deployment}} ready",
+                ),
+                target(
+                    f"sum by (deployment) ({series('kube_deployment_spec_replicas', *K8S_DEPLOYMENT)})",
+                    "{{deployment}} desired",
+                ),
+            ],
+            "short",
+            requires=KUBE_STATE_METRICS,
+        ),
+        timeseries(
+            "Autoscaler desired replicas",
+            "Replicas the HPA (or KEDA's HPA, keda-hpa-<name>) wants for each gateway Deployment, and its maximum: "
+            "desired at the maximum means the autoscaler has run out of room.",
+            [
+                target(
+                    "sum by (horizontalpodautoscaler) "
+                    f"({series('kube_horizontalpodautoscaler_status_desired_replicas', *K8S_HPA)})",
+                    "{{horizontalpodautoscaler}} desired",
+                ),
+                target(
+                    "sum by (horizontalpodautoscaler) "
+                    f"({series('kube_horizontalpodautoscaler_spec_max_replicas', *K8S_HPA)})",
+                    "{{horizontalpodautoscaler}} max",
+                ),
+            ],
+            "short",
+            requires=KUBE_STATE_METRICS,
+        ),
+    ]
 
 
 def spend_in_range(by: str) -> str:
@@ -675,6 +924,7 @@ def usage() -> Json:
             "max by (price_model, direction) (claude_gateway:token_price:usd_per_mtok)",
             unit="currencyUSD",
         ),
+        *budget_row(),
         row("Limits"),
         timeseries(
             "Rate-limit rejections by client and limit",
@@ -699,11 +949,72 @@ def usage() -> Json:
     )
 
 
+# Share of the current UTC month gone by: day_of_month() etc. default to now. Floored at 1% so that the
+# projection in the month's first hours is not a division by almost nothing.
+MONTH_ELAPSED = "clamp_min((day_of_month() - 1 + (hour() + minute() / 60) / 24) / days_in_month(), 0.01)"
+
+
+def budget_row() -> list[Json]:
+    """Spend against each key's budgets (issue 15): real cost per request, and the budgets' share used."""
+    cost = series("claude_gateway_cost_usd_total", *USAGE_SCOPE)
+    used = series("claude_gateway_budget_used_ratio", USAGE_SCOPE[0], USAGE_SCOPE[2])
+    month_used = series("claude_gateway_budget_used_ratio", USAGE_SCOPE[0], USAGE_SCOPE[2], 'window="month"')
+    return [
+        row("Spend and budgets"),
+        timeseries(
+            "Budget used by client and window",
+            "Share of each key's day and month budget spent (UTC windows). ClaudeGatewayClientBudgetNearlySpent "
+            "fires at 80%, ClaudeGatewayClientBudgetExhausted at 100%, where the key is refused until the reset.",
+            [target(f"max by (client, window) ({used})", "{{client}} {{window}}")],
+            "percentunit",
+        ),
+        timeseries(
+            "Projected month-end budget use by client",
+            "The month budget's share spent so far, divided by the share of the month gone by: above 100%, the key "
+            "runs out before the month ends at its pace so far.",
+            [target(f"max by (client) ({month_used}) / scalar({MONTH_ELAPSED})", "{{client}}")],
+            "percentunit",
+        ),
+        table(
+            "Spend by client (USD)",
+            "Cost of each key's requests over the dashboard's time range, as the gateway computed it from their "
+            "real usage (cache writes by TTL included).",
+            f"sum by (client) (increase({cost}[$__range]))",
+            unit="currencyUSD",
+        ),
+        timeseries(
+            "Monthly run rate by client (USD)",
+            "What a whole month would cost at each key's pace over the last day.",
+            [target(f"sum by (client) (rate({cost}[1d])) * 86400 * scalar(days_in_month())", "{{client}}")],
+            "currencyUSD",
+        ),
+    ]
+
+
 DASHBOARDS: dict[str, Callable[[], Json]] = {"overview.json": overview, "usage.json": usage}
 
 
+def _without_requirements(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _without_requirements(value) for key, value in node.items() if key != "_requires"}
+    if isinstance(node, list):
+        return [_without_requirements(item) for item in node]
+    return node
+
+
 def render(build: Callable[[], Json]) -> str:
-    return json.dumps(build(), indent=2) + "\n"
+    return json.dumps(_without_requirements(build()), indent=2) + "\n"
+
+
+def requirements() -> dict[tuple[str, str], str]:
+    """(dashboard title, panel title) -> why the panel needs more than the gateway (REQUIREMENTS' text)."""
+    found = {}
+    for build in DASHBOARDS.values():
+        board = build()
+        for panel in board["panels"]:
+            if panel.get("_requires"):
+                found[(board["title"], panel["title"])] = REQUIREMENTS[panel["_requires"]]
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

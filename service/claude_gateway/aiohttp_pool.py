@@ -244,10 +244,8 @@ class AiohttpPool:
     async def request(self, head: PreparedRequest, body: bytes | StreamedBody) -> AiohttpResponse:
         """Send a request on a pooled or new connection; its answer once the status and headers arrived."""
         attempt = _Attempt(self.head_timeout_s, streamed=isinstance(body, StreamedBody))
-        if isinstance(body, StreamedBody):
-            if body.started:
-                raise RuntimeError("a streamed request body can be sent only once")
-            body.started = True
+        if isinstance(body, StreamedBody) and body.started:
+            raise RuntimeError("a streamed request body can be sent only once")
         data = self._upload(body, attempt) if isinstance(body, StreamedBody) else body
         try:
             async with asyncio.timeout(None) as deadline:
@@ -281,7 +279,9 @@ class AiohttpPool:
 
     async def _upload(self, body: StreamedBody, attempt: _Attempt) -> AsyncIterator[bytes]:
         """Each piece of `body` as the connection drains (aiohttp awaits its writer's drain); stops early if the
-        upstream answers first."""
+        upstream answers first. The body is `started` once aiohttp takes its first piece (connected, head sent): a
+        request that failed before may go again, as with ours."""
+        body.started = True
         sent = 0
         async for piece in body.chunks:
             if attempt.answered:  # answered (a 413, say) mid-body: the rest is not sent, the connection not reused

@@ -11,17 +11,18 @@ from fastapi.openapi.utils import get_openapi
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.middleware.cors import CORSMiddleware
 
-from claude_gateway import __version__, handlers, metrics, tracing
+from claude_gateway import __version__, handlers, metrics, pricing, tracing
 from claude_gateway.auth import KeyStore
 from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.deps import State
 from claude_gateway.fast_lane import GatewayApp
-from claude_gateway.health import HealthCheck
+from claude_gateway.health import Drain, HealthCheck
 from claude_gateway.jobs import arq_queue, create_job_queue
 from claude_gateway.logs import configure_logging, get_logger
 from claude_gateway.middleware import GatewayMiddleware
+from claude_gateway.ownership import LocalOwnership, RedisOwnership
 from claude_gateway.ratelimit import RateLimiter
-from claude_gateway.routes import analyze, chat, health, messages, ops
+from claude_gateway.routes import analyze, batches, chat, files, health, messages, ops, usage
 from claude_gateway.settings import Settings, load_settings
 from claude_gateway.upstream_client import UpstreamClient
 
@@ -48,6 +49,7 @@ CORS_EXPOSED_HEADERS = [
     "x-request-id",
     "request-id",
     "x-gateway-overhead-ms",
+    "x-gateway-cost-usd",
 ]
 # Spans for every ASGI send/receive would add one span per SSE chunk; the request span is the one that matters.
 TRACING_EXCLUDED_SPANS = ["receive", "send"]
@@ -55,10 +57,14 @@ TRACING_EXCLUDED_URLS = "health,metrics"
 
 
 def _startup_notes(settings: Settings, keys: KeyStore) -> None:
+    metrics.REDIS_CONFIGURED.set(0 if settings.redis_url is None else 1)
     if settings.redis_url is None:
         # Nothing to be down: the gauge would otherwise read 0 and show Redis as down on the dashboard.
         metrics.REDIS_UP.set(1)
-        log.warning("no REDIS_URL: rate limits are held in this process only (one worker, no restarts)")
+        log.warning(
+            "no REDIS_URL: rate limits, spend budgets and usage records are held in this process only "
+            "(one worker, no restarts)"
+        )
     if settings.anthropic_api_key is None:
         log.warning("no ANTHROPIC_API_KEY: upstream calls carry a placeholder key (fine for the simulator only)")
     if len(keys) == 0:
@@ -76,10 +82,14 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         redis = arq_queue.connect(settings, client_name=arq_queue.API_CLIENT_NAME) if settings.redis_url else None
         limiter = RateLimiter.from_settings(settings, redis=redis)
         jobs = create_job_queue(settings, upstream, redis=redis)
-        health_check = HealthCheck(upstream, settings.health_model)
-        if settings.redis_url is not None:
-            health_check.readiness_checks["redis"] = limiter.ping
-            health_check.readiness_checks["jobs"] = jobs.ping
+        health_check = HealthCheck(
+            upstream,
+            settings.health_model,
+            drain=app.state.drain,
+            # Jobs and limits share one Redis client (above): one PING speaks for both.
+            redis_ping=limiter.ping if settings.redis_url is not None else None,
+            redis_required=settings.rate_limit_fail_mode == "closed",
+        )
         _startup_notes(settings, keys)
         keys.start_watching()
         try:
@@ -91,6 +101,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
                 jobs=jobs,
                 slots=UpstreamSlots(settings.max_inflight_upstream, settings.backpressure_wait_s),
                 health=health_check,
+                ownership=RedisOwnership(redis) if redis is not None else LocalOwnership(),
             )
         finally:
             await keys.stop_watching()
@@ -132,6 +143,7 @@ def _document_plain_routes(app: FastAPI, fragments: list[dict[str, Any]]) -> Non
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     tracing.set_content_capture(settings.otel_instrumentation_genai_capture_message_content)
+    pricing.activate(settings.price_table)
     app = GatewayApp(
         title="claude-gateway",
         version=__version__,
@@ -141,10 +153,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/redoc" if settings.expose_docs else None,
         openapi_url="/openapi.json" if settings.expose_docs else None,
     )
+    # The server sets it on SIGTERM (`app.state.drain.start()`): readiness answers 503 from then on.
+    app.state.drain = Drain()
     handlers.install(app)
     chat_routes = chat.build_routes(settings)
     app.router.routes.extend(chat_routes)
     app.router.routes.extend(messages.routes)
+    app.include_router(usage.router)
+    app.include_router(batches.router)
+    app.include_router(files.router)
     app.include_router(analyze.router)
     app.include_router(health.router)
     if settings.metrics_enabled:
@@ -168,7 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}])
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, self_bounded=files.SELF_BOUNDED)
     return app
 
 

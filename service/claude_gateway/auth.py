@@ -4,6 +4,10 @@ A request presents its key in `X-API-Key` or as `Authorization: Bearer <key>` (t
 latter). Keys come from `VALID_API_KEYS` and from `API_KEYS_FILE` (docs/CONTRACTS.md), the file re-read by a
 background task when it changes. Only sha256 digests are held in memory; a presented key is hashed and its digest
 looked up, then confirmed with `hmac.compare_digest`, so the comparison takes the same time whatever the key.
+
+Each key carries its limits, its policy (`policy.Policy`: allowed models, largest `max_tokens`, betas, costlier
+features) and its spend budget (`budgets.Budget`), all from its keys-file entry (docs/CONTRACTS.md). Keys in
+`ADMIN_API_KEYS` are never client keys: presented to a client route they get 403.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from typing import Any
 import yaml
 from limits import RateLimitItem
 
-from claude_gateway.errors import MissingKey, UnknownKey
+from claude_gateway.budgets import NO_BUDGET, Budget, BudgetError, default_budget, parse_budget
+from claude_gateway.errors import ClientError, MissingKey, UnknownKey
 from claude_gateway.logs import get_logger
+from claude_gateway.policy import ALLOW_ALL, Policy, PolicyError, parse_policy
 from claude_gateway.settings import Settings, parse_limits
 
 log = get_logger("claude_gateway.auth")
@@ -36,13 +42,23 @@ _HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NO_DIGEST = bytes(32)
 
 
+class AdminKeyRefused(ClientError):
+    """An admin key (`ADMIN_API_KEYS`) presented to a client route: admin keys are never client keys."""
+
+    status_code = 403
+    anthropic_type = "permission_error"
+    default_message = "Admin keys cannot be used as client keys"
+
+
 @dataclass(frozen=True, slots=True)
 class ClientKey:
-    """An authenticated client: its name (what logs and metrics see) and its limits."""
+    """An authenticated client: its name (what logs and metrics see), its limits, its policy and its budget."""
 
     name: str
     request_limits: tuple[RateLimitItem, ...] = field(default=())
     token_limits: tuple[RateLimitItem, ...] = field(default=())
+    policy: Policy = ALLOW_ALL
+    budget: Budget = NO_BUDGET
 
 
 def digest(key: str) -> bytes:
@@ -72,6 +88,7 @@ def parse_keys_file(text: str, settings: Settings) -> dict[bytes, ClientKey]:
         raise KeysFileError("expected a list under `keys`")
     keys: dict[bytes, ClientKey] = {}
     names: set[str] = set()
+    budget = default_budget(settings)
     for index, entry in enumerate(entries):
         where = f"entry {index}"
         if not isinstance(entry, Mapping):
@@ -93,9 +110,11 @@ def parse_keys_file(text: str, settings: Settings) -> dict[bytes, ClientKey]:
             token_limits = (
                 parse_limits(entry["token_rate_limit"]) if "token_rate_limit" in entry else settings.token_rate_limit
             )
-        except ValueError as exc:
+            policy = parse_policy(entry)
+            key_budget = parse_budget(entry, budget)
+        except (ValueError, PolicyError, BudgetError) as exc:
             raise KeysFileError(f"{where} ({name}): {exc}") from None
-        keys[key_digest] = ClientKey(name, tuple(request_limits), tuple(token_limits))
+        keys[key_digest] = ClientKey(name, tuple(request_limits), tuple(token_limits), policy, key_budget)
     return keys
 
 
@@ -109,9 +128,11 @@ class KeyStore:
                 short_name(secret.get_secret_value()),
                 tuple(settings.rate_limit),
                 tuple(settings.token_rate_limit),
+                budget=default_budget(settings),
             )
             for secret in settings.valid_api_keys
         }
+        self._admin_digests = frozenset(digest(secret.get_secret_value()) for secret in settings.admin_api_keys)
         self._keys: dict[bytes, tuple[bytes, ClientKey]] = {}
         self._install({})
         self._file_stamp: tuple[float, int] | None = None
@@ -124,6 +145,11 @@ class KeyStore:
     def names(self) -> Iterable[str]:
         return (client.name for _, client in self._keys.values())
 
+    @property
+    def clients(self) -> Iterable[ClientKey]:
+        """Every configured client (for the admin usage view)."""
+        return (client for _, client in self._keys.values())
+
     def _install(self, file_keys: dict[bytes, ClientKey]) -> None:
         merged = {**self._env_keys, **file_keys}
         self._keys = {key_digest: (key_digest, client) for key_digest, client in merged.items()}
@@ -132,12 +158,18 @@ class KeyStore:
         if not presented:
             raise MissingKey()
         key_digest = digest(presented)
+        if key_digest in self._admin_digests:
+            raise AdminKeyRefused()
         # The dict lookup can only reveal something about a digest, which says nothing about the key; the final
         # comparison is constant-time all the same, against a stand-in when the digest is unknown.
         stored, client = self._keys.get(key_digest, (_NO_DIGEST, None))
         if not hmac.compare_digest(key_digest, stored) or client is None:
             raise UnknownKey()
         return client
+
+    def is_admin(self, presented: str | None) -> bool:
+        """Whether `presented` is one of `ADMIN_API_KEYS` (for the admin views)."""
+        return bool(presented) and digest(presented or "") in self._admin_digests
 
     # -- the keys file
 

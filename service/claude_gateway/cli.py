@@ -49,11 +49,13 @@ def _worker(args: argparse.Namespace) -> int:
     from claude_gateway.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    from claude_gateway.jobs.worker import WorkerNotConfigured, check_worker, run_worker
+    if args.check:  # the liveness probe, run every few seconds: it imports what it reads (a local file) only
+        from claude_gateway.jobs.heartbeat import check_worker
+
+        return check_worker(settings)
+    from claude_gateway.jobs.worker import WorkerNotConfigured, run_worker
 
     try:
-        if args.check:
-            return check_worker(settings)
         run_worker(settings)
     except WorkerNotConfigured as exc:
         print(f"claude-gateway worker: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 from starlette.requests import Request
@@ -30,6 +31,9 @@ class RequestContext:
     # Headers every response of a limited route carries (X-RateLimit-*), set once the limits are checked.
     extra_headers: dict[str, str] = field(default_factory=dict)
     disconnected: bool = False
+    # The request's USD cost, worked out once its usage is final (`costed`); None when unpriced or nothing was used.
+    cost_usd: Decimal | None = None
+    costed: bool = False
 
     def overhead_s(self, now: float | None = None) -> float:
         return max(0.0, ((now or time.perf_counter()) - self.started) - self.upstream_s)

@@ -1,4 +1,11 @@
-"""Health: liveness (the process serves), readiness (it can take traffic), and the deep check that calls Claude.
+"""Health: liveness (the process serves), readiness (send me traffic), and the deep check that calls Claude.
+
+Readiness answers the one question a load balancer asks: should traffic come here? So it is 503 only while this
+instance would refuse that traffic: while it drains (`Drain`, set by the server on SIGTERM), or while Redis is
+down in `RATE_LIMIT_FAIL_MODE=closed` (every rate-limited request then gets 503). In the default fail-open mode a
+Redis outage changes nothing the probe cares about (requests are served with per-process limits), so readiness
+stays 200 and says how Redis is in its body and in `claude_gateway_redis_up`: taking every pod out of its Service
+because Redis blinked would turn a degraded gateway into a dead one.
 
 The deep check spends a real `HEALTH_MODEL` call, so its result is cached for `HEALTH_CACHE_TTL_S` and concurrent
 probes share one call in flight. It goes through the process's one `UpstreamClient`, the routes' own path to
@@ -11,10 +18,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
+from claude_gateway import metrics
 from claude_gateway.errors import GatewayError, UpstreamMisconfigured, classify
 from claude_gateway.upstream_client import HTTPClientError, UpstreamClient
 
@@ -23,6 +31,31 @@ HEALTH_CACHE_TTL_S = 30.0
 HEALTH_MAX_TOKENS = 10
 # The deep check must answer before a load balancer's probe times out (commonly 5-10 s).
 HEALTH_TIMEOUT_S = 5.0
+# Readiness waits at most this long for Redis, whatever REDIS_TIMEOUT_S says: a probe must answer inside the kubelet's
+# timeoutSeconds (1 s by default) even when Redis hangs, or the probe's own timeout would mark the pod unready in
+# fail-open mode too. A Redis that takes longer than this to answer a PING counts as down.
+READY_REDIS_WAIT_S = 0.5
+
+RedisState = Literal["up", "down", "not_configured"]
+
+
+class Drain:
+    """Whether this server process is draining: set once, on SIGTERM, by the server; never cleared.
+
+    From then on readiness answers 503 (`{"status": "draining"}`), so that load balancers stop sending new requests
+    while the ones in flight finish. `create_app` puts one on `app.state.drain`; the server calls
+    `app.state.drain.start()` when it begins its graceful shutdown.
+    """
+
+    def __init__(self) -> None:
+        self._active = False
+
+    def start(self) -> None:
+        self._active = True
+
+    @property
+    def active(self) -> bool:
+        return self._active
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +65,21 @@ class HealthResult:
 
 
 class HealthCheck:
-    def __init__(self, upstream: UpstreamClient, model: str) -> None:
+    """The deep check and readiness of one app.
+
+    `redis_ping` (None without REDIS_URL) says whether Redis answers and never raises; `redis_required` is True in
+    fail-closed mode, where a Redis outage makes this instance refuse its traffic.
+    """
+
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        model: str,
+        *,
+        drain: Drain | None = None,
+        redis_ping: Callable[[], Awaitable[bool]] | None = None,
+        redis_required: bool = False,
+    ) -> None:
         self._upstream = upstream
         self._model = model
         self._body = orjson.dumps(
@@ -41,7 +88,9 @@ class HealthCheck:
         self._cached: HealthResult | None = None
         self._cached_at = 0.0
         self._lock = asyncio.Lock()
-        self.readiness_checks: dict[str, Callable[[], Awaitable[bool]]] = {}
+        self.drain = drain if drain is not None else Drain()
+        self._redis_ping = redis_ping
+        self._redis_required = redis_required
 
     async def deep(self) -> HealthResult:
         if self._fresh():
@@ -83,12 +132,24 @@ class HealthCheck:
         )
 
     async def ready(self) -> HealthResult:
-        """Ready unless a configured dependency (Redis) does not answer.
+        """200 unless draining, or Redis is down and required (fail-closed); Redis's state in the body either way."""
+        redis = await self.redis_state()
+        if self.drain.active:
+            status = "draining"
+        elif redis == "down" and self._redis_required:
+            status = "not_ready"
+        else:
+            status = "ready"
+        return HealthResult(status == "ready", {"status": status, "redis": redis, "draining": self.drain.active})
 
-        A draining server needs no flag here: on SIGTERM uvicorn closes its listening socket at once, so a probe's
-        new connection is refused (not ready) while the open streams finish on theirs.
-        """
-        results = await asyncio.gather(*(check() for check in self.readiness_checks.values()))
-        checks = {name: "ok" if ok else "unavailable" for name, ok in zip(self.readiness_checks, results, strict=True)}
-        healthy = all(results)
-        return HealthResult(healthy, {"status": "ready" if healthy else "not_ready", "checks": checks})
+    async def redis_state(self) -> RedisState:
+        """Whether Redis answers a PING now (within READY_REDIS_WAIT_S); kept in `claude_gateway_redis_up` too."""
+        if self._redis_ping is None:
+            return "not_configured"
+        try:
+            async with asyncio.timeout(READY_REDIS_WAIT_S):
+                up = await self._redis_ping()
+        except TimeoutError:
+            up = False
+        metrics.REDIS_UP.set(1 if up else 0)
+        return "up" if up else "down"

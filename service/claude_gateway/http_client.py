@@ -49,8 +49,11 @@ from claude_gateway.egress import EgressProxies, Proxy
 
 logger = logging.getLogger("claude_gateway.upstream")
 
-# Headers of the answer the gateway reads: the request id it passes back, and what the retry policy obeys.
-KEPT_HEADERS = frozenset({"request-id", "retry-after", "retry-after-ms", "x-should-retry"})
+# Headers of the answer the gateway reads: the request id it passes back, what the retry policy obeys, and what a
+# relayed body is described by (a file's type and name; its length is `Response.content_length`).
+KEPT_HEADERS = frozenset(
+    {"request-id", "retry-after", "retry-after-ms", "x-should-retry", "content-type", "content-disposition"}
+)
 HIGH_WATER_BYTES = 64 * 1024
 # An answer's status line and headers: Anthropic's are under 2 KiB, and common HTTP stacks refuse heads past 8 to
 # 16 KiB by default (Node, h11, nginx's header buffers). 64 KiB leaves room for whatever a proxy adds; past it is a

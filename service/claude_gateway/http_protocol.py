@@ -1,5 +1,17 @@
 """uvicorn's httptools protocol with the two bounds on a request's head that uvicorn lacks.
 
+The one module that touches uvicorn's internals: uvicorn has no public hook for a request head's size or time, nor for
+telling an app its client left other than `receive()`. Written for uvicorn 0.54.0 and checked against 0.55.0 (the
+latest when written), with httptools 0.9; pyproject.toml pins uvicorn to >=0.54,<0.56 to match. What it relies on,
+each guarded by a canary test in tests/canary/test_uvicorn_protocol.py:
+- `HttpToolsProtocol`'s methods `connection_made`, `connection_lost`, `data_received` (asyncio's) and the httptools
+  parser callbacks `on_message_begin`, `on_headers_complete`, each called with the arguments they take here;
+- its attributes `cycle` (the current `RequestResponseCycle`, with `scope` and `response_complete`), `scope`, `url`,
+  `headers`, `app` (read once per request in `on_headers_complete`), `transport` and `loop`;
+- that `on_headers_complete` only schedules the ASGI task (`loop.create_task`), so the scope can still be changed
+  after it returns and before the app first sees it.
+
+The bounds:
 - Size: httptools accepts a request line and headers of any size, buffering each header whole before uvicorn sees
   it (a 30 MB header costs 30 MB per connection). Past `MAX_REQUEST_HEAD_BYTES` the answer is 431 and the
   connection is closed: while the head is still arriving (counted by the read, so within one read of the bound),
@@ -111,8 +123,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        extension: DisconnectExtension = {"callbacks": [], "disconnected": False}
-        self.scope["extensions"] = {DISCONNECT_EXTENSION: extension}  # type: ignore[dict-item]
         head = self._head
         head.incomplete = True
         head.size = 0
@@ -125,12 +135,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size <= self.max_head_bytes:
             super().on_headers_complete()
-            return
-        app, self.app = self.app, head_too_large
-        try:
-            super().on_headers_complete()
-        finally:
-            self.app = app
+        else:
+            app, self.app = self.app, head_too_large
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+        # Added after uvicorn has built the scope (some versions assign `scope["extensions"]` there, which would drop
+        # an entry set earlier) and merged with whatever extensions it declared. The ASGI task is scheduled, not yet
+        # run: the app sees the scope as it is left here.
+        extension: DisconnectExtension = {"callbacks": [], "disconnected": False}
+        self.scope["extensions"] = {**(self.scope.get("extensions") or {}), DISCONNECT_EXTENSION: extension}  # type: ignore[dict-item]
 
     def _arm_head_timer(self) -> None:
         head = self._head

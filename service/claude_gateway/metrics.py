@@ -8,6 +8,9 @@ Series (INTERFACE.md, then docs/CONTRACTS.md's additions):
 - ``claude_gateway_upstream_duration_seconds{model,stream}``          Anthropic call latency
 - ``claude_gateway_time_to_first_token_seconds{model}``               time until the first text delta
 - ``claude_gateway_tokens_total{model,direction,client}``             tokens (input, output, cache_read, cache_write)
+- ``claude_gateway_cost_usd_total{client,model}``                     USD spent, from real usage at the active prices
+- ``claude_gateway_unpriced_tokens_total{model}``                     tokens of models without a price (not costed)
+- ``claude_gateway_budget_used_ratio{client,window}``                 share of a key's budget held (day, month)
 - ``claude_gateway_active_streams``                                    SSE streams open now (sum over workers)
 - ``claude_gateway_rate_limited_total{client,limit}``                 requests refused by our own limits
 - ``claude_gateway_jobs_total{status}``                                jobs enqueued, complete, failed, retried
@@ -20,16 +23,18 @@ Series (INTERFACE.md, then docs/CONTRACTS.md's additions):
 - ``claude_gateway_upstream_inflight``                                 Anthropic calls in flight (sum over workers)
 - ``claude_gateway_backpressure_rejected_total{route}``               503s because no upstream slot freed in time
 - ``claude_gateway_build_info{version}``                              always 1
+- ``claude_gateway_streams_total{model,outcome}``                     relayed streams by their last event
+- ``claude_gateway_redis_configured``                                  1 when REDIS_URL is set, 0 without Redis
 
 Under Gunicorn, `claude-gateway serve` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any worker
-imports this module; `render()` then aggregates every worker's files. Label values are bounded: `model` is folded
-to ``other`` when it is not a known model name, `route` is a route template, `client` a configured key's name.
+imports this module; `render()` then aggregates every worker's files. Label values are bounded: `model` is a
+model of the price table (its canonical id, aliases and dated ids mapped to it) or ``other``, `route` is a route
+template, `client` a configured key's name.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from prometheus_client import (
@@ -43,7 +48,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.metrics import MetricWrapperBase
 
-from claude_gateway import __version__
+from claude_gateway import __version__, pricing
 
 NAMESPACE = "claude_gateway"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -91,6 +96,22 @@ TOKENS = Counter(
     ["model", "direction", "client"],
     namespace=NAMESPACE,
 )  # direction: input (uncached), output, cache_read, cache_write
+COST_USD = Counter(
+    "cost_usd", "USD spent, by client and model, from each call's real usage.", ["client", "model"], namespace=NAMESPACE
+)  # model: see model_label
+UNPRICED_TOKENS = Counter(
+    "unpriced_tokens",
+    "Tokens of models that have no price, so no cost (every direction).",
+    ["model"],
+    namespace=NAMESPACE,
+)
+BUDGET_USED_RATIO = Gauge(
+    "budget_used_ratio",
+    "Share of a key's spend budget used in its UTC calendar window (spent and reserved; above 1 in debt).",
+    ["client", "window"],
+    namespace=NAMESPACE,
+    multiprocess_mode="mostrecent",  # the last value any worker learned from the shared counter is the current one
+)  # window: day, month; for alerts at 0.8 and 1
 ACTIVE_STREAMS = Gauge("active_streams", "SSE streams open now.", namespace=NAMESPACE, multiprocess_mode="livesum")
 RATE_LIMITED = Counter(
     "rate_limited", "Requests refused by the gateway's own limits.", ["client", "limit"], namespace=NAMESPACE
@@ -101,6 +122,12 @@ JOB_DURATION = Histogram("job_duration_seconds", "Background job run time.", nam
 CLIENT_DISCONNECTS = Counter(
     "client_disconnects", "Clients that went away before their answer ended.", ["route"], namespace=NAMESPACE
 )
+# A stream the client began receiving (a 200 and events), counted when it ends by its last event: `ok` for
+# message_stop, else the failure's outcome; a client that left is not counted. Its failures are 200s that the
+# availability SLO must still count (observability/alerts), and the stream-success SLO's denominator.
+STREAMS = Counter(
+    "streams", "Relayed streams by their last event.", ["model", "outcome"], namespace=NAMESPACE
+)  # outcome: ok, rate_limited, overloaded, timeout, unreachable, error
 OVERHEAD = Histogram(
     "overhead_seconds",
     "Time spent in the gateway outside the upstream call.",
@@ -132,8 +159,11 @@ upstream_requests = Children(UPSTREAM_REQUESTS)
 upstream_duration = Children(UPSTREAM_DURATION)
 time_to_first_token = Children(TIME_TO_FIRST_TOKEN)
 tokens = Children(TOKENS)
+cost_usd = Children(COST_USD)
+unpriced_tokens = Children(UNPRICED_TOKENS)
 overhead = Children(OVERHEAD)
 client_disconnects = Children(CLIENT_DISCONNECTS)
+streams = Children(STREAMS)
 
 
 REDIS_UP = Gauge(
@@ -141,6 +171,14 @@ REDIS_UP = Gauge(
     "1 when the last Redis call succeeded, else 0.",
     namespace=NAMESPACE,
     multiprocess_mode="livemin",
+)
+# Whether the process uses Redis at all: without REDIS_URL, redis_up is held at 1 and the dashboards show Redis
+# as "off" from this gauge rather than "up".
+REDIS_CONFIGURED = Gauge(
+    "redis_configured",
+    "1 when REDIS_URL is set, 0 when limits and jobs are in-process.",
+    namespace=NAMESPACE,
+    multiprocess_mode="max",
 )
 REDIS_ERRORS = Counter(
     "redis_errors", "Redis calls that failed or timed out.", ["operation"], namespace=NAMESPACE
@@ -164,20 +202,13 @@ BUILD_INFO = Gauge(
 )
 BUILD_INFO.labels(version=__version__).set(1)
 
-# Model ids Anthropic publishes look like these; anything else (a typo, an attack) is folded into "other".
-_MODEL_PATTERN = re.compile(r"^claude-[a-z0-9.-]{1,60}$")
-_MAX_MODELS = 64
-_seen_models: set[str] = set()
+OTHER_MODEL = "other"
 
 
 def model_label(model: str) -> str:
-    """A bounded label for a model name: known-looking names up to a cap, then ``other``."""
-    if model in _seen_models:
-        return model
-    if not _MODEL_PATTERN.match(model) or len(_seen_models) >= _MAX_MODELS:
-        return "other"
-    _seen_models.add(model)
-    return model
+    """A bounded label for a model name: its canonical id in the active price table, else ``other`` (never a name
+    a client made up, however many it sends)."""
+    return pricing.active().canonical(model) or OTHER_MODEL
 
 
 def multiprocess_dir() -> str | None:

@@ -10,15 +10,18 @@ import logging
 import re
 import time
 import uuid
+from decimal import Decimal
 
+from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from claude_gateway import metrics
+from claude_gateway import metrics, pricing, tracing
 from claude_gateway.context import SCOPE_KEY, RequestContext
 from claude_gateway.errors import PayloadTooLarge
 from claude_gateway.handlers import error_body
 from claude_gateway.logs import get_logger
+from claude_gateway.usage import cost_usd
 
 access_log = get_logger("claude_gateway.access")
 
@@ -51,10 +54,25 @@ class BodyTimeout(HTTPException):
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float | None = None) -> None:
+    """`self_bounded`: the (method, path) of requests whose route bounds its own body as it streams it (a file
+    upload, `routes.files`): neither `max_body_bytes` nor the body deadline applies to them here. An answer to one
+    that comes before its body was read to the end (a refusal, or Anthropic's early answer) closes the connection,
+    rather than the server reading and dropping up to `FILES_MAX_BYTES` of it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_s: float | None = None,
+        self_bounded: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = BODY_READ_TIMEOUT_S if body_timeout_s is None else body_timeout_s
+        self.self_bounded = self_bounded
+        # Looked up first: one hash of a string per request, rather than of a tuple.
+        self.self_bounded_paths = frozenset(path for _, path in self_bounded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,9 +115,17 @@ class GatewayMiddleware:
                     if encoded not in present:
                         headers.append((encoded, value.encode()))
                 message["headers"] = headers
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # The request span (OpenTelemetry's ASGI middleware, outside this one) ends with the last byte:
+                # its cost goes on it now. Usage is final by then (a stream settles before its last byte).
+                _settle_cost(context)
             await send(message)
 
         try:
+            path = scope["path"]
+            if path in self.self_bounded_paths and (scope["method"], path) in self.self_bounded:
+                await _closing_unless_read(self.app, scope, receive, send_wrapper)
+                return
             if content_length > self.max_body_bytes:
                 # Refused from its Content-Length: not one byte of the body is read.
                 await _send_too_large(context, send_wrapper)
@@ -156,10 +182,11 @@ class GatewayMiddleware:
                 metrics.overhead(template).observe(context.overhead_s(now))
             if context.disconnected:
                 metrics.client_disconnects(template).inc()
+        usage = context.usage
+        cost = context.cost_usd if context.costed else _settle_cost(context, on_span=False)
         level = logging.DEBUG if quiet and status_code < 500 else logging.INFO
         if not access_log.isEnabledFor(level):
             return
-        usage = context.usage
         access_log.log(
             level,
             "request",
@@ -175,10 +202,48 @@ class GatewayMiddleware:
                 "output_tokens": usage.output if usage else None,
                 "cache_read_tokens": usage.cache_read if usage else None,
                 "cache_write_tokens": usage.cache_write if usage else None,
+                "cache_write_1h_tokens": usage.cache_write_1h if usage else None,
+                "cost_usd": _usd_number(cost),
                 "disconnected": context.disconnected or None,
                 "request_id": context.request_id,
             },
         )
+
+
+def _usd_number(cost: Decimal | None) -> float | None:
+    """Rounded as the X-Gateway-Cost-USD header is, so that the log line, the span and the header agree."""
+    return float(round(cost, pricing.COST_DECIMAL_PLACES)) if cost is not None else None
+
+
+def _settle_cost(context: RequestContext, *, on_span: bool = True) -> Decimal | None:
+    """The request's cost from its final usage, kept on the context (and put on the current span, the request's)."""
+    context.cost_usd = cost_usd(context.model, context.usage) if context.model is not None else None
+    context.costed = True
+    if on_span and context.cost_usd is not None:
+        tracing.record_cost(trace.get_current_span(), _usd_number(context.cost_usd))
+    return context.cost_usd
+
+
+async def _closing_unless_read(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run `app`, adding `Connection: close` to an answer that starts before the request body was all read."""
+    body_read = False
+
+    async def tracking_receive() -> Message:
+        nonlocal body_read
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_read = True
+        return message
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and not body_read:
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"connection" for name, _ in headers):
+                headers.append((b"connection", b"close"))
+            message["headers"] = headers
+        await send(message)
+
+    await app(scope, tracking_receive, closing_send)
 
 
 async def _send_too_large(context: RequestContext, send: Send) -> None:

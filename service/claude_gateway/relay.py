@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from claude_gateway import tracing
+from claude_gateway import metrics, tracing
 from claude_gateway.errors import GatewayError, UpstreamFailed, classify, classify_stream_error
 from claude_gateway.sse import SSEEvent, SSEParser
 from claude_gateway.upstream_call import UpstreamCall
@@ -174,8 +174,10 @@ class AnthropicStream:
         if cancelled and not self.completed and self.error is None:
             self.call.cancelled()
         elif self.error is not None:
+            metrics.streams(self.call.model_label, self.error.outcome).inc()
             self.call.fail(self.error, response_id=self.message_id)
         elif self.completed:
+            metrics.streams(self.call.model_label, "ok").inc()
             self.call.finish(
                 response_id=self.message_id,
                 finish_reason=self.stop_reason,

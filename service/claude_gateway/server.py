@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
-from uvicorn.workers import UvicornWorker
+from uvicorn_worker import UvicornWorker
 
 from claude_gateway.gc_tuning import tune_garbage_collection
 from claude_gateway.http_protocol import GatewayHttpProtocol
@@ -37,7 +37,7 @@ KEEPALIVE_S = 75
 BACKLOG = 4096
 
 
-class GatewayWorker(UvicornWorker):
+class GatewayWorker(UvicornWorker):  # type: ignore[misc]
     """uvloop and httptools (with bounds on request heads: `http_protocol`); no `server` header naming the software."""
 
     CONFIG_KWARGS: dict[str, Any] = {"loop": "uvloop", "http": GatewayHttpProtocol, "server_header": False}

@@ -7,6 +7,8 @@ A bad value stops start-up with one line naming the variable, e.g.
 from __future__ import annotations
 
 import os
+import tempfile
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from claude_gateway.egress import EgressConfigError, EgressProxies
+from claude_gateway.pricing import PricesError, PriceTable, load_prices_file, shipped
 
 
 def parse_limits(value: Any) -> list[RateLimitItem]:
@@ -54,6 +57,46 @@ def parse_bool(value: Any) -> Any:
     return value
 
 
+class PricesFile:
+    """`PRICES_FILE`: its path and the table read from it (read once, at start-up; a bad file stops it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.table = load_prices_file(path)
+
+    def __repr__(self) -> str:
+        return f"PricesFile({str(self.path)!r})"
+
+
+def parse_prices_file(value: Any) -> PricesFile | None:
+    if value is None or isinstance(value, PricesFile):
+        return value
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        return PricesFile(Path(text))
+    except PricesError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def parse_usd(value: Any) -> Decimal | None:
+    """A non-negative amount of US dollars (`20`, `0.05`); empty is none."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    text = str(value).strip().removeprefix("$")
+    if not text:
+        return None
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        raise ValueError(f"{str(value)!r} is not an amount of USD (expected e.g. 20 or 0.05)") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{str(value)!r}: an amount of USD must be a non-negative number")
+    return amount
+
+
+Usd = Annotated[Decimal | None, BeforeValidator(parse_usd)]
 RateLimits = Annotated[list[RateLimitItem], NoDecode, BeforeValidator(parse_limits)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(parse_csv)]
 Flag = Annotated[bool, BeforeValidator(parse_bool)]
@@ -81,6 +124,8 @@ class Settings(BaseSettings):
 
     # -- clients
     valid_api_keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(parse_csv)] = Field(default_factory=list)
+    # Keys of the admin views; never valid as client keys (a client route answers them 403).
+    admin_api_keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(parse_csv)] = Field(default_factory=list)
     api_keys_file: Path | None = None
     cors_origins: CsvList = Field(default_factory=list)
 
@@ -90,18 +135,36 @@ class Settings(BaseSettings):
     rate_limit: RateLimits = Field(default_factory=lambda: parse_limits("10/minute"))
     token_rate_limit: RateLimits = Field(default_factory=list)
     rate_limit_fail_mode: Literal["open", "closed"] = "open"
+    # Output tokens a request reserves against token limits and budgets before it runs: min(max_tokens, this); the
+    # reservation is settled to the real usage after, and a window may go into debt. 4096 covers a typical answer
+    # (a chat reply, an agent's tool call or edit: a few hundred to a few thousand tokens) so most requests settle
+    # by a refund, while an agent client's max_tokens of 32k-128k no longer holds 128k tokens per request.
+    token_reserve_output: int = Field(default=4096, ge=1)
+
+    # -- spend
+    prices_file: Annotated[PricesFile | None, BeforeValidator(parse_prices_file)] = None
+    # Default spend budgets per key, USD per UTC calendar day / month (the keys file sets them per key).
+    budget_usd_day: Usd = None
+    budget_usd_month: Usd = None
 
     # -- request bounds
     max_message_chars: int = Field(default=10_000, ge=1)
     max_tokens_limit: int = Field(default=8192, ge=1)
     max_document_chars: int = Field(default=1_000_000, ge=1)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # The largest `POST /v1/files` body, streamed to Anthropic (MAX_BODY_BYTES does not apply): Anthropic's own
+    # 500 MB file limit, plus a MiB for the multipart framing, so that Anthropic is the judge of any real file.
+    files_max_bytes: int = Field(default=501 * 1024 * 1024, ge=1024)
     max_inflight_upstream: int = Field(default=256, ge=1)
     backpressure_wait_s: float = Field(default=1.0, ge=0)
 
     # -- jobs
     job_result_ttl_s: int = Field(default=3600, ge=1)
     job_max_tries: int = Field(default=5, ge=1, le=100)
+    # The file `claude-gateway worker` touches from its event loop and `worker --check` reads (the chart: an emptyDir).
+    worker_heartbeat_file: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "claude-gateway" / "worker-heartbeat"
+    )
 
     # -- server
     host: str = "0.0.0.0"
@@ -149,6 +212,11 @@ class Settings(BaseSettings):
     def uses_redis(self) -> bool:
         return self.redis_url is not None
 
+    @property
+    def price_table(self) -> PriceTable:
+        """`PRICES_FILE`'s table, else the one shipped with the gateway."""
+        return self.prices_file.table if self.prices_file is not None else shipped()
+
 
 class SettingsError(Exception):
     """A bad environment variable, rendered as one line naming it."""
@@ -176,7 +244,7 @@ def describe_validation_error(exc: ValidationError, overrides: dict[str, Any]) -
         name = field.upper()
         value = overrides.get(field, os.environ.get(name, os.environ.get(field)))
         message = str(error["msg"]).removeprefix("Value error, ")
-        if name in {"ANTHROPIC_API_KEY", "VALID_API_KEYS", "REDIS_URL"}:
+        if name in {"ANTHROPIC_API_KEY", "VALID_API_KEYS", "ADMIN_API_KEYS", "REDIS_URL"}:
             lines.append(f"{name}: {message}")
         elif value is not None and repr(str(value)) not in message:
             lines.append(f"{name}: {str(value)!r}: {message}")

@@ -20,9 +20,12 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from claude_gateway import __version__
 from claude_gateway.errors import GatewayError
-from claude_gateway.usage import Usage
+from claude_gateway.usage import Usage, cost_usd
 
 TRACER_NAME = "claude_gateway"
+# The USD cost of the call (chat span) or of the request (request span), at the gateway's prices: not a GenAI
+# convention attribute (there is none for cost), so in the gateway's own namespace.
+COST_ATTRIBUTE = "claude_gateway.cost_usd"
 PROVIDER = "anthropic"
 
 tracer = trace.get_tracer(TRACER_NAME, __version__)
@@ -121,8 +124,14 @@ def end_chat_span(
                     "gen_ai.usage.output_tokens": usage.output,
                     "gen_ai.usage.cache_read.input_tokens": usage.cache_read,
                     "gen_ai.usage.cache_creation.input_tokens": usage.cache_write,
+                    "claude_gateway.usage.cache_creation.ephemeral_1h_input_tokens": usage.cache_write_1h,
                 }
             )
+            # The model is the span's own request attribute (set by `start_chat_span`).
+            model = (getattr(span, "attributes", None) or {}).get("gen_ai.request.model")
+            cost = cost_usd(model, usage) if isinstance(model, str) else None
+            if cost is not None:
+                attributes[COST_ATTRIBUTE] = float(cost)
         if response_id:
             attributes["gen_ai.response.id"] = response_id
         if response_model:
@@ -134,6 +143,12 @@ def end_chat_span(
             span.set_status(Status(StatusCode.ERROR, error.message))
         span.set_attributes(attributes)
     span.end()
+
+
+def record_cost(span: Span, cost: float | None) -> None:
+    """The request's cost on its span (the request span: the FastAPI instrumentation's server span)."""
+    if cost is not None and span.is_recording():
+        span.set_attribute(COST_ATTRIBUTE, cost)
 
 
 def inject_context() -> dict[str, str]:

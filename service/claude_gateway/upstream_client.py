@@ -36,7 +36,7 @@ from claude_gateway.errors import (
     classify_unanswered,
     upstream_retry_after_s,
 )
-from claude_gateway.http_client import ConnectionDropped
+from claude_gateway.http_client import ConnectionDropped, StreamedBody
 
 # What callers handle of the HTTP stack (the answer, and the error reading it may raise), from here only.
 from claude_gateway.http_client import HTTPClientError as HTTPClientError
@@ -185,7 +185,7 @@ class UpstreamClient:
         method: str,
         path: str,
         *,
-        body: bytes = b"",
+        body: bytes | StreamedBody = b"",
         headers: Mapping[str, str] = _NO_HEADERS,
         query: str = "",
         retries: int | None = None,
@@ -199,6 +199,9 @@ class UpstreamClient:
         `UPSTREAM_MAX_RETRIES` by default); the last is raised as the `GatewayError` it stands for, or, with
         `return_errors`, returned unread (for a relay that passes Anthropic's errors on as they came). A connection
         that cannot be made or read is always a `GatewayError` (`UpstreamUnreachable`, `UpstreamTimeout`).
+
+        A `StreamedBody` (a file upload) is sent as it is read, and so only once: a call whose body was started is
+        not retried, whatever the policy says (its failure, or Anthropic's answer, goes back to the caller).
         """
         if not path.startswith("/"):
             raise ValueError(f"an API path starts with '/': {path!r}")
@@ -208,30 +211,40 @@ class UpstreamClient:
         return await self._send(method, target, body, merged, retries, return_errors=return_errors)
 
     async def _send(
-        self, method: str, target: str, body: bytes, headers: dict[str, str], retries: int, *, return_errors: bool
+        self,
+        method: str,
+        target: str,
+        body: bytes | StreamedBody,
+        headers: dict[str, str],
+        retries: int,
+        *,
+        return_errors: bool,
     ) -> Response:
         pool = self.pool
-        head = pool.head(method, target, headers.items(), len(body))
+        length = len(body) if isinstance(body, bytes) else body.length
+        head = pool.head(method, target, headers.items(), length)
         retry = 0
         stale_retried = False
         while True:
             try:
                 response = await pool.request(head, body)
             except (TimeoutError, HTTPClientError) as exc:
-                if isinstance(exc, ConnectionDropped) and exc.stale and not stale_retried:
+                replayable = isinstance(body, bytes) or not body.started
+                if isinstance(exc, ConnectionDropped) and exc.stale and not stale_retried and replayable:
                     # Likely a pooled connection the upstream closed as it was reused: no answer began, so the
                     # request goes again at once on a new connection, once per call, outside the retry budget.
                     stale_retried = True
                     continue
                 wait = self.retry_policy.delay_s(exc, retry)
-                if wait is None or retry >= retries:
+                if wait is None or retry >= retries or not replayable:
                     raise classify_unanswered(exc) from exc
             else:
                 if response.status < 300:
                     return response
                 answer = UpstreamAnswer(response.status, response.headers)
                 wait = self.retry_policy.delay_s(answer, retry)
-                if wait is None or retry >= retries or wait > MAX_RETRY_WAIT_S:
+                replayable = isinstance(body, bytes) or not body.started
+                if wait is None or retry >= retries or wait > MAX_RETRY_WAIT_S or not replayable:
                     if return_errors:
                         return response
                     raise classify_status(
@@ -240,7 +253,7 @@ class UpstreamClient:
                 await _drain(response)
             retry += 1
             headers["x-stainless-retry-count"] = str(retry)
-            head = pool.head(method, target, headers.items(), len(body))
+            head = pool.head(method, target, headers.items(), length)
             await asyncio.sleep(wait)
 
 

@@ -21,6 +21,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "claude-gateway"
 CI_VALUES = CHART / "ci"
+# The chart refuses to render without an upstream key and client keys (an install that refuses every request must
+# not go green), so a render "with the defaults" is one with just these two Secrets named: ci/minimal-values.yaml.
+MINIMAL_VALUES = CI_VALUES / "minimal-values.yaml"
 KIND_VALUES = REPO / "k8s" / "values-kind.yaml"
 OBSERVABILITY = REPO / "observability"
 TOOLS = REPO / ".tools"
@@ -115,16 +118,25 @@ class Helm:
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(self.binary), *args], capture_output=True, text=True, timeout=HELM_TIMEOUT_S, check=False
+            [str(self.binary), *args],
+            capture_output=True,
+            text=True,
+            timeout=HELM_TIMEOUT_S,
+            check=False,
+            env={**os.environ, **env} if env else None,
         )
         if check and result.returncode != 0:
             raise HelmError(args, result.stderr)
         return result
 
-    def _values_args(self, files: Sequence[Path], values: Mapping[str, Any] | None) -> list[str]:
+    def _values_args(self, files: Sequence[Path], values: Mapping[str, Any] | None, bare: bool) -> list[str]:
         args: list[str] = []
+        if not files and not bare:
+            files = [MINIMAL_VALUES]
         for path in files:
             args += ["--values", str(path)]
         if values:
@@ -134,7 +146,10 @@ class Helm:
             args += ["--values", str(path)]
         return args
 
-    def template_args(self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None) -> list[str]:
+    def template_args(
+        self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None, *, bare: bool = False
+    ) -> list[str]:
+        """`helm template` arguments; without files, ci/minimal-values.yaml comes first unless `bare`."""
         return [
             "template",
             RELEASE,
@@ -143,19 +158,23 @@ class Helm:
             NAMESPACE,
             "--kube-version",
             RENDER_KUBE_VERSION,
-            *self._values_args(files, values),
+            *self._values_args(files, values, bare),
         ]
 
-    def template(self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None) -> Manifests:
-        key = json.dumps([[str(path) for path in files], values], sort_keys=True, default=str)
+    def template(
+        self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None, *, bare: bool = False
+    ) -> Manifests:
+        key = json.dumps([[str(path) for path in files], values, bare], sort_keys=True, default=str)
         if key not in self._cache:
-            output = self.run(*self.template_args(files, values)).stdout
+            output = self.run(*self.template_args(files, values, bare=bare)).stdout
             docs = tuple(doc for doc in yaml.safe_load_all(output) if doc)
             self._cache[key] = Manifests(docs)
         return self._cache[key]
 
-    def template_error(self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None) -> str:
-        result = self.run(*self.template_args(files, values), check=False)
+    def template_error(
+        self, files: Sequence[Path] = (), values: Mapping[str, Any] | None = None, *, bare: bool = False
+    ) -> str:
+        result = self.run(*self.template_args(files, values, bare=bare), check=False)
         assert result.returncode != 0, "the render was expected to fail, and it succeeded"
         return result.stderr
 
@@ -206,6 +225,12 @@ def all_features_values() -> tuple[list[Path], dict[str, Any]]:
             "dashboards": {"enabled": bool(observability_files("dashboards/*.json"))},
         },
         "networkPolicy": {"egress": {"enabled": True}},
+        # Every object the chart can make: the Redis volume, the price table, the proxy and admin keys' Secret.
+        "redis": {"internal": {"persistence": {"enabled": True}}},
+        "prices": {"table": {"models": {"claude-sonnet-4-6": {"input": 3, "output": 15}}}},
+        "egressProxy": {"httpsProxy": "http://proxy.example.internal:3128"},
+        "adminKeys": {"keys": ["admin-not-a-real-key-0123456789"]},
+        "config": {"budgetUsdDay": 20, "budgetUsdMonth": 400},
     }
     return files, values
 

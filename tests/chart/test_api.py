@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.chart.conftest import Helm, Manifests, container, env_of
+from tests.chart.conftest import CHART, Helm, Manifests, container, env_of
 
 DEEP_HEALTH = "/health"
+# cluster-autoscaler's --max-graceful-termination-sec default: it kills a pod it evicts after this long.
+CLUSTER_AUTOSCALER_GRACE_CAP_S = 600
 
 
 def http_probe_path(probe: dict[str, Any]) -> str:
@@ -39,7 +41,10 @@ class TestProbes:
 
     def test_probes_target_the_named_port(self, default_render: Manifests) -> None:
         api = container(default_render.get("Deployment", "api"))
-        assert api["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+        assert api["ports"] == [
+            {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": 9464, "protocol": "TCP"},
+        ]
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert api[probe]["httpGet"]["port"] == "http"
 
@@ -55,8 +60,19 @@ class TestShutdown:
     def test_grace_period_covers_prestop_and_the_graceful_timeout(self, default_render: Manifests) -> None:
         pre_stop, graceful, grace = self.grace_parts(default_render)
         assert pre_stop > 0
-        assert graceful == 600
+        assert graceful == 570
         assert grace >= pre_stop + graceful
+
+    def test_default_grace_period_is_within_the_cluster_autoscaler_cap(self, default_render: Manifests) -> None:
+        # cluster-autoscaler gives an evicted pod at most 600 s (max-graceful-termination-sec) before killing it.
+        *_, grace = self.grace_parts(default_render)
+        assert grace <= CLUSTER_AUTOSCALER_GRACE_CAP_S
+
+    def test_the_cap_is_documented_at_the_value(self) -> None:
+        text = (CHART / "values.yaml").read_text()
+        block = text[: text.index("  gracefulTimeoutSeconds:")].rsplit("  # --", 1)[1]
+        assert "10 + 570 + 15 = 595 s" in block
+        assert "cluster-autoscaler" in block
 
     def test_grace_period_follows_the_values(self, helm: Helm) -> None:
         manifests = helm.template(values={"api": {"gracefulTimeoutSeconds": 900, "preStopSleepSeconds": 20}})
@@ -66,8 +82,8 @@ class TestShutdown:
 
     def test_the_sum_is_written_beside_it(self, helm: Helm) -> None:
         output = helm.run(*helm.template_args(), "--show-only", "templates/api-deployment.yaml").stdout
-        assert "10 (preStop) + 600 (graceful timeout, longer than the longest stream) + 15 (margin) = 625" in output
-        assert "terminationGracePeriodSeconds: 625" in output
+        assert "10 (preStop) + 570 (graceful timeout, longer than the longest stream) + 15 (margin) = 595" in output
+        assert "terminationGracePeriodSeconds: 595" in output
 
     def test_rollout_never_drops_below_the_wanted_pods(self, default_render: Manifests) -> None:
         strategy = default_render.get("Deployment", "api")["spec"]["strategy"]

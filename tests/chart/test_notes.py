@@ -33,11 +33,15 @@ def test_tells_how_to_reach_and_try_it(helm: Helm) -> None:
     assert "WARNING" not in text
 
 
-def test_warns_about_what_is_missing(helm: Helm) -> None:
-    text = notes(helm)
-    assert "WARNING: no upstream key" in text
-    assert "WARNING: no client keys file" in text
-    assert "redis.mode=internal runs one Redis pod" in text
+def test_points_at_production_redis(helm: Helm) -> None:
+    text = notes(helm, "--values", str(CI_VALUES / "minimal-values.yaml"))
+    assert "redis.mode=internal runs one Valkey pod" in text
+    assert "redis.mode=external" in text
+
+
+def test_says_what_helm_test_does(helm: Helm) -> None:
+    text = notes(helm, "--values", str(CI_VALUES / "simulator-values.yaml"))
+    assert "POST /v1/messages" in text
 
 
 def test_shows_the_ingress_url(helm: Helm) -> None:

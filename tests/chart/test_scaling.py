@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.chart.conftest import CI_VALUES, Helm, Manifests
+from tests.chart.conftest import CI_VALUES, NAMESPACE, RELEASE, Helm, Manifests
 
 AUTOSCALING = CI_VALUES / "autoscaling-values.yaml"
 
@@ -59,7 +59,17 @@ class TestWorkerHpa:
         hpa = manifests.get("HorizontalPodAutoscaler", "worker")
         assert hpa["spec"]["scaleTargetRef"]["name"] == manifests.get("Deployment", "worker")["metadata"]["name"]
         metrics = hpa_metrics(manifests, "worker")
-        assert metrics["External"]["external"]["metric"] == {"name": "claude_gateway_jobs_queued"}
+        assert metrics["External"]["external"]["metric"] == {
+            "name": "claude_gateway_jobs_queued",
+            # This release in this namespace only: another release's queue must not scale these workers.
+            "selector": {"matchLabels": {"namespace": NAMESPACE, "app_kubernetes_io_instance": RELEASE}},
+        }
+
+    def test_the_selector_labels_are_on_the_scraped_series(self, helm: Helm) -> None:
+        values = {"metrics": {"serviceMonitor": {"enabled": True}}}
+        monitor = helm.template([AUTOSCALING], values).get("ServiceMonitor")
+        # Prometheus turns a Service label a.b/c into the series label a_b_c.
+        assert "app.kubernetes.io/instance" in monitor["spec"]["targetLabels"]
 
 
 class TestDisruptionBudgets:
@@ -72,7 +82,8 @@ class TestDisruptionBudgets:
         # The worker runs one pod by default: a budget would block every node drain.
         assert default_render.find("PodDisruptionBudget", "worker") is None
         single = helm.template(values={"api": {"replicaCount": 1}})
-        assert single.all("PodDisruptionBudget") == []
+        assert single.find("PodDisruptionBudget", "api") is None
+        assert single.find("PodDisruptionBudget", "worker") is None
 
     def test_budget_follows_the_hpa_minimum(self, helm: Helm) -> None:
         manifests = helm.template([AUTOSCALING])

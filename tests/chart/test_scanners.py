@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART, FETCHING_TEST_TIMEOUT_S, REPO, Helm, all_features_values
+from tests.chart.conftest import CHART, CI_VALUES, FETCHING_TEST_TIMEOUT_S, REPO, Helm, all_features_values
 
 CHECKOV_TIMEOUT_S = 300
 
@@ -42,7 +42,13 @@ def describe(failed: list[dict[str, Any]]) -> str:
 @pytest.mark.timeout(FETCHING_TEST_TIMEOUT_S)
 def test_checkov_passes_on_the_rendered_chart(helm: Helm, scan_bin: Path, tmp_path: Path) -> None:
     files, values = all_features_values()
-    renders = {"default": helm.template(), "all-features": helm.template(files, values)}
+    renders = {
+        "default": helm.template(),
+        "all-features": helm.template(files, values),
+        # The internal Valkey with its volume, and KEDA: each apart, since all-features uses external Redis and HPAs.
+        "redis-persistence": helm.template([CI_VALUES / "redis-persistence-values.yaml"]),
+        "keda": helm.template([CI_VALUES / "keda-values.yaml"]),
+    }
     for name, manifests in renders.items():
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump_all(manifests.docs))
     result = checkov(

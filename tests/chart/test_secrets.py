@@ -81,8 +81,8 @@ class TestRotation:
         assert mount["readOnly"] is True
 
     def test_rotating_client_keys_does_not_roll_the_pods(self, helm: Helm) -> None:
-        before = helm.template(values={"clientKeys": {"keys": [{"name": "a", "key": "one"}]}})
-        after = helm.template(values={"clientKeys": {"keys": [{"name": "a", "key": "two"}]}})
+        before = helm.template(values={"clientKeys": {"keys": [{"name": "a", "key": "one"}], "existingSecret": ""}})
+        after = helm.template(values={"clientKeys": {"keys": [{"name": "a", "key": "two"}], "existingSecret": ""}})
         assert checksums(before, "api") == checksums(after, "api")
 
     def test_a_settings_change_rolls_both_deployments(self, helm: Helm, default_render: Manifests) -> None:
@@ -94,8 +94,8 @@ class TestRotation:
             )
 
     def test_an_upstream_key_change_rolls_the_pods(self, helm: Helm) -> None:
-        one = helm.template(values={"anthropic": {"apiKey": "sk-ant-one"}})
-        two = helm.template(values={"anthropic": {"apiKey": "sk-ant-two"}})
+        one = helm.template(values={"anthropic": {"apiKey": "sk-ant-one", "existingSecret": ""}})
+        two = helm.template(values={"anthropic": {"apiKey": "sk-ant-two", "existingSecret": ""}})
         assert checksums(one, "api")["checksum/secret"] != checksums(two, "api")["checksum/secret"]
 
     def test_the_exclusion_is_explained(self) -> None:
@@ -106,7 +106,9 @@ class TestRotation:
         assert "rotation is live" in template
 
 
-def test_default_install_has_no_secret_and_warns(default_render: Manifests) -> None:
-    assert default_render.all("Secret") == []
+def test_with_existing_secrets_the_only_chart_secret_is_the_redis_password(default_render: Manifests) -> None:
+    (secret,) = default_render.all("Secret")
+    assert secret["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"
+    assert set(secret["data"]) == {"redis-password"}
     env = env_of(container(default_render.get("Deployment", "api")))
-    assert "ANTHROPIC_API_KEY" not in env
+    assert secret_ref(env, "ANTHROPIC_API_KEY") == {"name": "claude-gateway-upstream", "key": "ANTHROPIC_API_KEY"}

@@ -9,6 +9,7 @@ import yaml
 from tests.chart.conftest import CHART, CI_VALUES, Helm, Manifests, container, env_of
 
 NGINX = "nginx.ingress.kubernetes.io/"
+MONITORING_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 INGRESS_TLS = CI_VALUES / "ingress-tls-values.yaml"
 HTTPROUTE = CI_VALUES / "httproute-values.yaml"
 
@@ -25,12 +26,61 @@ def graceful_timeout_s(manifests: Manifests) -> int:
     return int(env_of(container(manifests.get("Deployment", "api")))["GRACEFUL_TIMEOUT_S"])
 
 
-def test_service_selects_the_api_pods_on_the_http_port(default_render: Manifests) -> None:
+def test_service_selects_the_api_pods_on_the_http_and_metrics_ports(default_render: Manifests) -> None:
     service = default_render.get("Service", "api")
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "api"
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
+        {"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP", "appProtocol": "http"},
     ]
+
+
+class TestMetricsPort:
+    """`/metrics` on its own port (METRICS_PORT): scraped through the Service, never routed from outside."""
+
+    def test_the_container_port_is_the_configured_one(self, helm: Helm) -> None:
+        manifests = helm.template(values={"metrics": {"port": 9100}})
+        assert manifests.get("ConfigMap")["data"]["METRICS_PORT"] == "9100"
+        for component in ("api", "worker"):
+            ports = {
+                port["name"]: port["containerPort"]
+                for port in container(manifests.get("Deployment", component))["ports"]
+            }
+            assert ports["metrics"] == 9100, component
+        service_ports = {port["name"]: port for port in manifests.get("Service", "api")["spec"]["ports"]}
+        assert service_ports["metrics"]["port"] == 9100
+        assert service_ports["metrics"]["targetPort"] == "metrics"
+
+    def test_the_service_monitor_scrapes_the_metrics_port(self, full_render: Manifests) -> None:
+        (endpoint,) = full_render.get("ServiceMonitor")["spec"]["endpoints"]
+        assert endpoint["port"] == "metrics"
+        for component in ("api", "worker"):
+            names = [port["name"] for port in full_render.get("Service", component)["spec"]["ports"]]
+            assert "metrics" in names, component
+
+    def test_the_ingress_and_the_route_never_reach_it(self, full_render: Manifests) -> None:
+        ingress = full_render.get("Ingress")
+        backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+        assert backends
+        assert all(backend["port"] == {"name": "http"} for backend in backends)
+        route = full_render.get("HTTPRoute")
+        refs = [ref for rule in route["spec"]["rules"] for ref in rule["backendRefs"]]
+        assert refs
+        assert all(ref["port"] == 8000 for ref in refs)
+        metrics_port = 9464
+        assert all(ref["port"] != metrics_port for ref in refs)
+
+    def test_no_metrics_port_when_metrics_are_off(self, helm: Helm) -> None:
+        manifests = helm.template(values={"metrics": {"enabled": False}})
+        names = [port["name"] for port in manifests.get("Service", "api")["spec"]["ports"]]
+        assert names == ["http"]
+        assert manifests.find("Service", "worker") is None
+
+
+def test_forwarded_allow_ips_default_to_the_loopback(default_render: Manifests, helm: Helm) -> None:
+    assert default_render.get("ConfigMap")["data"]["FORWARDED_ALLOW_IPS"] == "127.0.0.1"
+    cidrs = helm.template(values={"config": {"forwardedAllowIps": ["10.244.0.0/16", "10.245.0.0/16"]}})
+    assert cidrs.get("ConfigMap")["data"]["FORWARDED_ALLOW_IPS"] == "10.244.0.0/16,10.245.0.0/16"
 
 
 class TestIngress:
@@ -51,7 +101,8 @@ class TestIngress:
         limit = manifests.get("Ingress")["metadata"]["annotations"][NGINX + "proxy-body-size"]
         number, unit = re.fullmatch(r"([0-9]+)([kmg]?)", limit.lower()).groups()  # type: ignore[union-attr]
         limit_bytes = int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
-        assert limit_bytes >= int(manifests.get("ConfigMap")["data"]["MAX_BODY_BYTES"])
+        data = manifests.get("ConfigMap")["data"]
+        assert limit_bytes >= max(int(data["MAX_BODY_BYTES"]), int(data["FILES_MAX_BYTES"]))
 
     def test_tls_and_rules(self, helm: Helm) -> None:
         manifests = helm.template([INGRESS_TLS])
@@ -101,9 +152,22 @@ class TestNetworkPolicy:
     def test_api_takes_only_its_port(self, default_render: Manifests) -> None:
         policy = default_render.get("NetworkPolicy", "api")
         assert policy["spec"]["policyTypes"] == ["Ingress"]
-        (rule,) = policy["spec"]["ingress"]
-        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-        assert "from" not in rule  # allowExternal: any client may reach the port
+        app, metrics = policy["spec"]["ingress"]
+        assert app["ports"] == [{"port": "http", "protocol": "TCP"}]
+        assert "from" not in app  # allowExternal: any client may reach the port
+        assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+        # The metrics port, whatever allowExternal says, only from the monitoring namespace.
+        assert metrics["from"] == [MONITORING_PEER]
+
+    def test_the_monitoring_namespace_is_a_value(self, helm: Helm) -> None:
+        selector = {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}
+        pods = {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+        values = {"networkPolicy": {"metrics": {"namespaceSelector": selector, "podSelector": pods}}}
+        manifests = helm.template(values=values)
+        for component in ("api", "worker"):
+            rules = manifests.get("NetworkPolicy", component)["spec"]["ingress"]
+            (metrics,) = [rule for rule in rules if rule["ports"][0]["port"] == "metrics"]
+            assert metrics["from"] == [{"namespaceSelector": selector, "podSelector": pods}], component
 
     def test_internal_redis_answers_only_the_gateway(self, default_render: Manifests) -> None:
         policy = default_render.get("NetworkPolicy", "redis")
@@ -113,23 +177,24 @@ class TestNetworkPolicy:
 
     def test_closed_api_admits_listed_peers_scrapers_and_the_test_pod(self, helm: Helm) -> None:
         manifests = helm.template([CI_VALUES / "simulator-values.yaml"])
-        (rule,) = manifests.get("NetworkPolicy", "api")["spec"]["ingress"]
-        peers = rule["from"]
+        app, metrics = manifests.get("NetworkPolicy", "api")["spec"]["ingress"]
+        peers = app["from"]
         selectors = [peer.get("podSelector", {}).get("matchLabels", {}) for peer in peers]
         assert any(labels.get("app.kubernetes.io/component") == "test" for labels in selectors)
         namespaces = [peer["namespaceSelector"]["matchLabels"] for peer in peers if "namespaceSelector" in peer]
-        assert {"kubernetes.io/metadata.name": "ingress-nginx"} in namespaces
-        assert {"kubernetes.io/metadata.name": "monitoring"} in namespaces
+        assert namespaces == [{"kubernetes.io/metadata.name": "ingress-nginx"}]
+        assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+        assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in metrics["from"]
 
     def test_worker_takes_only_metrics_scrapes(self, default_render: Manifests, helm: Helm) -> None:
         (rule,) = default_render.get("NetworkPolicy", "worker")["spec"]["ingress"]
-        assert rule == {"ports": [{"port": "http", "protocol": "TCP"}]}
-        closed = helm.template(values={"networkPolicy": {"allowExternal": False}})
-        assert closed.get("NetworkPolicy", "worker")["spec"]["ingress"] == []
-        scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
-        scraped = helm.template(values={"networkPolicy": {"allowExternal": False, "metricsFrom": [scraper]}})
+        assert rule == {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [MONITORING_PEER]}
+        extra = {"podSelector": {"matchLabels": {"app": "vmagent"}}}
+        scraped = helm.template(values={"networkPolicy": {"metricsFrom": [extra]}})
         (rule,) = scraped.get("NetworkPolicy", "worker")["spec"]["ingress"]
-        assert rule["from"] == [scraper]
+        assert rule["from"] == [MONITORING_PEER, extra]
+        unscraped = helm.template(values={"metrics": {"enabled": False}})
+        assert unscraped.get("NetworkPolicy", "worker")["spec"]["ingress"] == []
 
     def test_restricted_egress_allows_dns_https_and_the_chart_services(self, full_render: Manifests) -> None:
         policy = full_render.get("NetworkPolicy", "api")

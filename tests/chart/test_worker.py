@@ -25,8 +25,22 @@ def test_runs_the_worker_from_the_api_image(default_render: Manifests) -> None:
 def test_probes_run_the_worker_check(default_render: Manifests, probe: str) -> None:
     worker = container(default_render.get("Deployment", "worker"))
     assert worker[probe]["exec"]["command"] == WORKER_CHECK
-    # The check starts a Python process and asks Redis: the kubelet's default 1 s timeout is too short.
+    # The check starts a Python process: the kubelet's default 1 s timeout is too short.
     assert worker[probe]["timeoutSeconds"] >= 5
+
+
+def test_the_heartbeat_file_is_local_and_writable(default_render: Manifests, helm: Helm) -> None:
+    worker = container(default_render.get("Deployment", "worker"))
+    path = env_of(worker)["WORKER_HEARTBEAT_FILE"]
+    assert path == "/tmp/claude-gateway/worker-heartbeat"
+    # On the pod's own emptyDir: a Redis outage cannot make the liveness probe fail.
+    volumes = {v["name"]: v for v in default_render.get("Deployment", "worker")["spec"]["template"]["spec"]["volumes"]}
+    (mount,) = [m for m in worker["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert "emptyDir" in volumes[mount["name"]]
+    assert not mount.get("readOnly", False)
+    moved = helm.template(values={"worker": {"heartbeatFile": "/tmp/hb"}})
+    assert env_of(container(moved.get("Deployment", "worker")))["WORKER_HEARTBEAT_FILE"] == "/tmp/hb"
+    assert "/tmp/" in helm.template_error(values={"worker": {"heartbeatFile": "/var/run/hb"}})
 
 
 def test_reads_redis_and_the_settings_but_not_the_keys_file(helm: Helm) -> None:
@@ -41,9 +55,13 @@ def test_reads_redis_and_the_settings_but_not_the_keys_file(helm: Helm) -> None:
 
 def test_exposes_its_metrics_port(default_render: Manifests) -> None:
     worker = container(default_render.get("Deployment", "worker"))
-    assert worker["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert worker["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
+    # Whichever of PORT and METRICS_PORT the worker reads, it serves on the metrics port.
+    assert env_of(worker)["PORT"] == "9464"
+    assert default_render.get("ConfigMap")["data"]["METRICS_PORT"] == "9464"
     service = default_render.get("Service", "worker")
     assert service["spec"]["clusterIP"] == "None"
+    assert [port["name"] for port in service["spec"]["ports"]] == ["metrics"]
 
 
 @pytest.mark.parametrize(("timeout_s", "retries"), [(30, 2), (60, 0), (12.5, 5)])

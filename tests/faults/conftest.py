@@ -31,6 +31,9 @@ __all__ = ["serve"]
 HEADERS = {"X-API-Key": CLIENT_KEY}
 # No request of these tests may take longer than this, whatever fault it meets: "no hang", not a speed bound.
 REQUEST_DEADLINE_S = 15.0
+# How long a test waits for an event it causes (streams open, a worker replaced, Redis seen down): milliseconds on a
+# quiet machine, seconds when every core is busy; only its never happening is a failure.
+EVENT_DEADLINE_S = 30.0
 
 
 @dataclass

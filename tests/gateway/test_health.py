@@ -8,12 +8,13 @@ import anthropic
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from claude_gateway import __version__
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.test_stream import sim_stats
 from tests.gateway.test_upstream_client import CannedServer
-from tests.support.servers import Process, free_port
+from tests.support.servers import Process, RedisServer, free_port
 
 MESSAGE = orjson.dumps(
     {
@@ -42,6 +43,57 @@ class TestHealth:
         assert live.status_code == 200
         assert ready.status_code == 200
         assert ready.json()["status"] == "ready"
+
+    async def test_ready_without_redis_says_so(self, gateway: Gateway) -> None:
+        async with httpx.AsyncClient(base_url=gateway.url) as http:
+            ready = await http.get("/health/ready")
+        assert (ready.status_code, ready.json()) == (
+            200,
+            {"status": "ready", "redis": "not_configured", "draining": False},
+        )
+
+    async def test_draining_is_not_ready_but_alive(self, make_gateway: Callable[..., Gateway], redis_url: str) -> None:
+        """Once the server starts draining, readiness says 503 (load balancers stop sending) while requests are still
+        served and liveness stays 200."""
+        gateway = make_gateway(redis_url=redis_url)
+        async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers()) as http:
+            before = await http.get("/health/ready")
+            gateway.app.state.drain.start()
+            draining = await http.get("/health/ready")
+            live = await http.get("/health/live")
+            served = await http.post("/chat", json={"message": "hi"})
+        assert before.status_code == 200
+        assert (draining.status_code, draining.json()) == (503, {"status": "draining", "redis": "up", "draining": True})
+        assert live.status_code == 200
+        assert served.status_code == 200
+
+    @pytest.mark.parametrize(("fail_mode", "status_while_down"), [("open", 200), ("closed", 503)])
+    async def test_ready_reports_redis_and_refuses_only_when_it_must(
+        self,
+        make_gateway: Callable[..., Gateway],
+        redis_server: RedisServer,
+        redis_url: str,
+        fail_mode: str,
+        status_while_down: int,
+    ) -> None:
+        gateway = make_gateway(redis_url=redis_url, rate_limit_fail_mode=fail_mode, redis_timeout_s=0.2)
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+            up = await http.get("/health/ready")
+            redis_server.stop()
+            try:
+                down = await http.get("/health/ready")
+                live = await http.get("/health/live")
+                gauge_while_down = REGISTRY.get_sample_value("claude_gateway_redis_up")
+            finally:
+                redis_server.start()
+            again = await http.get("/health/ready")
+        assert (up.status_code, up.json()["redis"]) == (200, "up")
+        assert (down.status_code, down.json()["redis"]) == (status_while_down, "down")
+        assert down.json()["status"] == ("ready" if status_while_down == 200 else "not_ready")
+        assert live.status_code == 200
+        assert gauge_while_down == 0
+        assert (again.status_code, again.json()["redis"]) == (200, "up")
+        assert REGISTRY.get_sample_value("claude_gateway_redis_up") == 1
 
     async def test_deep_check_is_cached(self, gateway: Gateway, simulator: Process) -> None:
         async with httpx.AsyncClient(base_url=gateway.url) as http:

@@ -154,8 +154,9 @@ class TestRedisOutage:
             recovered = await http.post("/chat", json={"message": "hi"})
             ready_again = await http.get("/health/ready")
         assert served.status_code == 200
-        assert ready.status_code == 503
-        assert ready.json()["checks"]["redis"] == "unavailable"
+        # Fail-open: still send traffic here (it is served), and say Redis is down.
+        assert ready.status_code == 200
+        assert ready.json()["redis"] == "down"
         assert recovered.status_code == 200
         assert ready_again.status_code == 200
 

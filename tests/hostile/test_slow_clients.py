@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -18,9 +19,11 @@ import pytest
 from claude_gateway import middleware
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.sse_client import collect, data_events
-from tests.hostile.conftest import TEST_HEAD_TIMEOUT_S, MakeHardenedGateway
+from tests.hostile.conftest import MakeHardenedGateway
 
 TEST_BODY_TIMEOUT_S = 1.0
+# The head deadline of the test with 40 slow connections: they must all be open at once before the first is closed.
+SLOW_HEAD_TIMEOUT_S = 2.0
 SLOW_CLIENTS = 20
 TRICKLE_INTERVAL_S = 0.1
 # Generous bounds on when the server must have acted: "no hang", not a speed measurement.
@@ -75,6 +78,16 @@ async def wait_for_load(gateway: Gateway, expected: tuple[int, int]) -> tuple[in
     return server_load(gateway)
 
 
+async def wait_until_load(gateway: Gateway, condition: Callable[[tuple[int, int]], bool]) -> bool:
+    """Until uvicorn's (connections, tasks) meet `condition`, or `GIVE_UP_S` passes."""
+    deadline = time.monotonic() + GIVE_UP_S
+    while not condition(server_load(gateway)):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 async def serve_meanwhile(gateway: Gateway, count: int) -> list[int]:
     async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers()) as http:
         answers = await asyncio.gather(*(http.post("/chat", json={"message": "meanwhile"}) for _ in range(count)))
@@ -93,8 +106,9 @@ class TestSlowBodies:
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         slow = [asyncio.create_task(trickle(gateway.server.port, head, body)) for _ in range(SLOW_CLIENTS)]
-        await asyncio.sleep(TEST_BODY_TIMEOUT_S / 4)
-        assert server_load(gateway)[1] >= SLOW_CLIENTS, "every slow client holds a request task"
+        assert await wait_until_load(gateway, lambda load: load[1] >= SLOW_CLIENTS), (
+            "every slow client holds a request task"
+        )
         served = await serve_meanwhile(gateway, 30)
         results = await asyncio.gather(*slow)
         assert served == [200] * 30
@@ -143,19 +157,23 @@ class TestSlowBodies:
             async with http.stream("POST", "/chat/stream", json=body) as response:
                 events = data_events(response)
                 await anext(events)
-                await asyncio.sleep(TEST_BODY_TIMEOUT_S * 1.5)
-                await anext(events)
+                # Reading on until the body deadline is well past (the stream sends 50 events a second).
+                past_the_deadline = time.monotonic() + TEST_BODY_TIMEOUT_S * 1.5
+                while time.monotonic() < past_the_deadline:
+                    await anext(events)
         assert await wait_for_load(gateway, (0, 0)) == (0, 0)
 
 
 class TestSlowHeads:
     async def test_trickled_and_silent_connections_are_closed(self, make_hardened_gateway: MakeHardenedGateway) -> None:
-        gateway = make_hardened_gateway()
+        # Long enough that every slow connection is open at once even when the machine is busy.
+        gateway = make_hardened_gateway(head_timeout_s=SLOW_HEAD_TIMEOUT_S)
         head = f"POST /chat HTTP/1.1\r\nHost: g\r\nX-API-Key: {CLIENT_KEY}\r\nX-Padding: {'p' * 200}\r\n".encode()
         trickled = [asyncio.create_task(trickle(gateway.server.port, b"", head)) for _ in range(SLOW_CLIENTS)]
         silent = [asyncio.create_task(trickle(gateway.server.port, b"", b"")) for _ in range(SLOW_CLIENTS)]
-        await asyncio.sleep(TEST_HEAD_TIMEOUT_S / 4)
-        assert server_load(gateway)[0] >= 2 * SLOW_CLIENTS
+        assert await wait_until_load(gateway, lambda load: load[0] >= 2 * SLOW_CLIENTS), (
+            "every slow client holds a connection"
+        )
         served = await serve_meanwhile(gateway, 30)
         results = await asyncio.gather(*trickled, *silent)
         assert served == [200] * 30

@@ -1,4 +1,6 @@
-"""`claude-gateway worker` as separate processes: killed mid-job, stopped with SIGTERM, and checked by `--check`."""
+"""`claude-gateway worker` as separate processes: killed mid-job, stopped with SIGTERM, serving its metrics.
+
+(`--check`, the lease of a running job and Redis outages: test_worker_recovery.py.)"""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from arq.jobs import Job
 from claude_gateway.jobs.codec import deserialize
 from claude_gateway.jobs.constants import QUEUE_NAME
 from claude_gateway.jobs.keys import job_id
-from claude_gateway.jobs.worker import WorkerNotConfigured, check_worker, run_worker
+from claude_gateway.jobs.worker import WorkerNotConfigured, run_worker
 from claude_gateway.simulator import BackgroundSimulator, SimulatorConfig
 
 from .support import WAIT_S, MakeQueue, MakeSettings, Sim, free_port, wait_for_outcome
@@ -29,9 +31,8 @@ RUN_WORKER = (
     "from claude_gateway.jobs.worker import run_worker; "
     "run_worker(load_settings())"
 )
-# Short enough that a killed worker's job is picked up again within seconds: the job timeout is one call at
-# UPSTREAM_TIMEOUT_S (MAX_DOCUMENT_CHARS fits in one chunk, and a job's call is one try whatever
-# UPSTREAM_MAX_RETRIES says), and ARQ's in-progress key lasts that plus 10 s.
+# Short job timeouts: one call at UPSTREAM_TIMEOUT_S (MAX_DOCUMENT_CHARS fits in one chunk, and a job's call is one
+# try whatever UPSTREAM_MAX_RETRIES says).
 WORKER_ENV = {
     "UPSTREAM_TIMEOUT_S": "3",
     "MAX_DOCUMENT_CHARS": "1000",
@@ -49,7 +50,14 @@ def spawn_worker(redis_server: str, tmp_path: Path) -> Iterator[SpawnWorker]:
     started: list[subprocess.Popen[bytes]] = []
 
     def spawn(base_url: str, **extra_env: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **WORKER_ENV, "REDIS_URL": redis_server, "ANTHROPIC_BASE_URL": base_url, **extra_env}
+        env = {
+            **os.environ,
+            **WORKER_ENV,
+            "REDIS_URL": redis_server,
+            "ANTHROPIC_BASE_URL": base_url,
+            "WORKER_HEARTBEAT_FILE": str(tmp_path / f"worker-{len(started)}.heartbeat"),
+            **extra_env,
+        }
         log = (tmp_path / f"worker-{len(started)}.log").open("wb")
         process = subprocess.Popen([sys.executable, "-c", RUN_WORKER], env=env, stdout=log, stderr=log)
         log.close()
@@ -120,23 +128,6 @@ async def test_sigterm_lets_the_running_job_finish(
     assert await sim.requests() == 1
 
 
-async def test_check_passes_while_a_worker_runs_on_this_host(
-    make_settings: MakeSettings, spawn_worker: SpawnWorker, sim: Sim
-) -> None:
-    settings = make_settings()
-    assert await asyncio.to_thread(check_worker, settings) == 1
-    worker = spawn_worker(sim.base_url)
-    for _ in range(int(WAIT_S / 0.05)):
-        if await asyncio.to_thread(check_worker, settings) == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert await asyncio.to_thread(check_worker, settings) == 0
-
-    worker.send_signal(signal.SIGTERM)
-    assert await exited(worker) == 0
-    assert await asyncio.to_thread(check_worker, settings) == 1  # a stopped worker removes its health key
-
-
 async def test_the_worker_serves_its_metrics(
     make_queue: MakeQueue, make_settings: MakeSettings, spawn_worker: SpawnWorker, sim: Sim
 ) -> None:
@@ -152,14 +143,6 @@ async def test_the_worker_serves_its_metrics(
     assert 'claude_gateway_upstream_requests_total{model="claude-sonnet-4-6",outcome="ok"} 1.0' in text
     worker.send_signal(signal.SIGTERM)
     assert await exited(worker) == 0
-
-
-def test_check_fails_without_redis(make_settings: MakeSettings) -> None:
-    assert check_worker(make_settings(redis_url=None)) == 1
-
-
-def test_check_fails_when_redis_does_not_answer(make_settings: MakeSettings) -> None:
-    assert check_worker(make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")) == 1
 
 
 def test_run_worker_needs_redis(make_settings: MakeSettings) -> None:

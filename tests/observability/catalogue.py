@@ -14,8 +14,9 @@ CONTRACTS = REPO / "docs" / "CONTRACTS.md"
 OBSERVABILITY = REPO / "observability"
 RULE_FILES = sorted((OBSERVABILITY / "alerts").glob("*.rules.yaml"))
 RULE_TESTS = sorted((OBSERVABILITY / "alerts" / "tests").glob("*_test.yaml"))
+RULES_RENDERER = OBSERVABILITY / "alerts" / "render.py"
 RUNBOOKS = OBSERVABILITY / "runbooks"
-RUNBOOK_BASE = "https://github.com/claude-gateway/claude-gateway/blob/main/observability/runbooks/"
+RUNBOOK_BASE = "observability/runbooks/"
 
 # INTERFACE.md's Metrics table (that file lives outside the repository): name -> (type, labels).
 INTERFACE_METRICS: dict[str, tuple[str, frozenset[str]]] = {
@@ -31,6 +32,32 @@ INTERFACE_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "claude_gateway_job_duration_seconds": ("histogram", frozenset()),
     "claude_gateway_client_disconnects_total": ("counter", frozenset({"route"})),
     "claude_gateway_overhead_seconds": ("histogram", frozenset({"route"})),
+    "claude_gateway_cost_usd_total": ("counter", frozenset({"client", "model"})),
+    "claude_gateway_unpriced_tokens_total": ("counter", frozenset({"model"})),
+    "claude_gateway_budget_used_ratio": ("gauge", frozenset({"client", "window"})),
+}
+# Series of the exporters a Kubernetes cluster runs beside Prometheus, named as they name them: kube-state-metrics
+# (v2) and the kubelet's cAdvisor. Only the dashboards' Kubernetes row reads them.
+KUBE_STATE_METRICS = "kube-state-metrics"
+CADVISOR = "cadvisor"
+EXPORTER_SERIES: dict[str, tuple[str, frozenset[str]]] = {
+    "kube_pod_container_status_restarts_total": (KUBE_STATE_METRICS, frozenset({"namespace", "pod", "container"})),
+    "kube_pod_container_status_last_terminated_reason": (
+        KUBE_STATE_METRICS,
+        frozenset({"namespace", "pod", "container", "reason"}),
+    ),
+    "kube_deployment_spec_replicas": (KUBE_STATE_METRICS, frozenset({"namespace", "deployment"})),
+    "kube_deployment_status_replicas_ready": (KUBE_STATE_METRICS, frozenset({"namespace", "deployment"})),
+    "kube_horizontalpodautoscaler_status_desired_replicas": (
+        KUBE_STATE_METRICS,
+        frozenset({"namespace", "horizontalpodautoscaler"}),
+    ),
+    "kube_horizontalpodautoscaler_spec_max_replicas": (
+        KUBE_STATE_METRICS,
+        frozenset({"namespace", "horizontalpodautoscaler"}),
+    ),
+    "container_cpu_cfs_throttled_periods_total": (CADVISOR, frozenset({"namespace", "pod", "container"})),
+    "container_cpu_cfs_periods_total": (CADVISOR, frozenset({"namespace", "pod", "container"})),
 }
 # Labels Prometheus adds to every scraped series (the ServiceMonitor's pod and namespace among them).
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "endpoint", "container"})
@@ -50,6 +77,7 @@ def exposed_series() -> dict[str, frozenset[str]]:
     """Every series name the gateway exposes -> the labels it may carry (histograms as _bucket/_sum/_count)."""
     metrics = {**INTERFACE_METRICS, **contract_metrics(CONTRACTS.read_text())}
     series: dict[str, frozenset[str]] = {"up": TARGET_LABELS}
+    series.update({name: labels | TARGET_LABELS for name, (_, labels) in EXPORTER_SERIES.items()})
     for name, (kind, labels) in metrics.items():
         labels = labels | TARGET_LABELS
         if kind == "histogram":

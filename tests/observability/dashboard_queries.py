@@ -16,16 +16,46 @@ tests/observability/test_dashboards.py's `busy_gateway_series` lists series that
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .catalogue import OBSERVABILITY, RULE_FILES
 
 DASHBOARDS = sorted((OBSERVABILITY / "dashboards").glob("*.json"))
-__all__ = ["DASHBOARDS", "RULE_FILES", "all_panel_queries", "load", "panel_queries", "substitute"]
+GENERATOR = OBSERVABILITY / "dashboards" / "generate.py"
+__all__ = [
+    "DASHBOARDS",
+    "RULE_FILES",
+    "all_panel_queries",
+    "generator",
+    "load",
+    "panel_queries",
+    "panel_requirements",
+    "substitute",
+]
+
+
+def generator() -> ModuleType:
+    """observability/dashboards/generate.py, imported from its path (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("dashboards_generate", GENERATOR)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def panel_requirements() -> dict[tuple[str, str], str]:
+    """(dashboard title, panel title) -> what the panel needs besides the gateway (kube-state-metrics, cAdvisor,
+    a metric the gateway does not export yet): the generator's `requires=`, declared once per panel."""
+    found: dict[tuple[str, str], str] = generator().requirements()
+    return found
+
 
 # $var, ${var}, ${var:format} and [[var]]; `$1` in label_replace is no variable and stays as it is.
 _VARIABLE = re.compile(r"\$\{(\w+)(?::[^}]*)?\}|\$([A-Za-z_]\w*)|\[\[(\w+)(?::\w+)?\]\]")

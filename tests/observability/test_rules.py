@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ import yaml
 from .catalogue import (
     RULE_FILES,
     RULE_TESTS,
+    RULES_RENDERER,
     RUNBOOK_BASE,
     RUNBOOKS,
     alert_names,
@@ -25,14 +28,40 @@ from .promql import selectors
 from .promtool import Promtool
 
 SEVERITIES = {"critical", "warning", "info"}
+
+
+def _load_renderer() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("alerts_render", RULES_RENDERER)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+render = _load_renderer()
 BURN_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
-REQUIRED_GROUPS = {"claude-gateway-slo", "claude-gateway-upstream", "claude-gateway-jobs"}
+REQUIRED_GROUPS = {"claude-gateway-slo", "claude-gateway-upstream", "claude-gateway-jobs", "claude-gateway-budgets"}
+# Each SLO: its objective's recording rule, the SLI recorded over every burn window, and its burn-rate alert.
+SLOS = {
+    "availability": ("claude_gateway:http_requests:error_ratio_rate", "ClaudeGatewayErrorBudgetBurn"),
+    "latency": ("claude_gateway:http_request_duration:slow_ratio_rate", "ClaudeGatewayLatencyBudgetBurn"),
+    "stream_success": ("claude_gateway:streams:error_ratio_rate", "ClaudeGatewayStreamErrorBudgetBurn"),
+    "time_to_first_token": (
+        "claude_gateway:time_to_first_token:slow_ratio_rate",
+        "ClaudeGatewayTimeToFirstTokenBudgetBurn",
+    ),
+}
 REQUIRED_ALERTS = {
     "ClaudeGatewayErrorBudgetBurn",
     "ClaudeGatewayLatencyBudgetBurn",
+    "ClaudeGatewayStreamErrorBudgetBurn",
+    "ClaudeGatewayTimeToFirstTokenBudgetBurn",
+    "ClaudeGatewayUpstreamRefusingCalls",
     "ClaudeGatewayUpstreamOverloaded",
     "ClaudeGatewayUpstreamRateLimited",
-    "ClaudeGatewayTimeToFirstTokenHigh",
+    "ClaudeGatewayClientBudgetNearlySpent",
+    "ClaudeGatewayClientBudgetExhausted",
     "ClaudeGatewayJobFailures",
     "ClaudeGatewayJobBacklogGrowing",
     "ClaudeGatewayRedisDown",
@@ -70,9 +99,9 @@ def test_required_groups_alerts_and_burn_windows_exist() -> None:
     assert {group["name"] for group in rule_groups()} >= REQUIRED_GROUPS
     assert set(alert_names()) >= REQUIRED_ALERTS
     recorded = recorded_series()
-    for window in BURN_WINDOWS:
-        assert f"claude_gateway:http_requests:error_ratio_rate{window}" in recorded
-        assert f"claude_gateway:http_request_duration:slow_ratio_rate{window}" in recorded
+    for sli, _ in SLOS.values():
+        for window in BURN_WINDOWS:
+            assert f"{sli}{window}" in recorded
 
 
 @pytest.mark.parametrize("rule", alerting_rules(), ids=rule_id)
@@ -135,25 +164,76 @@ def test_rules_read_only_exposed_or_recorded_series() -> None:
                     assert labels <= exposed[selector.metric], (name, selector)
 
 
-def test_slo_objectives_are_recorded_once() -> None:
-    objectives = [
-        rule
+def test_slo_objectives_are_recorded_once_and_written_into_their_burn_alerts() -> None:
+    """Each SLO's burn alerts compare with the objective of parameters.yaml, at the four SRE workbook tiers."""
+    objectives = {
+        rule["record"]: rule["expr"]
         for group in rule_groups()
         for rule in group["rules"]
         if rule.get("record", "").startswith("claude_gateway:slo_")
-    ]
-    assert sorted(rule["record"] for rule in objectives) == [
-        "claude_gateway:slo_availability:objective",
-        "claude_gateway:slo_latency:objective",
-    ]
-    burn_alerts = [r for r in alerting_rules() if r["alert"].endswith("BudgetBurn")]
-    assert all("scalar(claude_gateway:slo_" in r["expr"] for r in burn_alerts)
-    assert {(r["labels"]["long"], r["labels"]["short"]) for r in burn_alerts} == {
-        ("1h", "5m"),
-        ("6h", "30m"),
-        ("1d", "2h"),
-        ("3d", "6h"),
     }
+    assert sorted(objectives) == sorted(f"claude_gateway:slo_{slo}:objective" for slo in SLOS)
+    for slo, (_, alert) in SLOS.items():
+        objective = objectives[f"claude_gateway:slo_{slo}:objective"].removeprefix("vector(").removesuffix(")")
+        burn_alerts = [rule for rule in alerting_rules() if rule["alert"] == alert]
+        assert {(r["labels"]["long"], r["labels"]["short"]) for r in burn_alerts} == {
+            ("1h", "5m"),
+            ("6h", "30m"),
+            ("1d", "2h"),
+            ("3d", "6h"),
+        }
+        assert all(f"(1 - {objective})" in rule["expr"] for rule in burn_alerts), alert
+
+
+def test_rule_file_is_what_render_writes_from_the_template() -> None:
+    assert render.main(["--check"]) == 0, "observability/alerts/claude-gateway.rules.yaml is out of date: make rules"
+
+
+def test_every_tunable_is_used_by_the_template() -> None:
+    """A parameter the template never reads would be a value that silently does nothing."""
+    used = set(render.PLACEHOLDER.findall(render.TEMPLATE.read_text()))
+
+    def leaves(node: dict[str, Any], path: str = "") -> set[str]:
+        found: set[str] = set()
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else key
+            found |= leaves(value, where) if isinstance(value, dict) else {where}
+        return found
+
+    assert leaves(render.defaults()) == used
+
+
+def test_overrides_reach_the_rules() -> None:
+    overrides = {
+        "slos": {"availability": {"objective": 0.9995}, "timeToFirstToken": {"thresholdSeconds": 3}},
+        "alerts": {"ClaudeGatewayUpstreamErrors": {"threshold": 0.1, "for": "20m"}},
+        "runbookBaseUrl": "https://runbooks.example.com/",
+    }
+    groups = yaml.safe_load(render.render(overrides))["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    (errors,) = (rule for rule in rules if rule.get("alert") == "ClaudeGatewayUpstreamErrors")
+    assert errors["for"] == "20m"
+    assert errors["expr"].rstrip().endswith("> 0.1")
+    assert errors["annotations"]["runbook_url"] == "https://runbooks.example.com/ClaudeGatewayUpstreamErrors.md"
+    burn = [rule for rule in rules if rule.get("alert") == "ClaudeGatewayErrorBudgetBurn"]
+    assert all("(1 - 0.9995)" in rule["expr"] for rule in burn)
+    ttft = [rule for rule in rules if rule.get("record", "").startswith("claude_gateway:time_to_first_token:")]
+    assert all('le=~"3(\\\\.0)?"' in rule["expr"] for rule in ttft)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"alerts": {"ClaudeGatewayUpstreamErrorz": {"for": "1m"}}},
+        {"alerts": {"ClaudeGatewayUpstreamErrors": {"treshold": 0.1}}},
+        {"slos": {"availability": {"target": 0.99}}},
+        {"slos": {"availability": 0.99}},
+    ],
+    ids=["unknown-alert", "unknown-setting", "unknown-slo-setting", "not-a-map"],
+)
+def test_an_override_of_nothing_is_an_error(overrides: dict[str, Any]) -> None:
+    with pytest.raises(render.ParameterError):
+        render.render(overrides)
 
 
 def test_every_priced_model_has_all_four_directions() -> None:

@@ -11,9 +11,10 @@ from .catalogue import RUNBOOKS, alert_names, exposed_series, recorded_series
 from .dashboard_queries import DASHBOARDS, load, panels
 from .promql import selectors
 from .promtool import Promtool, check_expressions
+from .runbook_commands import all_commands
 
 SECTIONS = ["## Meaning", "## Impact", "## Diagnosis", "## Mitigation"]
-API_LOGS = "kubectl logs -n <namespace> -l app.kubernetes.io/component=api"
+COMPONENT_SELECTOR = "app.kubernetes.io/instance=<release>,app.kubernetes.io/component="
 _PROMQL_BLOCK = re.compile(r"```promql\n(?P<body>.*?)```", re.DOTALL)
 _DASHBOARD_LINE = re.compile(r"Dashboard: \*\*(?P<dashboard>[^*]+)\*\* › \*\*(?P<panel>[^*]+)\*\*")
 _LINK = re.compile(r"\]\((?P<target>[A-Za-z]+\.md)\)")
@@ -46,7 +47,7 @@ def test_diagnosis_gives_promql_a_dashboard_panel_and_the_logs(name: str) -> Non
     diagnosis = text[text.index("## Diagnosis") : text.index("## Mitigation")]
     assert promql_blocks(diagnosis), "no ```promql block to paste"
     assert _DASHBOARD_LINE.search(diagnosis), "no `Dashboard: **...** › **panel**` line"
-    assert API_LOGS in diagnosis or "app.kubernetes.io/component=" in diagnosis
+    assert COMPONENT_SELECTOR in diagnosis, "no kubectl command on the release's api/worker pods"
 
 
 @pytest.mark.parametrize("name", alert_names())
@@ -73,3 +74,22 @@ def test_runbook_promql_parses(promtool: Promtool, tmp_path: Path) -> None:
     blocks = {f"{name} #{i}": expr for name in alert_names() for i, expr in enumerate(promql_blocks(runbook(name)))}
     result = check_expressions(promtool, blocks, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_kubectl_selector_names_the_release_and_pods_their_component() -> None:
+    """`-l app.kubernetes.io/name=claude-gateway` spans every release in the namespace and the bundled Redis."""
+    commands = all_commands()
+    assert commands
+    for command in commands:
+        keys = {requirement.key for requirement in command.selector}
+        if command.selector:
+            assert "app.kubernetes.io/instance" in keys, command.text
+        if command.selector and "Pod" in command.kinds:
+            assert "app.kubernetes.io/component" in keys, command.text
+
+
+def test_runbooks_name_the_chart_resources_not_invented_ones() -> None:
+    """The API Deployment is `<release>-claude-gateway`: `deploy/<release>-api` never existed."""
+    for command in all_commands():
+        for _, name in command.names:
+            assert not name.startswith("<release>") or name.startswith("<release>-claude-gateway"), command.text

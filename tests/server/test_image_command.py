@@ -1,13 +1,17 @@
 """The image's command as the image runs it: an unprivileged user, a read-only tree, only /tmp writable.
 
-No container engine here, so this reproduces the Dockerfile's runtime conditions by hand: the package copied to a
-read-only directory, UID/GID 10001 with no home (`setpriv`), `HOME=/nonexistent`, `PYTHONDONTWRITEBYTECODE=1`, and
-`claude-gateway serve` started from there. It must serve, answer a stream through SIGTERM, and exit cleanly.
+No container engine here, so this reproduces the Dockerfile's runtime conditions by hand: what the image's
+virtualenv holds (the runtime dependencies pyproject.toml names, with theirs, and the package itself; no dev tools)
+copied into a read-only site-packages in a world-readable temporary directory, UID/GID 10001 with no home
+(`setpriv`), `HOME=/nonexistent`, `PYTHONDONTWRITEBYTECODE=1`, and `claude-gateway serve` started from there. It
+must serve, answer a stream through SIGTERM, and exit cleanly. Nothing is read from the checkout or its `.venv`,
+which the unprivileged user may not be able to enter (a clone under a 0700 directory).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import shutil
 import signal
@@ -15,11 +19,16 @@ import stat
 import subprocess
 import sysconfig
 import tempfile
+import tomllib
 from collections.abc import Iterator
+from importlib.metadata import Distribution
 from pathlib import Path
 
 import httpx
 import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.conftest import CLIENT_KEY
 from tests.gateway.sse_client import data_events
@@ -46,6 +55,55 @@ def system_python() -> str:
     pytest.skip(f"no system python{sysconfig.get_python_version()} readable by an unprivileged user")
 
 
+def target_environment(python: str) -> dict[str, str]:
+    """The marker environment of the interpreter the image's command runs on (Debian's 3.11.2 needs async-timeout,
+    which the test's own interpreter may not)."""
+    full_version = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    environment = {key: str(value) for key, value in default_environment().items()}
+    return {**environment, "python_full_version": full_version}
+
+
+def runtime_distributions(environment: dict[str, str]) -> list[Distribution]:
+    """The distributions the image installs: pyproject.toml's runtime dependencies and theirs, as installed here."""
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pending = [Requirement(line) for line in dependencies]
+    found: dict[str, Distribution] = {}
+    expanded: set[tuple[str, str]] = set()  # (distribution, extra): "uvicorn" and "uvicorn[standard]" differ
+    while pending:
+        requirement = pending.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({**environment, "extra": ""}):
+            continue
+        name = canonicalize_name(requirement.name)
+        distribution = found.setdefault(name, importlib.metadata.distribution(name))
+        for extra in ["", *sorted(requirement.extras)]:
+            if (name, extra) in expanded:
+                continue
+            expanded.add((name, extra))
+            for line in distribution.requires or ():
+                needed = Requirement(line)
+                if needed.marker is None or needed.marker.evaluate({**environment, "extra": extra}):
+                    needed.marker = None
+                    pending.append(needed)
+    return list(found.values())
+
+
+def install_image_site(site: Path, python: str) -> None:
+    """A site-packages as the image's: every file of the runtime distributions, then the package (`pip install .`)."""
+    for distribution in runtime_distributions(target_environment(python)):
+        for file in distribution.files or ():
+            if file.parts[0] == ".." or "__pycache__" in file.parts:  # scripts in bin/, caches
+                continue
+            source = Path(str(distribution.locate_file(file)))
+            if source.is_file():
+                (site / file).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, site / file)
+    shutil.copytree(
+        ROOT / "service" / "claude_gateway", site / "claude_gateway", ignore=shutil.ignore_patterns("__pycache__")
+    )
+
+
 def make_read_only(path: Path) -> None:
     for entry in [path, *path.rglob("*")]:
         mode = entry.stat().st_mode
@@ -70,9 +128,13 @@ def image_server(image_root: Path, simulator: Process) -> Iterator[Process]:
         pytest.skip("switching to the image's UID needs root")
     setpriv = require_program("setpriv", "util-linux, to run as the image's unprivileged user")
     python = system_python()
-    tree = tmp_path / "app"
-    shutil.copytree(ROOT / "service", tree / "service", ignore=shutil.ignore_patterns("__pycache__"))
-    make_read_only(tree)
+    site = tmp_path / "venv" / "site-packages"
+    install_image_site(site, python)
+    make_read_only(site.parent)
+    # The image's working directory: empty, and nothing the gateway user can write to.
+    workdir = tmp_path / "app"
+    workdir.mkdir()
+    make_read_only(workdir)
     scratch = tmp_path / "tmp"
     scratch.mkdir(mode=0o1777)
     scratch.chmod(0o1777)
@@ -82,7 +144,7 @@ def image_server(image_root: Path, simulator: Process) -> Iterator[Process]:
         "HOME": "/nonexistent",
         "TMPDIR": str(scratch),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONPATH": f"{tree / 'service'}:{sysconfig.get_paths()['purelib']}",
+        "PYTHONPATH": str(site),
         "ANTHROPIC_BASE_URL": simulator.url,
         "ANTHROPIC_API_KEY": "sk-ant-test",
         "VALID_API_KEYS": CLIENT_KEY,
@@ -104,7 +166,7 @@ def image_server(image_root: Path, simulator: Process) -> Iterator[Process]:
                 "claude_gateway",
                 "serve",
             ],
-            cwd=tree,
+            cwd=workdir,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

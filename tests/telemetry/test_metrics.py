@@ -37,9 +37,12 @@ class TestRequestMetrics:
             await http.get("/analyze/no-such-task")
             await http.get("/analyze/another-unknown-task")
             await http.get("/some/random/path/12345")
-        assert value("claude_gateway_http_requests_total", **labels) == before + 2
+        # Each request is counted just after its last byte left: wait for the counts to get there.
+        assert await settled_value("claude_gateway_http_requests_total", before + 2, **labels) == before + 2
+        unmatched_labels = {"route": "unmatched", "method": "GET", "status": "404"}
         assert (
-            value("claude_gateway_http_requests_total", route="unmatched", method="GET", status="404") == unmatched + 1
+            await settled_value("claude_gateway_http_requests_total", unmatched + 1, **unmatched_labels)
+            == unmatched + 1
         )
         assert (
             value("claude_gateway_http_request_duration_seconds_count", route="/analyze/{task_id}", method="GET") >= 2

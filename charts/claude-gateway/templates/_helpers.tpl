@@ -73,12 +73,49 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
+{{/*
+An image reference: `[registry/]repository` then `@digest`, else `:tag` (else the default tag).
+`global.imageRegistry` replaces the image's own registry, so one value points every image at a mirror.
+Call with (dict "root" $ "image" .Values.image "defaultTag" .Chart.AppVersion).
+*/}}
+{{- define "claude-gateway.imageRef" -}}
+{{- $image := .image }}
+{{- $registry := .root.Values.global.imageRegistry | default $image.registry }}
+{{- $repository := $image.repository }}
+{{- if $registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository }}{{ end }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository ($image.tag | default .defaultTag) }}
+{{- end }}
+{{- end }}
+
 {{/* The gateway image: a digest pins it; else the tag, else the chart's appVersion. */}}
 {{- define "claude-gateway.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
-{{- else }}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- include "claude-gateway.imageRef" (dict "root" . "image" .Values.image "defaultTag" .Chart.AppVersion) }}
+{{- end }}
+
+{{/* The internal Redis (Valkey) image. Nothing of the gateway's version goes in, so an upgrade leaves it alone. */}}
+{{- define "claude-gateway.redisImage" -}}
+{{- include "claude-gateway.imageRef" (dict "root" . "image" .Values.redis.internal.image "defaultTag" "") }}
+{{- end }}
+
+{{/*
+Image pull secrets of every pod: `global.imagePullSecrets` then `imagePullSecrets`, each given as `{name: x}` or
+as a bare name, without duplicates.
+*/}}
+{{- define "claude-gateway.imagePullSecrets" -}}
+{{- $names := list }}
+{{- range (concat (.Values.global.imagePullSecrets | default list) (.Values.imagePullSecrets | default list)) }}
+{{- $name := "" }}
+{{- if kindIs "string" . }}{{ $name = . }}{{ else }}{{ $name = .name }}{{ end }}
+{{- if and $name (not (has $name $names)) }}{{ $names = append $names $name }}{{ end }}
+{{- end }}
+{{- if $names }}
+imagePullSecrets:
+{{- range $names }}
+  - name: {{ . }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -124,6 +161,51 @@ key comes from an existing Secret, or when there is none at all.
 {{/* Where the keys file is mounted: a directory mount (never subPath), so the kubelet's updates reach the pod. */}}
 {{- define "claude-gateway.keysDir" -}}/etc/claude-gateway/keys{{- end }}
 
+{{/*
+The internal Redis's password Secret: yours (`redis.internal.auth.existingSecret`), or the one the chart makes
+once and keeps (redis-secret.yaml).
+*/}}
+{{- define "claude-gateway.redisAuthSecretName" -}}
+{{- .Values.redis.internal.auth.existingSecret | default (include "claude-gateway.redisName" .) }}
+{{- end }}
+
+{{- define "claude-gateway.redisAuthSecretKey" -}}
+{{- if .Values.redis.internal.auth.existingSecret }}{{ .Values.redis.internal.auth.existingSecretKey }}{{ else }}redis-password{{ end }}
+{{- end }}
+
+{{/* True when upstream calls go through an egress proxy (HTTPS_PROXY). */}}
+{{- define "claude-gateway.hasEgressProxy" -}}
+{{- if or .Values.egressProxy.httpsProxy .Values.egressProxy.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* True when the admin views have keys (ADMIN_API_KEYS). */}}
+{{- define "claude-gateway.hasAdminKeys" -}}
+{{- if or .Values.adminKeys.keys .Values.adminKeys.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* The ConfigMap holding the price table (PRICES_FILE): yours, or the chart's. Empty: the shipped table. */}}
+{{- define "claude-gateway.pricesConfigMapName" -}}
+{{- if .Values.prices.existingConfigMap }}{{ .Values.prices.existingConfigMap }}
+{{- else if .Values.prices.table }}{{ include "claude-gateway.componentName" (list . "prices") }}
+{{- end }}
+{{- end }}
+
+{{- define "claude-gateway.pricesKey" -}}
+{{- if .Values.prices.existingConfigMap }}{{ .Values.prices.existingConfigMapKey }}{{ else }}prices.json{{ end }}
+{{- end }}
+
+{{/* A directory mount (never subPath), so an edited ConfigMap reaches the pod. */}}
+{{- define "claude-gateway.pricesDir" -}}/etc/claude-gateway/prices{{- end }}
+
+{{/* The names in the chart-wide and every gateway component's extraEnv, to see what a user passed that way. */}}
+{{- define "claude-gateway.extraEnvNames" -}}
+{{- $names := list }}
+{{- range concat (.Values.extraEnv | default list) (.Values.api.extraEnv | default list) }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
+
 {{/* True when the gateway has Redis (internal or external). */}}
 {{- define "claude-gateway.hasRedis" -}}
 {{- if ne .Values.redis.mode "none" }}true{{ end }}
@@ -165,9 +247,22 @@ in-progress keys expire.
 {{- add (include "claude-gateway.workerJobCompletionWaitSeconds" . | int) (int .Values.worker.shutdownMarginSeconds) }}
 {{- end }}
 
-{{/* Fewest pods a component runs: HPA's minimum, else its replica count. Call with the component's values. */}}
+{{/*
+Fewest pods a component runs: KEDA's minimum, else the HPA's, else its replica count.
+Call with (list $ "api" .Values.api).
+*/}}
 {{- define "claude-gateway.minReplicas" -}}
-{{- if .autoscaling.enabled }}{{ .autoscaling.minReplicas }}{{ else }}{{ .replicaCount }}{{ end }}
+{{- $root := index . 0 }}
+{{- $values := index . 2 }}
+{{- if $root.Values.keda.enabled }}{{ (index $root.Values.keda (index . 1)).minReplicas }}
+{{- else if $values.autoscaling.enabled }}{{ $values.autoscaling.minReplicas }}
+{{- else }}{{ $values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/* True when something other than the Deployment owns its replica count (an HPA, or KEDA's). */}}
+{{- define "claude-gateway.autoscaled" -}}
+{{- $root := index . 0 }}
+{{- if or $root.Values.keda.enabled (index . 1).autoscaling.enabled }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -205,8 +300,45 @@ topologySpreadConstraints:
 Values that contradict each other stop the render with a message that says what to change.
 */}}
 {{- define "claude-gateway.validate" -}}
+{{- $extraEnv := include "claude-gateway.extraEnvNames" . | fromJsonArray }}
 {{- if and .Values.anthropic.apiKey .Values.anthropic.existingSecret }}
 {{- fail "set anthropic.apiKey or anthropic.existingSecret, not both" }}
+{{- end }}
+{{- /* An install that would refuse every request must not go green: say what is missing instead. */}}
+{{- if not (or (include "claude-gateway.hasAnthropicKey" .) (has "ANTHROPIC_API_KEY" $extraEnv)) }}
+{{- fail "no upstream key: set anthropic.existingSecret (or anthropic.apiKey), or simulator.enabled=true to try the chart without Anthropic; otherwise every request would fail" }}
+{{- end }}
+{{- if not (or .Values.clientKeys.keys .Values.clientKeys.existingSecret (has "VALID_API_KEYS" $extraEnv) (has "API_KEYS_FILE" $extraEnv)) }}
+{{- fail "no client keys: set clientKeys.existingSecret (or clientKeys.keys); otherwise every request would be refused with 401" }}
+{{- end }}
+{{- if and .Values.adminKeys.keys .Values.adminKeys.existingSecret }}
+{{- fail "set adminKeys.keys or adminKeys.existingSecret, not both" }}
+{{- end }}
+{{- if and .Values.prices.table .Values.prices.existingConfigMap }}
+{{- fail "set prices.table or prices.existingConfigMap, not both" }}
+{{- end }}
+{{- if and .Values.egressProxy.existingSecret (or .Values.egressProxy.httpsProxy .Values.egressProxy.httpProxy) }}
+{{- fail "set egressProxy.httpsProxy/httpProxy or egressProxy.existingSecret, not both" }}
+{{- end }}
+{{- if and .Values.egressProxy.httpProxy (not .Values.egressProxy.httpsProxy) }}
+{{- fail "egressProxy.httpProxy without egressProxy.httpsProxy: the upstream is HTTPS, so set httpsProxy" }}
+{{- end }}
+{{- if .Values.keda.enabled }}
+{{- if or .Values.api.autoscaling.enabled .Values.worker.autoscaling.enabled }}
+{{- fail "keda.enabled makes KEDA scale the API and the worker: set api.autoscaling.enabled=false and worker.autoscaling.enabled=false (an HPA and a ScaledObject on one Deployment fight over its replicas)" }}
+{{- end }}
+{{- if eq .Values.redis.mode "none" }}
+{{- fail "keda.enabled scales to several API pods, which redis.mode=none cannot share: use redis.mode internal or external" }}
+{{- end }}
+{{- if not .Values.metrics.enabled }}
+{{- fail "keda.enabled reads the gateway's metrics from Prometheus: it needs metrics.enabled" }}
+{{- end }}
+{{- range $name := list "api" "worker" }}
+{{- $k := index $.Values.keda $name }}
+{{- if gt (int $k.minReplicas) (int $k.maxReplicas) }}
+{{- fail (printf "keda.%s.minReplicas (%d) is above keda.%s.maxReplicas (%d)" $name (int $k.minReplicas) $name (int $k.maxReplicas)) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and .Values.simulator.enabled .Values.anthropic.baseUrl }}
 {{- fail "simulator.enabled points ANTHROPIC_BASE_URL at the simulator: leave anthropic.baseUrl empty, or disable the simulator" }}
@@ -246,4 +378,19 @@ Values that contradict each other stop the render with a message that says what 
 {{- if and (or .Values.metrics.serviceMonitor.enabled .Values.metrics.prometheusRule.enabled) (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor and metrics.prometheusRule need metrics.enabled" }}
 {{- end }}
+{{- end }}
+
+{{/*
+The NetworkPolicy rule for the metrics port: scrapers from the monitoring namespace (networkPolicy.metrics),
+plus any metricsFrom peers. Never open to everyone, whatever allowExternal says: metrics name clients and models.
+*/}}
+{{- define "claude-gateway.metricsIngressRule" -}}
+{{- $np := .Values.networkPolicy }}
+{{- $peer := dict "namespaceSelector" $np.metrics.namespaceSelector }}
+{{- with $np.metrics.podSelector }}{{ $_ := set $peer "podSelector" . }}{{ end -}}
+- ports:
+    - port: metrics
+      protocol: TCP
+  from:
+    {{- toYaml (prepend ($np.metricsFrom | default list) $peer) | nindent 4 }}
 {{- end }}

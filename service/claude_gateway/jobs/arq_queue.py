@@ -30,7 +30,10 @@ from claude_gateway.jobs.constants import (
     QUEUE_NAME,
 )
 from claude_gateway.jobs.interface import JobsUnavailable, JobView, check_document
-from claude_gateway.jobs.keys import job_id, new_task_id
+from claude_gateway.jobs.keys import job_id, new_task_id, parts_key
+from claude_gateway.jobs.spend import JobSpend, refund_unstarted
+from claude_gateway.jobs.summarise import RedisParts
+from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
 
 # How the API process's connections are named in Redis's CLIENT LIST: an operator can tell them from the workers'.
@@ -86,9 +89,14 @@ class ArqJobQueue:
     def _job(self, client: str, task_id: str) -> Job:
         return Job(job_id(client, task_id), self._redis, _queue_name=QUEUE_NAME, _deserializer=deserialize)
 
-    async def submit(self, *, client: str, document: str, idempotency_key: str | None) -> JobView:
+    async def submit(
+        self, *, client: str, document: str, idempotency_key: str | None, spend: JobSpend | None = None
+    ) -> JobView:
         check_document(document, self._settings)
         task_id = new_task_id(client, idempotency_key)
+        # Only when there is one: a job without it still runs on a worker of an earlier release.
+        wire = spend.to_wire() if spend is not None else None
+        extra: dict[str, Any] = {"reservation": wire} if wire is not None else {}
         with _redis_errors():
             try:
                 job = await self._redis.enqueue_job(
@@ -100,10 +108,13 @@ class ArqJobQueue:
                     _expires=JOB_EXPIRES_S,
                     client=client,
                     trace_context=tracing.inject_context(),
+                    **extra,
                 )
             except SerializationError:  # text JSON cannot carry, such as a lone surrogate
                 raise InvalidRequest("Document is not valid Unicode text") from None
         if job is None:  # ARQ keeps one job per id: this Idempotency-Key's task exists already
+            if spend is not None:
+                await spend.refund()
             return await self.get(client=client, task_id=task_id) or JobView(task_id, "processing")
         metrics.JOBS.labels(status="enqueued").inc()
         return JobView(task_id, "processing")
@@ -125,22 +136,28 @@ class ArqJobQueue:
             return None
         return JobView(task_id, "processing")
 
-    async def cancel(self, *, client: str, task_id: str) -> bool:
+    async def cancel(self, *, client: str, task_id: str, limiter: RateLimiter | None = None) -> bool:
         """ARQ's abort: a queued job is dropped when a worker next looks at it, a running one is cancelled.
 
         Waits up to CANCEL_WAIT_S for a worker to act. If none does (all busy or down), the abort stays pending
-        and is applied when a worker next polls: the task is still reported cancelled-to-be (True).
+        and is applied when a worker next polls: the task is still reported cancelled-to-be (True). A job the abort
+        stopped before it ever ran gives its reservation back here (one that ran settles it in the worker).
         """
         job = self._job(client, task_id)
         with _redis_errors():
             if await job.result_info() is not None or await job.status() == JobStatus.not_found:
                 return False
+            definition = await job.info()  # its arguments, its reservation among them (a result drops them)
             try:
-                return await job.abort(timeout=CANCEL_WAIT_S, poll_delay=CANCEL_POLL_S)
+                aborted = await job.abort(timeout=CANCEL_WAIT_S, poll_delay=CANCEL_POLL_S)
             except TimeoutError:
                 return True
             except JobFailed:  # it failed by itself before the abort landed
                 return False
+        if aborted and limiter is not None and definition is not None:
+            parts = RedisParts(self._redis, parts_key(job_id(client, task_id)))
+            await refund_unstarted(limiter, definition.kwargs.get("reservation"), parts)
+        return aborted
 
     async def queued(self) -> int:
         with _redis_errors():

@@ -47,14 +47,32 @@ PARTS_TTL_S = JOB_EXPIRES_S
 # Jobs one worker process runs at once (ARQ's default): each spends its time waiting on Anthropic, so ten share a
 # process easily; more processes (pods) scale further.
 WORKER_MAX_JOBS = 10
-# The worker refreshes its health key this often; `claude-gateway worker --check` fails once the key is older than
-# this plus 1 s. 10 s matches the kubelet's default probe period, so a wedged worker is restarted within a minute
-# (failureThreshold 3 + this interval).
+# ARQ's own health record (a Redis key per worker host, for `redis-cli get` and `arq --check`) is refreshed this
+# often. Nothing restarts a worker on it: liveness is the local heartbeat file below.
 HEALTH_CHECK_INTERVAL_S = 10
 # How often a worker samples the queue depth for `claude_gateway_jobs_queued` (one ZCARD): a typical scrape interval.
 QUEUE_DEPTH_SAMPLE_S = 15.0
-# `claude-gateway worker --check` gives Redis this long to answer; an exec probe's own timeout is 1 s by default.
-CHECK_TIMEOUT_S = 0.8
+
+# The worker's event loop touches WORKER_HEARTBEAT_FILE this often: a few seconds, so that the file says within
+# seconds whether the loop still turns, at the cost of one metadata write each time.
+HEARTBEAT_INTERVAL_S = 5.0
+# `claude-gateway worker --check` passes while the file is at most this old: three intervals (two beats may be late,
+# on a loaded node or behind a long garbage collection, without a restart) plus 2 s for the probe's own scheduling.
+# With the chart's liveness probe (every 30 s, 3 failures) a wedged or dead worker is restarted within ~2 minutes.
+HEARTBEAT_STALE_S = 3 * HEARTBEAT_INTERVAL_S + 2.0
+# A worker whose Redis does not answer (its poll of the queue failed) tries again after this long, with its running
+# jobs going on meanwhile: a Redis restart or failover takes seconds, and each try is one round trip.
+REDIS_RETRY_S = 2.0
+
+# ARQ marks a running job in progress for job_timeout + 10 s (minutes): after a SIGKILL nothing else could run it
+# before that. The worker running a job holds the mark as a lease instead (`in_progress`): this long ...
+IN_PROGRESS_LEASE_S = 15.0
+# ... renewed this often while the job runs. Three renewals fit in a lease, so two may fail (a Redis blip, a loaded
+# node) before the mark lapses under a live job; a dead worker's job is free at most IN_PROGRESS_LEASE_S after its
+# last renewal, and another worker (polling every 0.5 s) starts it: well within the 30 s the gateway promises.
+IN_PROGRESS_RENEW_S = 5.0
+# One renewal round waits this long for Redis before giving up on that round (the next comes IN_PROGRESS_RENEW_S later).
+IN_PROGRESS_RENEW_TIMEOUT_S = 2.0
 
 # DELETE waits this long for a worker to act on an abort, so that the usual answer already reflects it; a worker
 # polls every 0.5 s (ARQ's poll_delay), so two polls. If no worker acts in time, the abort stays pending and a worker

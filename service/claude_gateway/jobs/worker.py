@@ -2,40 +2,54 @@
 
 `worker_settings(settings)` is an ARQ WorkerSettings (as a dict, which ARQ accepts wherever it takes the class):
 `run_worker` runs it until SIGTERM; tests run it with `arq.worker.Worker(**worker_settings(s), burst=True)`.
+
+`run_worker` adds what ARQ's own runner lacks: a heartbeat file for the liveness probe (`heartbeat`), and riding out
+a Redis outage (ARQ's poll loop ends at the first Redis error; we start it again once Redis answers, while the jobs
+under way go on). Every worker, tests' included, holds its running jobs' in-progress marks as leases
+(`in_progress`), so that a dead worker's job is run again within seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
-from arq.worker import Retry, func
-from arq.worker import run_worker as arq_run_worker
-from redis.exceptions import RedisError
+from arq.worker import Retry, Worker, create_worker, func
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 
-from claude_gateway import metrics, tracing
-from claude_gateway.jobs import timeouts
-from claude_gateway.jobs.arq_queue import connect
+from claude_gateway import metrics, pricing, tracing
+from claude_gateway.jobs import heartbeat, in_progress, timeouts
 from claude_gateway.jobs.attempt import RetryLater, run_attempt
 from claude_gateway.jobs.codec import JobFailed, deserialize, serialize
 from claude_gateway.jobs.constants import (
-    CHECK_TIMEOUT_S,
     HEALTH_CHECK_INTERVAL_S,
     JOB_FUNCTION,
     QUEUE_DEPTH_SAMPLE_S,
     QUEUE_NAME,
+    REDIS_RETRY_S,
     WORKER_MAX_JOBS,
 )
+from claude_gateway.jobs.heartbeat import check_worker
 from claude_gateway.jobs.keys import health_check_key, parts_key
+from claude_gateway.jobs.spend import settle_worker_job
 from claude_gateway.jobs.summarise import RedisParts
 from claude_gateway.settings import Settings
 from claude_gateway.upstream_client import RETRY_POLICY, RetryPolicy, UpstreamClient
 
+__all__ = ["WorkerNotConfigured", "analyze_document", "check_worker", "run_worker", "worker_settings"]
+
 logger = logging.getLogger("claude_gateway.jobs")
+
+_REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+# Redis answered, and refused us: a wrong password or ACL is a configuration to fix (and, once the Secret is fixed, a
+# restart picks it up), not an outage to wait out. The worker exits and says why.
+_REDIS_REFUSALS = (AuthenticationError, AuthorizationError)
 
 # ARQ's log line when it starts a job: '%6.2fs → %s(%s)%s' (queued for, job id:function, arguments, try).
 _ARQ_JOB_START = "%6.2fs → %s(%s)%s"
@@ -52,14 +66,17 @@ async def analyze_document(
     *,
     client: str = "unknown",
     trace_context: dict[str, str] | None = None,
+    reservation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Summarise `document`; `raise Retry(defer=...)` on a transient upstream error while tries remain.
+    """Summarise `document`; `raise Retry(defer=...)` on a transient upstream error while tries remain. At the
+    job's end, settle the `reservation` made when it was submitted (`spend`) to what it spent.
 
     Safe to run again (ARQ does after an interrupted shutdown or a dead worker): the result is a function of the
     document, ARQ records it once, and the partial summaries already made are reused, not paid for twice.
     """
     settings: Settings = ctx["settings"]
     parts = RedisParts(ctx["redis"], parts_key(ctx["job_id"]))
+    await parts.mark_started()  # an abort from now on is settled here, not by the API
     try:
         result = await run_attempt(
             ctx["upstream"],
@@ -74,8 +91,13 @@ async def analyze_document(
     except RetryLater as retry:
         raise Retry(defer=retry.defer_s) from retry.error
     except JobFailed:
+        await settle_worker_job(ctx, reservation, parts, client=client)
         await _forget_parts(parts)
         raise
+    except asyncio.CancelledError:  # aborted, or a shutdown (whose re-run settles again at its own end)
+        await asyncio.shield(settle_worker_job(ctx, reservation, parts, client=client))
+        raise
+    await settle_worker_job(ctx, reservation, parts, client=client)
     await _forget_parts(parts)
     return result
 
@@ -100,17 +122,29 @@ async def _sample_queue_depth(redis: ArqRedis) -> None:
 
 
 async def _startup(ctx: dict[str, Any], *, settings: Settings, retry_policy: RetryPolicy) -> None:
+    """ARQ's `on_startup`: run again each time `_ride_out_redis_outages` restarts ARQ's loop, which builds nothing twice."""
+    metrics.REDIS_UP.set(1)  # ARQ has just read Redis's INFO
+    if "upstream" in ctx:
+        logger.info("Redis answers again: the worker takes jobs again")
+        return
     ctx["settings"] = settings
+    # The worker prices what its jobs spend with the same table as the API (PRICES_FILE, else the shipped one).
+    pricing.activate(settings.price_table)
     # The worker's one client to Anthropic, as the API process has its own.
     ctx["upstream"] = UpstreamClient(settings, retry_policy=retry_policy)
-    ctx["queue_depth_sampler"] = asyncio.create_task(_sample_queue_depth(ctx["redis"]))
+    leases = in_progress.InProgressLeases(ctx["redis"])
+    ctx["in_progress"] = leases
+    ctx["background"] = [
+        asyncio.create_task(_sample_queue_depth(ctx["redis"])),
+        asyncio.create_task(leases.run()),
+    ]
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
-    sampler: asyncio.Task[None] | None = ctx.pop("queue_depth_sampler", None)
-    if sampler is not None:
-        sampler.cancel()
-        await asyncio.gather(sampler, return_exceptions=True)
+    background: list[asyncio.Task[None]] = ctx.pop("background", [])
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
     upstream: UpstreamClient | None = ctx.pop("upstream", None)
     if upstream is not None:
         await upstream.aclose()
@@ -138,20 +172,23 @@ def worker_settings(
         "redis_settings": redis_settings(settings),
         "on_startup": partial(_startup, settings=settings, retry_policy=retry_policy),
         "on_shutdown": _shutdown,
+        "on_job_start": in_progress.on_job_start,
+        "on_job_end": in_progress.on_job_end,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
         "max_jobs": WORKER_MAX_JOBS,
         "max_tries": settings.job_max_tries,
         "keep_result": settings.job_result_ttl_s,
-        # One try of the largest document at the slowest upstream. ARQ marks a job in progress for this + 10 s:
-        # that is how long after a worker dies another one picks its job up.
+        # One try of the largest document at the slowest upstream. ARQ marks a job in progress for this + 10 s;
+        # `in_progress` shortens the mark to a lease the worker renews, so that another worker picks up a dead
+        # worker's job within IN_PROGRESS_LEASE_S instead.
         "job_timeout": timeouts.job_timeout_s(settings) if job_timeout_s is None else job_timeout_s,
         # On SIGTERM, stop taking jobs and let running ones go on this long: one upstream call at its slowest
         # (one try at UPSTREAM_TIMEOUT_S: 30 s by default). A job still running then is cancelled and re-queued at
         # once, and resumes on another worker from the partial summaries already made. The worker pod's
         # terminationGracePeriodSeconds must exceed this plus ~10 s to close connections (40 s for the defaults),
-        # or the kubelet's SIGKILL comes first and the job waits for its in-progress key to expire
-        # (job_timeout + 10 s) before another worker runs it.
+        # or the kubelet's SIGKILL comes first and the job waits for its in-progress lease to lapse
+        # (IN_PROGRESS_LEASE_S) before another worker runs it.
         "job_completion_wait": math.ceil(timeouts.call_budget_s(settings)),
         "allow_abort_jobs": True,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
@@ -166,13 +203,79 @@ def run_worker(settings: Settings) -> None:
     tracing.setup_tracing("claude-gateway-worker")
     if settings.metrics_enabled:
         _serve_metrics(settings)
-    # ARQ takes the current event loop; make one explicitly rather than rely on get_event_loop()'s deprecated
-    # creation of one.
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    # ARQ's Worker takes the current event loop (for its signal handlers too); make one explicitly rather than rely
+    # on get_event_loop()'s deprecated creation of one.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
-        arq_run_worker(config)
+        loop.run_until_complete(_run(create_worker(config), settings.worker_heartbeat_file))
+    except _REDIS_REFUSALS as exc:
+        raise WorkerNotConfigured(
+            f"Redis refused the worker ({type(exc).__name__}): check the credentials in REDIS_URL"
+        ) from None
     finally:
+        loop.close()
         tracing.shutdown_tracing()
+
+
+async def _run(worker: Worker, heartbeat_file: Path) -> None:
+    """What ARQ's `Worker.run` does, with a heartbeat from the start and Redis outages ridden out.
+
+    The heartbeat starts before Redis is reached: a worker started during an outage is alive, waiting for Redis.
+    ARQ's signal handlers cancel `worker.main_task` to stop the worker, here the loop that restarts ARQ's.
+    """
+    beating = asyncio.create_task(heartbeat.beat(heartbeat_file))
+    try:
+        worker.main_task = asyncio.create_task(_ride_out_redis_outages(worker))
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.main_task
+        try:
+            await worker.close()
+        except _REDIS_FAILURES as exc:  # stopping during an outage: ARQ could not delete its health key
+            logger.warning("Redis did not answer as the worker stopped (%s)", type(exc).__name__)
+            await _shutdown(worker.ctx)
+    finally:
+        heartbeat.stop(heartbeat_file)
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+
+
+async def _ride_out_redis_outages(worker: Worker) -> None:
+    """ARQ's `Worker.main` (connect, then poll the queue until stopped), started again after a Redis failure.
+
+    ARQ's loop ends at the first Redis error; the process would then exit and its pod restart, every worker at once
+    in an outage. Instead: count it, say it once, wait REDIS_RETRY_S and start the loop again. Jobs under way are
+    tasks of their own and go on meanwhile (a job that ends while Redis is down cannot record its outcome: its lease
+    lapses and it is run again once Redis is back, from its stored parts).
+    """
+    answered = True
+    while True:
+        if answered:
+            try:
+                await worker.main()
+                return
+            except _REDIS_FAILURES as exc:
+                metrics.REDIS_ERRORS.labels(operation="jobs").inc()
+                metrics.REDIS_UP.set(0)
+                if isinstance(exc, _REDIS_REFUSALS):
+                    raise
+                logger.warning(
+                    "Redis did not answer (%s): the worker waits for it; jobs under way go on", type(exc).__name__
+                )
+        await asyncio.sleep(REDIS_RETRY_S)
+        # ARQ's loop starts with log lines of its own: start it again once Redis answers a PING, not to find out.
+        answered = await _answers(worker.ctx.get("redis"))
+
+
+async def _answers(redis: ArqRedis | None) -> bool:
+    if redis is None:  # no pool yet (Redis was down at start): ARQ's own connect retries, then says why it failed
+        return True
+    try:
+        async with asyncio.timeout(REDIS_RETRY_S):  # ARQ's connections have no read timeout: a hung Redis hangs
+            await redis.ping()
+    except _REDIS_FAILURES:
+        return False
+    return True
 
 
 def _serve_metrics(settings: Settings) -> None:
@@ -191,31 +294,6 @@ def _serve_metrics(settings: Settings) -> None:
         logger.warning("worker metrics not served on %s:%d: %s", settings.host, settings.port, exc.strerror)
     else:
         logger.info("worker metrics on http://%s:%d/metrics", settings.host, settings.port)
-
-
-def check_worker(settings: Settings) -> int:
-    """`claude-gateway worker --check`: 0 when this host's worker wrote its health key lately, else 1."""
-    if settings.redis_url is None:
-        logger.error("REDIS_URL is not set: there is no worker to check")
-        return 1
-    return asyncio.run(_check(settings))
-
-
-async def _check(settings: Settings) -> int:
-    redis = connect(settings, timeout_s=CHECK_TIMEOUT_S)
-    key = health_check_key()
-    try:
-        record = await redis.get(key)
-    except (RedisError, OSError, TimeoutError) as exc:
-        logger.error("worker check: Redis did not answer (%s)", type(exc).__name__)
-        return 1
-    finally:
-        await redis.aclose(close_connection_pool=True)
-    if not record:
-        logger.error("worker check: no recent health record at %s", key)
-        return 1
-    logger.info("worker check: %s", record.decode(errors="replace"))
-    return 0
 
 
 class _HideJobArguments(logging.Filter):

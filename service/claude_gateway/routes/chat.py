@@ -10,25 +10,36 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from claude_gateway import tracing
+from claude_gateway import pricing, tracing
+from claude_gateway.auth import ClientKey
 from claude_gateway.deps import RelayCall, relay_call
 from claude_gateway.errors import UpstreamFailed
-from claude_gateway.lease import estimate_input_tokens, overhead_header, start_stream, stream_response
+from claude_gateway.lease import Reservation, overhead_header, start_stream, stream_response
 from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
 from claude_gateway.relay import NO_HEADERS, AnthropicStream, complete, forwarded_headers
 from claude_gateway.routes.plain import PlainRoute, read_json_body, validate_body
 from claude_gateway.settings import Settings
 from claude_gateway.sse import DONE, EventStreamResponse, data_event
 from claude_gateway.upstream_call import UpstreamCall
+from claude_gateway.usage import cost_header
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorDetail} for status in (400, 401, 403, 413, 429, 500, 502, 503, 504)
 }
 
 
-def _cost(body: ChatRequest) -> int:
-    """The worst case a request can spend: its input, estimated, plus every token it allows the answer."""
-    return estimate_input_tokens(len(body.message) + len(body.system_prompt)) + body.max_tokens
+def _cost(body: ChatRequest, model: str, settings: Settings) -> Reservation:
+    """What a request reserves: its input, estimated, and min(max_tokens, TOKEN_RESERVE_OUTPUT) of output."""
+    chars = len(body.message) + len(body.system_prompt)
+    return Reservation.of(model, chars, body.max_tokens, settings.token_reserve_output)
+
+
+def check_policy(client: ClientKey, body: ChatRequest, model: str, beta_header: str | None) -> None:
+    """The key's policy for what a chat request can ask for: its model, its `max_tokens` and, on the stream (which
+    forwards it), the `anthropic-beta` header. 403 `{"detail": ...}` when not allowed."""
+    client.policy.check_model(model, pricing.active())
+    client.policy.check_max_tokens(body.max_tokens)
+    client.policy.check_betas(beta_header)
 
 
 def upstream_body(body: ChatRequest, model: str, *, stream: bool) -> bytes:
@@ -59,7 +70,8 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
         body, relayed = await read(request)
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
-        async with relayed.lease("/chat", _cost(body)) as lease:
+        check_policy(client, body, model, None)
+        async with relayed.lease("/chat", _cost(body, model, relayed.settings)) as lease:
             call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=False)
             tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
             body_bytes = upstream_body(body, model, stream=False)
@@ -80,26 +92,29 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
             "stop_reason": message.get("stop_reason"),
             "id": message.get("id", ""),
         }
-        return Response(orjson.dumps(answer), media_type="application/json", headers=overhead_header(context))
+        headers = {**overhead_header(context), **cost_header(model, usage)}
+        return Response(orjson.dumps(answer), media_type="application/json", headers=headers)
 
     async def chat_stream(request: Request) -> EventStreamResponse:
         """Server-sent events: `{"text": ...}` per delta, then `{"done": true, "usage": ...}`, then `[DONE]`."""
         body, relayed = await read(request)
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
+        headers = forwarded_headers(request.headers)
+        check_policy(client, body, model, headers.get("anthropic-beta"))
 
         def new_call() -> UpstreamCall:
             call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=True)
             tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
             return call
 
-        lease = relayed.lease("/chat/stream", _cost(body))
+        lease = relayed.lease("/chat/stream", _cost(body, model, relayed.settings))
         stream = await start_stream(
             lease,
             new_call,
             relayed.upstream,
             upstream_body(body, model, stream=True),
-            forwarded_headers(request.headers),
+            headers,
         )
         return stream_response(stream, lease, translate(stream))
 

@@ -18,7 +18,8 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready")
 async def ready(health: Health) -> JSONResponse:
-    """200 when this instance can take traffic (Redis answers where configured; not draining), else 503."""
+    """200 when traffic should come here: not draining, and Redis answers if the fail mode needs it (`closed`);
+    else 503. The body says how Redis is (`up`, `down`, `not_configured`) in either mode."""
     result = await health.ready()
     return JSONResponse(result.body, status_code=200 if result.healthy else 503)
 

@@ -14,9 +14,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from claude_gateway import pricing
 from claude_gateway.deps import relay_call
 from claude_gateway.errors import InvalidRequest
-from claude_gateway.lease import estimate_input_tokens, overhead_header, start_stream, stream_response
+from claude_gateway.lease import Reservation, overhead_header, start_stream, stream_response
 from claude_gateway.relay import (
     AnthropicStream,
     complete,
@@ -27,6 +28,7 @@ from claude_gateway.routes.plain import PlainRoute
 from claude_gateway.settings import Settings
 from claude_gateway.sse import named_event
 from claude_gateway.upstream_call import UpstreamCall
+from claude_gateway.usage import cost_header
 
 MODEL_NAME_MAX_CHARS = 128
 
@@ -117,9 +119,12 @@ async def create_message(request: Request) -> Response:
     relayed = await relay_call(request)
     client, context = relayed.client, relayed.context
     body = await request.body()
-    _, model, max_tokens, streamed = parse_request(body, relayed.settings)
+    parsed, model, max_tokens, streamed = parse_request(body, relayed.settings)
     context.model = model
-    cost = estimate_input_tokens(len(body)) + max_tokens
+    client.policy.check_messages_request(
+        parsed, model, max_tokens, request.headers.get("anthropic-beta"), pricing.active()
+    )
+    cost = Reservation.of(model, len(body), max_tokens, relayed.settings.token_reserve_output)
     headers = forwarded_headers(request.headers)
     upstream = relayed.upstream
     lease = relayed.lease(PATH, cost)
@@ -133,7 +138,11 @@ async def create_message(request: Request) -> Response:
         return Response(
             completion.raw,
             media_type="application/json",
-            headers={**returned_headers(completion.response), **overhead_header(context)},
+            headers={
+                **returned_headers(completion.response),
+                **overhead_header(context),
+                **cost_header(model, call.usage),
+            },
         )
 
     stream = await start_stream(

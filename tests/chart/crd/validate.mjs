@@ -5,11 +5,15 @@ import { readFileSync } from "node:fs";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
 import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule";
 import { HTTPRoute } from "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute";
+import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject";
+import { TriggerAuthentication } from "@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication";
 
 const MODELS = {
   "monitoring.coreos.com/v1/ServiceMonitor": ServiceMonitor,
   "monitoring.coreos.com/v1/PrometheusRule": PrometheusRule,
   "gateway.networking.k8s.io/v1/HTTPRoute": HTTPRoute,
+  "keda.sh/v1alpha1/ScaledObject": ScaledObject,
+  "keda.sh/v1alpha1/TriggerAuthentication": TriggerAuthentication,
 };
 
 const manifests = JSON.parse(readFileSync(0, "utf8"));
