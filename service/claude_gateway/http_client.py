@@ -250,6 +250,7 @@ class _Connection(asyncio.Protocol):
         "head",
         "head_bytes",
         "head_deadline",
+        "head_lines_bytes",
         "idle_since",
         "interim",
         "keep_alive",
@@ -274,6 +275,9 @@ class _Connection(asyncio.Protocol):
         self.head: asyncio.Future[Response] | None = None
         # Bytes received while the answer's head is not whole, and when it must be (0: no deadline running).
         self.head_bytes = 0
+        # The answer's header lines as the parser hands them over: a head that arrives whole in one or two reads is
+        # bounded by this count, one that never ends by `head_bytes`.
+        self.head_lines_bytes = 0
         self.head_deadline = 0.0
         self.requests = 0
         self.idle_since = 0.0
@@ -331,6 +335,7 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_lines_bytes += len(name) + len(value) + 4  # name, ": ", value, CRLF
         key = name.decode("latin-1").lower()
         if key in KEPT_HEADERS and self.response is not None:
             self.response.headers[key] = value.decode("latin-1")
@@ -344,6 +349,10 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         response = self.response
         if response is None:
+            return
+        if self.head_lines_bytes > MAX_RESPONSE_HEAD_BYTES:
+            self._fail(ResponseHeadTooLarge(f"the upstream's answer head is over {MAX_RESPONSE_HEAD_BYTES} bytes"))
+            self.close()
             return
         status = self.parser.get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints: not the answer
@@ -384,7 +393,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.requests += 1
         self.framed = self.interim = False
-        self.head_bytes = 0
+        self.head_bytes = self.head_lines_bytes = 0
         self.head_deadline = 0.0
         self.response = Response(self)
         self.head = self.loop.create_future()

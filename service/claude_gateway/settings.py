@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     upstream_max_retries: int = Field(default=2, ge=0, le=10)
     default_model: str = Field(default="claude-sonnet-4-6", min_length=1)
     health_model: str = Field(default="claude-haiku-4-5-20251001", min_length=1)
+    # The HTTP client under UpstreamClient: our own on httptools, or aiohttp (docs/http-client.md compares them).
+    upstream_http_client: Literal["builtin", "aiohttp"] = "builtin"
 
     # -- clients
     valid_api_keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(parse_csv)] = Field(default_factory=list)

@@ -2,8 +2,8 @@
 
 One place for the key, the base URL, the timeouts, TLS, the connection pool and the retry policy; no other module
 speaks HTTP to Anthropic (jobs parse answers with the SDK's types, but make no HTTP through the SDK). The client
-speaks bytes: a request body goes up as it came, and the answer comes back as an `http_client.Response` with its
-body unread, for the caller to read, relay or stream. No SDK in between: the relay routes pass bytes through, and,
+speaks bytes: a request body goes up as it came, and the answer comes back as an `upstream_pool.UpstreamResponse`
+with its body unread, for the caller to read, relay or stream. No SDK in between: the relay routes pass bytes through, and,
 profiled under load, the SDK's layers (request options, httpx over aiohttp, response objects) were a third of the
 gateway's CPU per request.
 
@@ -35,12 +35,15 @@ from claude_gateway.errors import (
     upstream_error,
     upstream_retry_after_s,
 )
-from claude_gateway.http_client import ConnectionDropped, ConnectionPool, StreamedBody
+from claude_gateway.http_client import ConnectionDropped, StreamedBody
 
 # What callers handle of the HTTP stack (the answer, and the error reading it may raise), from here only.
 from claude_gateway.http_client import HTTPClientError as HTTPClientError
-from claude_gateway.http_client import Response as Response
 from claude_gateway.settings import Settings
+from claude_gateway.upstream_pool import UpstreamPool, UpstreamResponse, make_pool
+
+# The answer callers read, whichever HTTP client the process runs.
+Response = UpstreamResponse
 
 ANTHROPIC_API_URL = "https://api.anthropic.com"
 MESSAGES_PATH = "/v1/messages"
@@ -141,12 +144,15 @@ class UpstreamClient:
         self.retry_policy = retry_policy
         self._connect_timeout_s = min(CONNECT_TIMEOUT_S, settings.upstream_timeout_s)
         self._read_timeout_s = settings.upstream_timeout_s
-        self._pool: ConnectionPool | None = None
+        self.http_client = settings.upstream_http_client
+        self._pool: UpstreamPool[Any] | None = None
 
     @property
-    def pool(self) -> ConnectionPool:
+    def pool(self) -> UpstreamPool[Any]:
+        """The connection pool of the HTTP client `UPSTREAM_HTTP_CLIENT` names, made on first use."""
         if self._pool is None:
-            self._pool = ConnectionPool(
+            self._pool = make_pool(
+                self.http_client,
                 self.base_url,
                 connect_timeout_s=self._connect_timeout_s,
                 read_timeout_s=self._read_timeout_s,

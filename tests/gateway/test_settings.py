@@ -37,6 +37,7 @@ class TestStartupValidation:
             ("LOG_FORMAT", "xml", "LOG_FORMAT: 'xml'"),
             ("REDIS_URL", "http://cache:6379", "REDIS_URL: expected a redis://"),
             ("CORS_ORIGINS", "example.com", "CORS_ORIGINS: 'example.com' is not an origin"),
+            ("UPSTREAM_HTTP_CLIENT", "curl", "UPSTREAM_HTTP_CLIENT: 'curl': Input should be 'builtin' or 'aiohttp'"),
             ("BUDGET_USD_DAY", "-5", "BUDGET_USD_DAY: '-5': an amount of USD must be a non-negative number"),
             ("BUDGET_USD_MONTH", "lots", "BUDGET_USD_MONTH: 'lots' is not an amount of USD"),
             ("PRICES_FILE", "/nonexistent/prices.yaml", "PRICES_FILE: cannot read '/nonexistent/prices.yaml'"),
