@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from claude_gateway.app import create_app
-from claude_gateway.http_protocol import GatewayHttpProtocol
+from claude_gateway.server.http_protocol import GatewayHttpProtocol
 from claude_gateway.settings import Settings, load_settings
+from claude_gateway.web.app import create_app
 from tests.support.servers import Process, RedisServer, ThreadedServer, start_simulator
 
 # Every test's captured logs, spans and /metrics are scanned for the keys and prompt markers below.

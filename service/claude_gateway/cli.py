@@ -1,7 +1,7 @@
 """`claude-gateway serve | worker | simulate | dev`.
 
 Imports are deferred to each command: `serve` must set up the metrics directory before anything imports
-prometheus_client (see `claude_gateway.server`).
+prometheus_client (see `claude_gateway.server.gunicorn`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _settings_or_exit() -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
-    from claude_gateway.server import serve
+    from claude_gateway.server.gunicorn import serve
 
     serve(
         settings,
@@ -46,7 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
-    from claude_gateway.logs import configure_logging
+    from claude_gateway.telemetry.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     if args.check:  # the liveness probe, run every few seconds: it imports what it reads (a local file) only
@@ -90,7 +90,7 @@ def _wait_for_port(host: str, port: int, timeout_s: float) -> bool:
 
 def _dev(args: argparse.Namespace) -> int:
     """`make run`: the gateway with embedded defaults, and the simulator when there is no Anthropic key."""
-    from claude_gateway.logs import configure_logging, get_logger
+    from claude_gateway.telemetry.logs import configure_logging, get_logger
 
     configure_logging(os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "text"))
     log = get_logger("claude_gateway.dev")
@@ -116,7 +116,7 @@ def _dev(args: argparse.Namespace) -> int:
         log.info("no VALID_API_KEYS or API_KEYS_FILE: accepting the development key from the README")
     try:
         settings = _settings_or_exit()
-        from claude_gateway.server import serve
+        from claude_gateway.server.gunicorn import serve
 
         log.info(f"serving on http://{args.host}:{args.port}")
         serve(settings, host=args.host, port=args.port, workers=1)

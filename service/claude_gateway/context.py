@@ -10,7 +10,7 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.types import Scope
 
-from claude_gateway.usage import Usage
+from claude_gateway.upstream.usage import Usage
 
 SCOPE_KEY = "claude_gateway.context"
 

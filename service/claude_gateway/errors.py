@@ -40,7 +40,7 @@ from typing import ClassVar, Literal
 
 import orjson
 
-from claude_gateway.http_client import ConnectFailed, HTTPClientError, ProxyError
+from claude_gateway.upstream.http_client import ConnectFailed, HTTPClientError, ProxyError
 
 Outcome = Literal["ok", "rate_limited", "overloaded", "timeout", "unreachable", "error"]
 

@@ -41,7 +41,7 @@ import yaml
 from claude_gateway.prices import SHIPPED_PRICES
 
 if TYPE_CHECKING:
-    from claude_gateway.usage import Usage
+    from claude_gateway.upstream.usage import Usage
 
 # Prices are per million tokens.
 TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)

@@ -23,8 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from claude_gateway.egress import EgressConfigError, EgressProxies
 from claude_gateway.pricing import PricesError, PriceTable, load_prices_file, shipped
+from claude_gateway.upstream.egress import EgressConfigError, EgressProxies
 
 
 def parse_limits(value: Any) -> list[RateLimitItem]:

@@ -1,4 +1,4 @@
-"""Canaries for what `claude_gateway.http_protocol` takes from uvicorn's internals (its docstring lists it).
+"""Canaries for what `claude_gateway.server.http_protocol` takes from uvicorn's internals (its docstring lists it).
 
 uvicorn offers no public hook for a request head's bounds or for telling a stream its client left, so the gateway's
 protocol subclasses uvicorn's private httptools protocol. These tests fail loudly when a hook or attribute it uses
@@ -22,8 +22,9 @@ import pytest
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from claude_gateway.app import create_app
-from claude_gateway.http_protocol import DISCONNECT_EXTENSION, GatewayHttpProtocol, disconnect_extension
+from claude_gateway.server.http_protocol import GatewayHttpProtocol
+from claude_gateway.web.app import create_app
+from claude_gateway.web.extensions import DISCONNECT_EXTENSION, disconnect_extension
 from tests.conftest import CLIENT_KEY, gateway_settings
 from tests.gateway.sse_client import data_events
 from tests.support.servers import Process, ThreadedServer

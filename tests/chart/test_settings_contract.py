@@ -15,7 +15,7 @@ from tests.chart.conftest import CI_VALUES, KIND_VALUES, Helm, Manifests, all_fe
 
 # Read by the OpenTelemetry SDK itself, not by Settings.
 OTEL_SDK_VARIABLES = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"}
-# Read by `claude-gateway serve` (claude_gateway.server) and prometheus-client, not by Settings.
+# Read by `claude-gateway serve` (claude_gateway.server.gunicorn) and prometheus-client, not by Settings.
 SERVER_VARIABLES = {"PROMETHEUS_MULTIPROC_DIR"}
 # The downward-API helpers OTEL_RESOURCE_ATTRIBUTES refers to, and the internal Redis's password, which the kubelet
 # composes into REDIS_URL.

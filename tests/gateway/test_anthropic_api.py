@@ -17,7 +17,7 @@ import orjson
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from claude_gateway import tracing
+from claude_gateway.telemetry import tracing
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.test_stream import sim_stats
 from tests.support.scripted_upstream import chunk, read_request, upstream

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from claude_gateway import batch_usage
-from claude_gateway.batch_usage import ResultsUsage
-from claude_gateway.usage import Usage
+from claude_gateway.upstream import batch_usage
+from claude_gateway.upstream.batch_usage import ResultsUsage
+from claude_gateway.upstream.usage import Usage
 
 
 def succeeded(custom_id: str, model: str, **usage: int) -> bytes:

@@ -14,10 +14,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from claude_gateway import pricing
-from claude_gateway.auth import short_name
-from claude_gateway.batch_usage import add
+from claude_gateway.admission.keys import short_name
 from claude_gateway.simulator import BackgroundSimulator, SimulatorConfig
-from claude_gateway.usage import Usage
+from claude_gateway.upstream.batch_usage import add
+from claude_gateway.upstream.usage import Usage
 from tests.conftest import CLIENT_KEY, OTHER_KEY, Gateway
 from tests.support.servers import Process
 

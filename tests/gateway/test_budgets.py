@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from claude_gateway.ratelimit.spend import current_windows
+from claude_gateway.admission.ratelimit.spend import current_windows
 from tests.conftest import Gateway
 from tests.support.servers import Process, free_port, start_command
 
@@ -156,11 +156,18 @@ class TestBudgetRefusal:
         client = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=key, max_retries=2)
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             await client.messages.create(**message())
-            before = metric((await http.get("/metrics")).text, "claude_gateway_http_requests_total", status="429")
+            before = metric(
+                (await http.get("/metrics")).text,
+                "claude_gateway_http_requests_total",
+                route="/v1/messages",
+                status="429",
+            )
             upstream_before = await sim_requests(simulator)
             with pytest.raises(anthropic.RateLimitError) as refused:
                 await client.messages.create(**message())
-            after = await settled_metric(http, "claude_gateway_http_requests_total", before + 1, status="429")
+            after = await settled_metric(
+                http, "claude_gateway_http_requests_total", before + 1, route="/v1/messages", status="429"
+            )
             refusals = metric(
                 (await http.get("/metrics")).text, "claude_gateway_rate_limited_total", client=name, limit="budget"
             )
@@ -436,9 +443,9 @@ class TestAnalyzePaysItsWay:
 def test_without_redis_the_start_up_warning_says_budgets_hold_per_process(
     make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="claude_gateway.app"):
+    with caplog.at_level(logging.WARNING, logger="claude_gateway.web.app"):
         make_gateway()
-    warnings = [record.getMessage() for record in caplog.records if record.name == "claude_gateway.app"]
+    warnings = [record.getMessage() for record in caplog.records if record.name == "claude_gateway.web.app"]
     assert any("spend budgets" in text and "this process only" in text for text in warnings), warnings
 
 

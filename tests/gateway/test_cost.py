@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from claude_gateway.auth import short_name
+from claude_gateway.admission.keys import short_name
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.sse_client import collect
 from tests.telemetry.test_tracing import finished_spans, server_span
@@ -236,7 +236,9 @@ class TestUnpriced:
             records = await access_record(caplog, "/v1/messages", 3)
         after = REGISTRY.get_sample_value("claude_gateway_unpriced_tokens_total", {"model": "other"}) or 0.0
         assert after - before == totals
-        warnings = [r for r in caplog.records if r.name == "claude_gateway.usage" and logged(r, "model") == model]
+        warnings = [
+            r for r in caplog.records if r.name == "claude_gateway.upstream.usage" and logged(r, "model") == model
+        ]
         assert len(warnings) == 1
         assert warnings[0].levelno == logging.WARNING
         assert all(logged(record, "cost_usd") is None for record in records)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from claude_gateway.duplicate_fields import DuplicateFields
+from claude_gateway.web.duplicate_fields import DuplicateFields
 
 WATCHED = DuplicateFields(("model", "max_tokens", "stream", "tools", "metadata"))
 

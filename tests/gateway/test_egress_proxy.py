@@ -16,10 +16,10 @@ import pytest
 import trustme
 import uvloop
 
-from claude_gateway.egress import DIRECT, EgressConfigError, EgressProxies, NoProxy, Proxy
 from claude_gateway.errors import EgressProxyFailed, GatewayError, classify
-from claude_gateway.http_client import ConnectFailed, ProxyError, ProxyRefused
 from claude_gateway.settings import SettingsError, load_settings
+from claude_gateway.upstream.egress import DIRECT, EgressConfigError, EgressProxies, NoProxy, Proxy
+from claude_gateway.upstream.http_client import ConnectFailed, ProxyError, ProxyRefused
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.support.pools import AnyPool, PoolClass, kind_of
 from tests.support.proxies import MakeProxy, TinyProxy, tinyproxies

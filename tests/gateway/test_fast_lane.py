@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 from prometheus_client import REGISTRY
 
-from claude_gateway.fast_lane import FastLanes
+from claude_gateway.web.fast_lane import FastLanes
 from tests.conftest import CLIENT_KEY, Gateway
 
 ORIGIN = "https://console.example.com"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from claude_gateway.egress import DIRECT
 from claude_gateway.errors import UpstreamFailed, UpstreamTimeout, classify
-from claude_gateway.http_client import (
+from claude_gateway.upstream.egress import DIRECT
+from claude_gateway.upstream.http_client import (
     MAX_RESPONSE_BODY_BYTES,
     MAX_RESPONSE_HEAD_BYTES,
     ResponseHeadTimeout,
@@ -23,7 +23,7 @@ from claude_gateway.http_client import (
     ResponseTooLarge,
     StreamedBody,
 )
-from claude_gateway.sse import SSEEventTooLarge, SSEParser
+from claude_gateway.upstream.sse import SSEEventTooLarge, SSEParser
 from tests.support.pools import AnyPool, PoolClass, expect_gap, kind_of, lacking
 from tests.support.scripted_upstream import answer, chunk, read_request, upstream
 

@@ -11,8 +11,8 @@ import pytest
 import trustme
 import uvloop
 
-from claude_gateway.egress import DIRECT
-from claude_gateway.http_client import (
+from claude_gateway.upstream.egress import DIRECT
+from claude_gateway.upstream.http_client import (
     HIGH_WATER_BYTES,
     ConnectFailed,
     ConnectionDropped,

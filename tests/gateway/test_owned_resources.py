@@ -18,9 +18,9 @@ import pytest
 import redis
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from claude_gateway.auth import short_name
-from claude_gateway.ownership import BATCH_OWNER_TTL_S
-from claude_gateway.routes import files
+from claude_gateway.admission.keys import short_name
+from claude_gateway.admission.ownership import BATCH_OWNER_TTL_S
+from claude_gateway.web.routes import files
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.test_files import read_until_closed
 from tests.support.scripted_upstream import read_request, upstream

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from claude_gateway.models import ChatRequest, bounded_chat_request
 from claude_gateway.settings import Settings
+from claude_gateway.web.models import ChatRequest, bounded_chat_request
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.support.servers import ThreadedServer
 

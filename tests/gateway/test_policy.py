@@ -14,7 +14,7 @@ import anthropic
 import httpx
 import pytest
 
-from claude_gateway.auth import KeysFileError, parse_keys_file
+from claude_gateway.admission.keys import KeysFileError, parse_keys_file
 from claude_gateway.settings import load_settings
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.test_stream import sim_stats

@@ -13,9 +13,9 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from claude_gateway.auth import short_name
+from claude_gateway.admission.keys import short_name
 from claude_gateway.pricing import PricesError, load_prices_file, parse_prices, shipped
-from claude_gateway.usage import Usage
+from claude_gateway.upstream.usage import Usage
 from tests.conftest import CLIENT_KEY, Gateway
 
 CLIENT = short_name(CLIENT_KEY)

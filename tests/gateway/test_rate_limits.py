@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from claude_gateway.auth import short_name
+from claude_gateway.admission.keys import short_name
 from tests.conftest import CLIENT_KEY, OTHER_KEY, Gateway
 from tests.gateway.sse_client import collect
 from tests.support.servers import RedisServer

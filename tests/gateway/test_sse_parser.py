@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from claude_gateway.sse import MAX_SSE_EVENT_BYTES, SSEEvent, SSEEventTooLarge, SSEParser
+from claude_gateway.upstream.sse import MAX_SSE_EVENT_BYTES, SSEEvent, SSEEventTooLarge, SSEParser
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sse"
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from claude_gateway.http_protocol import GatewayHttpProtocol
+from claude_gateway.server.http_protocol import GatewayHttpProtocol
 from tests.conftest import Gateway
 from tests.gateway.sse_client import collect, data_events
 from tests.support.servers import Process

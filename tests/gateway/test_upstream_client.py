@@ -14,16 +14,15 @@ import orjson
 import pytest
 
 from claude_gateway import __version__
-from claude_gateway.aiohttp_pool import AiohttpPool
 from claude_gateway.errors import (
     UpstreamOverloaded,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamUnreachable,
 )
-from claude_gateway.http_client import ConnectFailed, ConnectionPool, ReadTimeout
 from claude_gateway.settings import Settings
-from claude_gateway.upstream_client import (
+from claude_gateway.upstream.aiohttp_pool import AiohttpPool
+from claude_gateway.upstream.client import (
     MAX_RETRY_DELAY_S,
     MAX_RETRY_WAIT_S,
     RetryPolicy,
@@ -31,6 +30,7 @@ from claude_gateway.upstream_client import (
     UpstreamClient,
     should_retry,
 )
+from claude_gateway.upstream.http_client import ConnectFailed, ConnectionPool, ReadTimeout
 from tests.conftest import gateway_settings
 from tests.support.servers import Process, free_port
 

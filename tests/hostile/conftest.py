@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from claude_gateway.app import create_app
-from claude_gateway.http_protocol import GatewayHttpProtocol
+from claude_gateway.server.http_protocol import GatewayHttpProtocol
+from claude_gateway.web.app import create_app
 from tests.conftest import Gateway, gateway_settings
 from tests.server.conftest import serve  # the production server factory, reused as is
 from tests.support.servers import Process, ThreadedServer

@@ -31,7 +31,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
-from claude_gateway.logs import JsonFormatter
+from claude_gateway.telemetry.logs import JsonFormatter
 from tests.conftest import CLIENT_KEY, OTHER_KEY
 
 # Put this in a prompt to have the scan prove it never reaches a log, span or metric.
@@ -51,7 +51,7 @@ SECRET_PATTERNS: dict[re.Pattern[str], str] = {
 }
 # The simulator plays Anthropic, which sees prompts by definition.
 EXEMPT_LOGGERS = ("claude_gateway.simulator",)
-# Libraries that log request bodies at debug level; `claude_gateway.logs.configure_logging` holds them at WARNING
+# Libraries that log request bodies at debug level; `claude_gateway.telemetry.logs.configure_logging` holds them at WARNING
 # in every process the gateway runs (tests that turn the root logger to DEBUG see what production never does).
 QUIETED_LOGGERS = ("anthropic", "httpx", "httpx2", "httpcore", "httpcore2")
 # Opt-in content capture: these attributes carry prompt and completion text on purpose.
@@ -140,7 +140,7 @@ class SecretScan:
             self.span_provider = provider
 
     def scan_metrics(self) -> None:
-        from claude_gateway import metrics
+        from claude_gateway.telemetry import metrics
 
         kind = find_secret(metrics.render().decode())
         if kind is not None:

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from claude_gateway.http_protocol import MAX_TRAILER_BYTES, GatewayHttpProtocol
+from claude_gateway.server.http_protocol import MAX_TRAILER_BYTES, GatewayHttpProtocol
 from tests.conftest import CLIENT_KEY, gateway_settings
 from tests.hostile.conftest import (
     MakeHardenedGateway,
@@ -277,7 +277,7 @@ async def _pieces(data: bytes, size: int = 65536) -> AsyncIterator[bytes]:
 
 
 def _gateway_app(simulator_url: str, **overrides: Any) -> Any:
-    from claude_gateway.app import create_app
+    from claude_gateway.web.app import create_app
 
     return create_app(gateway_settings(simulator_url, **overrides))
 

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from claude_gateway import __version__
-from claude_gateway.auth import KeyStore
+from claude_gateway.admission.keys import KeyStore
 from claude_gateway.errors import MissingKey, UnknownKey
 from claude_gateway.settings import load_settings
 from tests.conftest import CLIENT_KEY, OTHER_KEY, Gateway

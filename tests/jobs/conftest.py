@@ -24,7 +24,7 @@ from claude_gateway.jobs.arq_queue import connect
 from claude_gateway.jobs.constants import IN_PROCESS_MAX_JOBS
 from claude_gateway.settings import Settings, load_settings
 from claude_gateway.simulator import BackgroundSimulator, SimulatorConfig
-from claude_gateway.upstream_client import UpstreamClient
+from claude_gateway.upstream.client import UpstreamClient
 from tests.support.servers import RedisServer
 
 from .support import FAST_RETRIES, MakeSettings, Sim, Workers

@@ -16,7 +16,7 @@ from claude_gateway.jobs import ArqJobQueue, InProcessJobQueue, JobView
 from claude_gateway.jobs.constants import CHUNK_CHARS
 from claude_gateway.jobs.worker import worker_settings
 from claude_gateway.settings import Settings
-from claude_gateway.upstream_client import RetryPolicy, UpstreamClient
+from claude_gateway.upstream.client import RetryPolicy, UpstreamClient
 
 # Retries in tests wait tens of milliseconds, not seconds (an upstream `retry-after` is still obeyed as sent).
 FAST_RETRIES = RetryPolicy(initial_delay_s=0.05, max_delay_s=0.2)

@@ -21,7 +21,7 @@ from claude_gateway.jobs.summarise import MemoryParts, RedisParts, split_documen
 from claude_gateway.jobs.timeouts import call_budget_s, job_timeout_s, planned_rounds
 from claude_gateway.jobs.worker import worker_settings
 from claude_gateway.settings import load_settings
-from claude_gateway.upstream_client import UpstreamAnswer, UpstreamClient
+from claude_gateway.upstream.client import UpstreamAnswer, UpstreamClient
 
 from .support import MakeSettings, MakeUpstream, Sim, free_port, long_document
 

@@ -14,7 +14,7 @@ import sys
 
 from limits import parse_many
 
-from claude_gateway.ratelimit import LimitExceeded, RateLimiter
+from claude_gateway.admission.ratelimit import LimitExceeded, RateLimiter
 from claude_gateway.settings import load_settings
 
 CLIENT = "burst-client"

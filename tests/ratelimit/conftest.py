@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from claude_gateway.ratelimit import RateLimiter
+from claude_gateway.admission.ratelimit import RateLimiter
 from claude_gateway.settings import load_settings
 
 from .support import OUTAGE_PASSWORD, Records, RedisServer, require_redis_server
@@ -81,7 +81,7 @@ async def limiter(backend: str, make_limiter: MakeLimiter) -> RateLimiter:
 @pytest.fixture
 def ratelimit_logs() -> Iterator[Records]:
     """What the limiter logged, captured on its own logger (whatever the app's logging setup does)."""
-    logger = logging.getLogger("claude_gateway.ratelimit")
+    logger = logging.getLogger("claude_gateway.admission.ratelimit")
     handler = Records()
     previous = logger.level
     logger.addHandler(handler)

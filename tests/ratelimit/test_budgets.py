@@ -12,10 +12,10 @@ from limits import parse_many
 from redis.asyncio import Redis
 
 from claude_gateway import errors
-from claude_gateway.budgets import Budget
-from claude_gateway.ratelimit import LimitExceeded, RateLimiter
-from claude_gateway.ratelimit.limiter import _BudgetGauges
-from claude_gateway.ratelimit.spend import (
+from claude_gateway.admission.budgets import Budget
+from claude_gateway.admission.ratelimit import LimitExceeded, RateLimiter
+from claude_gateway.admission.ratelimit.limiter import _BudgetGauges
+from claude_gateway.admission.ratelimit.spend import (
     BUDGET_KEY_GRACE_S,
     USAGE_KEPT_PAST_WINDOW_S,
     budget_key,
@@ -27,8 +27,8 @@ from claude_gateway.ratelimit.spend import (
     usage_key,
     usage_models_key,
 )
-from claude_gateway.ratelimit.windows import Charge
-from claude_gateway.usage import Usage
+from claude_gateway.admission.ratelimit.windows import Charge
+from claude_gateway.upstream.usage import Usage
 
 from .conftest import MakeLimiter
 from .support import RedisServer, sample

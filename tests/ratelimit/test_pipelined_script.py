@@ -11,8 +11,8 @@ from limits import parse_many
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from claude_gateway.ratelimit import window_key
-from claude_gateway.ratelimit.script_pipeline import ScriptPipeline
+from claude_gateway.admission.ratelimit import window_key
+from claude_gateway.admission.ratelimit.script_pipeline import ScriptPipeline
 
 from .conftest import MakeLimiter
 

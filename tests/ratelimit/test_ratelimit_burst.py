@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from limits import parse_many
 
-from claude_gateway.ratelimit import LimitExceeded, RateLimiter
+from claude_gateway.admission.ratelimit import LimitExceeded, RateLimiter
 
 from .conftest import MakeLimiter
 from .support import TESTS_DIR, sample

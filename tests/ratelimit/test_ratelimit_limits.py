@@ -9,10 +9,10 @@ import pytest
 from limits import RateLimitItem, parse_many
 from redis.asyncio import Redis
 
+from claude_gateway.admission.ratelimit import KEY_PREFIX, LimitExceeded, RateLimiter, window_key
+from claude_gateway.admission.ratelimit.windows import LimitKind
 from claude_gateway.errors import RateLimited
-from claude_gateway.ratelimit import KEY_PREFIX, LimitExceeded, RateLimiter, window_key
-from claude_gateway.ratelimit.windows import LimitKind
-from claude_gateway.usage import Usage
+from claude_gateway.upstream.usage import Usage
 
 from .conftest import MakeLimiter
 from .support import sample

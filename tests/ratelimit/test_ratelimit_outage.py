@@ -11,7 +11,7 @@ import pytest
 from limits import parse_many
 
 from claude_gateway import errors
-from claude_gateway.ratelimit import LimitExceeded, RateLimiter
+from claude_gateway.admission.ratelimit import LimitExceeded, RateLimiter
 
 from .conftest import MakeLimiter
 from .support import OUTAGE_PASSWORD, Records, RedisServer, in_thread, sample

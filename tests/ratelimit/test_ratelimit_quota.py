@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from claude_gateway.ratelimit.quota import (
+from claude_gateway.admission.ratelimit.quota import (
     SDK_MAX_RETRY_AFTER_S,
     LimitHeaders,
     Quota,

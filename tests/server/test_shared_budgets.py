@@ -14,7 +14,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from claude_gateway.lease import estimate_input_tokens
+from claude_gateway.admission.lease import estimate_input_tokens
 from tests.server.conftest import ServeFactory
 from tests.support.servers import Process
 

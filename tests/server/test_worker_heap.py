@@ -11,9 +11,9 @@ import sys
 WORKER = """
 import gc
 import time
-from claude_gateway.app import create_app
-from claude_gateway.gc_tuning import GC_YOUNG_THRESHOLD
-from claude_gateway.server import gunicorn_options
+from claude_gateway.web.app import create_app
+from claude_gateway.server.gc_tuning import GC_YOUNG_THRESHOLD
+from claude_gateway.server.gunicorn import gunicorn_options
 from claude_gateway.settings import load_settings
 
 settings = load_settings()

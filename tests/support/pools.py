@@ -11,10 +11,10 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
-from claude_gateway.aiohttp_pool import AiohttpPool
-from claude_gateway.egress import Proxy
-from claude_gateway.http_client import ConnectionPool
-from claude_gateway.upstream_pool import UpstreamPool
+from claude_gateway.upstream.aiohttp_pool import AiohttpPool
+from claude_gateway.upstream.egress import Proxy
+from claude_gateway.upstream.http_client import ConnectionPool
+from claude_gateway.upstream.pool import UpstreamPool
 
 
 class AnyPool(UpstreamPool[Any], Protocol):

@@ -19,7 +19,7 @@ from typing import Any
 
 import uvicorn
 
-from claude_gateway.http_protocol import GatewayHttpProtocol
+from claude_gateway.server.http_protocol import GatewayHttpProtocol
 from tests.support.programs import require_program
 
 START_TIMEOUT_S = 20.0

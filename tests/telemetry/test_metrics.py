@@ -7,7 +7,7 @@ import asyncio
 import httpx
 from prometheus_client import REGISTRY
 
-from claude_gateway.auth import short_name
+from claude_gateway.admission.keys import short_name
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.sse_client import collect, data_events
 

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from claude_gateway.logs import build_handler
+from claude_gateway.telemetry.logs import build_handler
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.sse_client import collect
 
@@ -133,7 +133,7 @@ class TestContent:
                 answer = (await http.post("/chat", json={"message": PROMPT_MARKER})).json()
             (chat,) = await finished_spans(spans, f"chat {MODEL}")
         finally:
-            from claude_gateway import tracing
+            from claude_gateway.telemetry import tracing
 
             tracing.set_content_capture(False)
         attributes = dict(chat.attributes or {})

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from claude_gateway.jobs.codec import JobFailed
     from claude_gateway.jobs.inprocess import InProcessJobQueue
     from claude_gateway.settings import Settings
-    from claude_gateway.upstream_client import UpstreamClient
+    from claude_gateway.upstream.client import UpstreamClient
 
 __all__ = [
     "ArqJobQueue",

@@ -19,7 +19,7 @@ from arq.jobs import DeserializationError, Job, JobStatus, SerializationError
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
-from claude_gateway import metrics, tracing
+from claude_gateway.admission.ratelimit import RateLimiter
 from claude_gateway.errors import InvalidRequest
 from claude_gateway.jobs.codec import JobFailed, deserialize, failure_of, serialize
 from claude_gateway.jobs.constants import (
@@ -33,8 +33,8 @@ from claude_gateway.jobs.interface import JobsUnavailable, JobView, check_docume
 from claude_gateway.jobs.keys import job_id, new_task_id, parts_key
 from claude_gateway.jobs.spend import JobSpend, refund_unstarted
 from claude_gateway.jobs.summarise import RedisParts
-from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
+from claude_gateway.telemetry import metrics, tracing
 
 # How the API process's connections are named in Redis's CLIENT LIST: an operator can tell them from the workers'.
 API_CLIENT_NAME = "claude-gateway-api"

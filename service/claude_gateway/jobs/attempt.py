@@ -21,12 +21,12 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from claude_gateway import metrics, tracing
 from claude_gateway.errors import GatewayError
 from claude_gateway.jobs.codec import JobFailed
 from claude_gateway.jobs.constants import RETRY_AFTER_CAP_S
 from claude_gateway.jobs.summarise import PartStore, summarise
-from claude_gateway.upstream_client import UpstreamClient
+from claude_gateway.telemetry import metrics, tracing
+from claude_gateway.upstream.client import UpstreamClient
 
 logger = logging.getLogger("claude_gateway.jobs")
 

@@ -33,8 +33,8 @@ from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from claude_gateway import metrics
 from claude_gateway.jobs.constants import IN_PROGRESS_LEASE_S, IN_PROGRESS_RENEW_S, IN_PROGRESS_RENEW_TIMEOUT_S
+from claude_gateway.telemetry import metrics
 
 logger = logging.getLogger("claude_gateway.jobs")
 

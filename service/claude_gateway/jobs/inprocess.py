@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from claude_gateway import metrics, tracing
+from claude_gateway.admission.ratelimit import RateLimiter
 from claude_gateway.jobs.attempt import RetryLater, run_attempt
 from claude_gateway.jobs.codec import MESSAGES, JobFailed, describe_failure
 from claude_gateway.jobs.constants import IN_PROCESS_MAX_JOBS, IN_PROCESS_SWEEP_INTERVAL_S
@@ -21,9 +21,9 @@ from claude_gateway.jobs.keys import job_id, new_task_id
 from claude_gateway.jobs.spend import JobSpend
 from claude_gateway.jobs.summarise import MemoryParts
 from claude_gateway.jobs.timeouts import job_timeout_s
-from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
-from claude_gateway.upstream_client import UpstreamClient
+from claude_gateway.telemetry import metrics, tracing
+from claude_gateway.upstream.client import UpstreamClient
 
 logger = logging.getLogger("claude_gateway.jobs")
 

@@ -10,8 +10,8 @@ from claude_gateway.jobs.constants import JOBS_UNAVAILABLE_RETRY_AFTER_S
 from claude_gateway.settings import Settings
 
 if TYPE_CHECKING:
+    from claude_gateway.admission.ratelimit import RateLimiter
     from claude_gateway.jobs.spend import JobSpend
-    from claude_gateway.ratelimit import RateLimiter
 
 JobStatus = Literal["processing", "complete", "failed"]
 

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from claude_gateway import metrics
+from claude_gateway.admission.lease import Reservation, estimate_input_tokens
+from claude_gateway.admission.ratelimit import RateLimiter, TokenReservation
+from claude_gateway.admission.ratelimit.spend import to_micro_usd
+from claude_gateway.admission.ratelimit.windows import Charge
 from claude_gateway.jobs.constants import CHUNK_CHARS, SUMMARY_MAX_CHARS, SUMMARY_MAX_TOKENS
 from claude_gateway.jobs.summarise import SPENT_FIELDS, SYSTEM_PROMPT, PartStore, RedisParts, split_document
-from claude_gateway.lease import Reservation, estimate_input_tokens
-from claude_gateway.ratelimit import RateLimiter, TokenReservation
-from claude_gateway.ratelimit.spend import to_micro_usd
-from claude_gateway.ratelimit.windows import Charge
-from claude_gateway.usage import Usage, cost_usd
+from claude_gateway.telemetry import metrics
+from claude_gateway.upstream.usage import Usage, cost_usd
 
 logger = logging.getLogger("claude_gateway.jobs")
 

@@ -22,7 +22,6 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from claude_gateway import metrics, tracing
 from claude_gateway.errors import UpstreamFailed
 from claude_gateway.jobs.codec import JobFailed
 from claude_gateway.jobs.constants import (
@@ -33,10 +32,11 @@ from claude_gateway.jobs.constants import (
     PARTS_TTL_S,
     SUMMARY_MAX_TOKENS,
 )
-from claude_gateway.relay import NO_HEADERS, complete
-from claude_gateway.upstream_call import UpstreamCall
-from claude_gateway.upstream_client import UpstreamClient
-from claude_gateway.usage import Usage
+from claude_gateway.telemetry import metrics, tracing
+from claude_gateway.upstream.call import UpstreamCall
+from claude_gateway.upstream.client import UpstreamClient
+from claude_gateway.upstream.relay import NO_HEADERS, complete
+from claude_gateway.upstream.usage import Usage
 
 logger = logging.getLogger("claude_gateway.jobs")
 

@@ -23,7 +23,7 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Retry, Worker, create_worker, func
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 
-from claude_gateway import metrics, pricing, tracing
+from claude_gateway import pricing
 from claude_gateway.jobs import heartbeat, in_progress, timeouts
 from claude_gateway.jobs.attempt import RetryLater, run_attempt
 from claude_gateway.jobs.codec import JobFailed, deserialize, serialize
@@ -40,7 +40,8 @@ from claude_gateway.jobs.keys import health_check_key, parts_key
 from claude_gateway.jobs.spend import settle_worker_job
 from claude_gateway.jobs.summarise import RedisParts
 from claude_gateway.settings import Settings
-from claude_gateway.upstream_client import RETRY_POLICY, RetryPolicy, UpstreamClient
+from claude_gateway.telemetry import metrics, tracing
+from claude_gateway.upstream.client import RETRY_POLICY, RetryPolicy, UpstreamClient
 
 __all__ = ["WorkerNotConfigured", "analyze_document", "check_worker", "run_worker", "worker_settings"]
 

@@ -10,7 +10,7 @@ from types import TracebackType
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from claude_gateway.gc_tuning import tune_garbage_collection
+from claude_gateway.server.gc_tuning import tune_garbage_collection
 from claude_gateway.simulator.app import SimulatorApp, create_app
 from claude_gateway.simulator.config import SimulatorConfig
 

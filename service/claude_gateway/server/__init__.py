@@ -1,0 +1,1 @@
+"""The process: Gunicorn with uvicorn workers, the HTTP protocol's bounds, garbage-collector tuning."""

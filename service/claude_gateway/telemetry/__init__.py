@@ -1,0 +1,1 @@
+"""Metrics, traces and logs: beside every layer, below none."""

@@ -1,0 +1,1 @@
+"""The HTTP face of the gateway: the app factory, middleware, exception handlers, routes and request bodies."""
