@@ -148,7 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/redoc" if settings.expose_docs else None,
         openapi_url="/openapi.json" if settings.expose_docs else None,
     )
-    # The server sets it on SIGTERM (`app.state.drain.start()`): readiness answers 503 from then on.
+    # The server starts it on SIGTERM (`app.state.drain.start()`): readiness answers 503 from then on, and the server
+    # waits for the requests it counts (`GatewayMiddleware`) before it shuts down.
     app.state.drain = Drain()
     handlers.install(app)
     chat_routes = chat.build_routes(settings)
@@ -177,7 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}])
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, drain=app.state.drain)
     return app
 
 

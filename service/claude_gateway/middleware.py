@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from claude_gateway import metrics, pricing, tracing
 from claude_gateway.context import SCOPE_KEY, RequestContext
+from claude_gateway.drain import Drain
 from claude_gateway.errors import PayloadTooLarge
 from claude_gateway.handlers import error_body
 from claude_gateway.logs import get_logger
@@ -54,10 +55,14 @@ class BodyTimeout(HTTPException):
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float | None = None, drain: Drain | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = BODY_READ_TIMEOUT_S if body_timeout_s is None else body_timeout_s
+        # Counts the requests in flight, which the server waits for when it drains (`health.Drain`).
+        self.drain = drain if drain is not None else Drain()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,6 +104,9 @@ class GatewayMiddleware:
                     encoded = name.lower().encode()
                     if encoded not in present:
                         headers.append((encoded, value.encode()))
+                if self.drain.active and b"connection" not in present:
+                    # Draining: a keep-alive client (an ingress) takes its next request elsewhere.
+                    headers.append((b"connection", b"close"))
                 message["headers"] = headers
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 # The request span (OpenTelemetry's ASGI middleware, outside this one) ends with the last byte:
@@ -106,6 +114,7 @@ class GatewayMiddleware:
                 _settle_cost(context)
             await send(message)
 
+        self.drain.request_started()
         try:
             if content_length > self.max_body_bytes:
                 # Refused from its Content-Length: not one byte of the body is read.
@@ -115,6 +124,7 @@ class GatewayMiddleware:
                 scope, self._bounded(receive, context) if scope["method"] != "GET" else receive, send_wrapper
             )
         finally:
+            self.drain.request_finished()
             self._record(scope, context, status_code if response_started else 500)
 
     def _bounded(self, receive: Receive, context: RequestContext) -> Receive:
