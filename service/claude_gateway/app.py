@@ -20,6 +20,7 @@ from claude_gateway.health import Drain, HealthCheck
 from claude_gateway.jobs import arq_queue, create_job_queue
 from claude_gateway.logs import configure_logging, get_logger
 from claude_gateway.middleware import GatewayMiddleware
+from claude_gateway.ops_port import OpsPortOnly
 from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.routes import analyze, chat, health, messages, ops
 from claude_gateway.settings import Settings, load_settings
@@ -177,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title=app.title, version=app.version, routes=chat.openapi_router(settings, chat_routes).routes
     )
     _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}])
+    app.add_middleware(OpsPortOnly, metrics_port=settings.metrics_port)
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, drain=app.state.drain)
     return app

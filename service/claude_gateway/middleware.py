@@ -184,6 +184,8 @@ class GatewayMiddleware:
             extra={
                 "method": scope["method"],
                 "path": path,
+                # The peer's address, or X-Forwarded-For's when the peer is trusted (FORWARDED_ALLOW_IPS).
+                "remote_addr": peer[0] if (peer := scope.get("client")) else None,
                 "route": template,
                 "status_code": status_code,
                 "duration_ms": round(duration * 1000, 2),

@@ -178,9 +178,14 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         return app_from_env()
 
 
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def gunicorn_options(settings: Settings, host: str, port: int, workers: int) -> dict[str, Any]:
     return {
-        "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
+        # The app's port, and METRICS_PORT for /metrics and the deep /health (`ops_port`): every worker serves both.
+        "bind": [_address(host, port), _address(host, settings.metrics_port)],
         "workers": workers,
         "worker_class": f"{GatewayWorker.__module__}.{GatewayWorker.__qualname__}",
         "graceful_timeout": math.ceil(settings.graceful_timeout_s),
@@ -197,7 +202,7 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int) -> 
         "loglevel": settings.log_level,
         "proc_name": "claude-gateway",
         "worker_tmp_dir": tempfile.gettempdir(),
-        "forwarded_allow_ips": "*",
+        "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips),
         # Gunicorn 27's control socket lives in $HOME, which a read-only root filesystem does not have; unused here.
         "control_socket_disable": True,
         "logconfig_dict": logging_config(settings),

@@ -39,7 +39,7 @@ def start_hardened_gateway(
     protocol = type("TestProtocol", (GatewayHttpProtocol,), {"head_timeout_s": head_timeout_s})
     settings = gateway_settings(simulator_url, **overrides)
     app = create_app(settings)
-    server = ThreadedServer(app)
+    server = ThreadedServer(app, metrics_port=settings.metrics_port)
     # The one difference with `make_gateway`: uvicorn's protocol is the production one.
     server.server.config.http = protocol
     server.start()

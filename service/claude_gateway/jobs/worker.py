@@ -270,7 +270,7 @@ async def _answers(redis: ArqRedis | None) -> bool:
 
 
 def _serve_metrics(settings: Settings) -> None:
-    """The worker's counters (jobs, upstream calls, tokens) on http://HOST:PORT/metrics, from a thread."""
+    """The worker's counters (jobs, upstream calls, tokens) on http://HOST:METRICS_PORT/metrics, from a thread."""
     from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
     from prometheus_client import multiprocess as prometheus_multiprocess
 
@@ -279,12 +279,13 @@ def _serve_metrics(settings: Settings) -> None:
     if directory is not None:
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    port = settings.metrics_port
     try:
-        start_http_server(settings.port, addr=settings.host, registry=registry)
+        start_http_server(port, addr=settings.host, registry=registry)
     except OSError as exc:
-        logger.warning("worker metrics not served on %s:%d: %s", settings.host, settings.port, exc.strerror)
+        logger.warning("worker metrics not served on %s:%d: %s", settings.host, port, exc.strerror)
     else:
-        logger.info("worker metrics on http://%s:%d/metrics", settings.host, settings.port)
+        logger.info("worker metrics on http://%s:%d/metrics", settings.host, port)
 
 
 class _HideJobArguments(logging.Filter):
