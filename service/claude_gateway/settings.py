@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     # -- jobs
     job_result_ttl_s: int = Field(default=3600, ge=1)
     job_max_tries: int = Field(default=5, ge=1, le=100)
+    # Per client key, UTF-8 bytes of /analyze documents in jobs not yet ended (`jobs.queued_bytes`): one client cannot
+    # fill Redis. 16 MiB: 16 documents of the largest size in ASCII, 4 in the worst UTF-8; a 64 MB Redis holds three clients at their cap.
+    jobs_max_queued_bytes_per_client: int = Field(default=16 * 1024 * 1024, ge=1)
     # The file `claude-gateway worker` touches from its event loop and `worker --check` reads (the chart: an emptyDir).
     worker_heartbeat_file: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "claude-gateway" / "worker-heartbeat"

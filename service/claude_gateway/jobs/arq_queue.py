@@ -10,6 +10,7 @@ The API keeps no state of its own, so it can restart, or run in many pods, while
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +32,7 @@ from claude_gateway.jobs.constants import (
 )
 from claude_gateway.jobs.interface import JobsUnavailable, JobView, check_document
 from claude_gateway.jobs.keys import job_id, new_task_id
+from claude_gateway.jobs.queued_bytes import RedisQueuedBytes, document_bytes
 from claude_gateway.settings import Settings
 
 # How the API process's connections are named in Redis's CLIENT LIST: an operator can tell them from the workers'.
@@ -82,6 +84,7 @@ class ArqJobQueue:
         self._settings = settings
         self._owns_redis = redis is None
         self._redis = redis if redis is not None else connect(settings)
+        self._queued_bytes = RedisQueuedBytes(self._redis, settings.jobs_max_queued_bytes_per_client)
 
     def _job(self, client: str, task_id: str) -> Job:
         return Job(job_id(client, task_id), self._redis, _queue_name=QUEUE_NAME, _deserializer=deserialize)
@@ -89,21 +92,30 @@ class ArqJobQueue:
     async def submit(self, *, client: str, document: str, idempotency_key: str | None) -> JobView:
         check_document(document, self._settings)
         task_id = new_task_id(client, idempotency_key)
+        job_key = job_id(client, task_id)
         with _redis_errors():
+            # The client's allowance first (429 past it): reserved here, given back when the job ends.
+            reserved = await self._queued_bytes.reserve(job_key, document_bytes(document))
             try:
                 job = await self._redis.enqueue_job(
                     JOB_FUNCTION,
                     task_id,
                     document,
-                    _job_id=job_id(client, task_id),
+                    _job_id=job_key,
                     _queue_name=QUEUE_NAME,
                     _expires=JOB_EXPIRES_S,
                     client=client,
                     trace_context=tracing.inject_context(),
                 )
             except SerializationError:  # text JSON cannot carry, such as a lone surrogate
+                await self._unreserve(job_key, reserved)
                 raise InvalidRequest("Document is not valid Unicode text") from None
-        if job is None:  # ARQ keeps one job per id: this Idempotency-Key's task exists already
+            except BaseException:
+                await self._unreserve(job_key, reserved)
+                raise
+            if job is None:  # ARQ keeps one job per id: this Idempotency-Key's task exists (or ended) already
+                await self._unreserve(job_key, reserved)
+        if job is None:
             return await self.get(client=client, task_id=task_id) or JobView(task_id, "processing")
         metrics.JOBS.labels(status="enqueued").inc()
         return JobView(task_id, "processing")
@@ -136,11 +148,20 @@ class ArqJobQueue:
             if await job.result_info() is not None or await job.status() == JobStatus.not_found:
                 return False
             try:
-                return await job.abort(timeout=CANCEL_WAIT_S, poll_delay=CANCEL_POLL_S)
+                cancelled = await job.abort(timeout=CANCEL_WAIT_S, poll_delay=CANCEL_POLL_S)
             except TimeoutError:
-                return True
+                cancelled = True
             except JobFailed:  # it failed by itself before the abort landed
-                return False
+                cancelled = False
+            # Once the abort has landed the job has ended: its bytes come back now (else at the client's cap).
+            await self._queued_bytes.release_if_ended(job.job_id)
+            return cancelled
+
+    async def _unreserve(self, job_key: str, reserved: bool) -> None:
+        """Give back a reservation whose job was not enqueued; if Redis fails here, the cap's reconciliation does."""
+        if reserved:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await self._queued_bytes.release(job_key)
 
     async def queued(self) -> int:
         with _redis_errors():

@@ -18,6 +18,7 @@ from claude_gateway.jobs.codec import MESSAGES, JobFailed, describe_failure
 from claude_gateway.jobs.constants import IN_PROCESS_MAX_JOBS, IN_PROCESS_SWEEP_INTERVAL_S
 from claude_gateway.jobs.interface import JobStatus, JobView, check_document
 from claude_gateway.jobs.keys import job_id, new_task_id
+from claude_gateway.jobs.queued_bytes import MemoryQueuedBytes, document_bytes
 from claude_gateway.jobs.summarise import MemoryParts
 from claude_gateway.jobs.timeouts import job_timeout_s
 from claude_gateway.settings import Settings
@@ -35,6 +36,8 @@ class _Task:
     finished_at: float | None = None  # time.monotonic()
     cancelled: bool = False
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
+    client: str = ""
+    size: int = 0  # bytes counted against the client's allowance until the task ends
 
     def view(self) -> JobView:
         return JobView(self.task_id, self.status, result=self.result, error=self.error)
@@ -54,6 +57,7 @@ class InProcessJobQueue:
         self._upstream = upstream
         self._slots = asyncio.Semaphore(max_jobs)
         self._tasks: dict[str, _Task] = {}
+        self._queued_bytes = MemoryQueuedBytes(settings.jobs_max_queued_bytes_per_client)
         self._last_sweep = time.monotonic()
 
     async def submit(self, *, client: str, document: str, idempotency_key: str | None) -> JobView:
@@ -64,7 +68,9 @@ class InProcessJobQueue:
         existing = self._live(key)
         if existing is not None:
             return existing.view()
-        task = _Task(task_id)
+        size = document_bytes(document)
+        self._queued_bytes.reserve(client, size)
+        task = _Task(task_id, client=client, size=size)
         self._tasks[key] = task
         task.runner = asyncio.create_task(
             self._run(task, document, client=client, trace_context=tracing.inject_context()),
@@ -143,6 +149,8 @@ class InProcessJobQueue:
     def _finish(self, task: _Task, status: JobStatus, *, result: str | None = None, error: str | None = None) -> None:
         task.status, task.result, task.error = status, result, error
         task.finished_at = time.monotonic()
+        self._queued_bytes.release(task.client, task.size)
+        task.size = 0
 
     def _live(self, key: str) -> _Task | None:
         task = self._tasks.get(key)
