@@ -88,6 +88,8 @@ def gateway_env(simulator_port: int, redis_url: str, workers: int) -> dict[str, 
 def start_gateway(simulator_port: int, redis_url: str, workers: int) -> Server:
     port = free_port()
     env = gateway_env(simulator_port, redis_url, workers)
+    # /metrics on a port of its own, as in production (and never the default 9464 another gateway may hold).
+    env["METRICS_PORT"] = str(free_port())
     # A fresh multiprocess metrics directory, as the image's is: never another run's.
     env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cgw-bench-metrics-")
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED"):
