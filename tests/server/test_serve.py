@@ -14,7 +14,7 @@ from tests.conftest import CLIENT_KEY
 from tests.gateway.sse_client import collect, data_events
 from tests.server.conftest import ServeFactory
 from tests.support.programs import require_program
-from tests.support.servers import Process
+from tests.support.servers import Process, free_port, start_command, wait_for_port
 
 HEADERS = {"X-API-Key": CLIENT_KEY}
 ROUNDS = 10
@@ -167,3 +167,26 @@ def access_addresses(output: str, path: str) -> set[str]:
         for line in output.splitlines()
         if line.startswith("{") and '"logger":"claude_gateway.access"' in line and f'"path":"{path}"' in line
     }
+
+
+class TestDev:
+    async def test_make_run_serves_the_metrics_port_too(self, simulator: Process) -> None:
+        """`claude-gateway dev` (what `make run` runs) binds METRICS_PORT beside its own port, as `serve` does."""
+        port, metrics_port = free_port(), free_port()
+        env = {
+            "ANTHROPIC_API_KEY": "sk-ant-test-upstream-0d9c4b",  # no simulator of its own: the session's
+            "ANTHROPIC_BASE_URL": simulator.url,
+            "METRICS_PORT": str(metrics_port),
+            "PROMETHEUS_MULTIPROC_DIR": "",
+        }
+        dev = start_command(["dev", "--port", str(port)], port=port, env=env)
+        try:
+            wait_for_port(metrics_port)
+            async with httpx.AsyncClient() as http:
+                on_app = await http.get(f"{dev.url}/metrics")
+                on_metrics = await http.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        finally:
+            assert dev.stop() == 0
+        assert on_app.status_code == 404
+        assert on_metrics.status_code == 200
+        assert "claude_gateway_build_info" in on_metrics.text
