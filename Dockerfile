@@ -6,8 +6,14 @@
 # worker heartbeat files and prometheus-client's multiprocess directory). Give it one:
 #   docker run --read-only --tmpfs /tmp -p 8000:8000 --env-file .env claude-gateway:dev
 
-# --- build: a virtualenv at /opt/venv with the pinned dependencies, then the gateway itself ---------------------
-FROM python:3.12-slim AS build
+# Base images are pinned by digest, with their tag beside it: a rebuild gets the same Python and Debian, byte for
+# byte, until `make pins` moves them (with the locks). The digest is python:3.12-slim-bookworm's multi-platform
+# index as published when this was written (the newest pin found in public Dockerfiles: iamfatness/SwarmScribe
+# docker/leader.Dockerfile at 29e50326, taken there with `docker buildx imagetools inspect`); digests are content
+# addresses, so any published one is the real image.
+
+# --- build: a virtualenv at /opt/venv with the hashed dependencies, then the gateway itself --------------------
+FROM python:3.12-slim-bookworm@sha256:54c85f3c47607a77f32adec749d3c81d1348bf25833671f512b26a9b6d778cb3 AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -18,24 +24,26 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies in their own layer, rebuilt only when pyproject.toml or requirements.lock change: the runtime
-# requirements named in pyproject.toml, at the versions requirements.lock pins (the lock also holds dev tools,
-# which this leaves out). Wheels only, so a missing wheel fails the build instead of compiling in a slim image.
-COPY pyproject.toml requirements.lock ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/runtime-requirements.txt \
-    && pip install --only-binary=:all: --constraint requirements.lock --requirement /tmp/runtime-requirements.txt
+# Dependencies in their own layer, rebuilt only when the lock changes: requirements-image.lock holds the runtime
+# dependencies compiled for this image's Python (3.12) and the build backend, every file with its hash (`make
+# lock`). --require-hashes: a file whose hash is not in the lock is refused; --no-deps: nothing is installed that the
+# lock does not name. Wheels only, so a missing wheel fails the build instead of compiling in a slim image.
+COPY requirements-image.lock ./
+RUN pip install --only-binary=:all: --require-hashes --no-deps --requirement requirements-image.lock
 
-# The gateway, without dependencies (they are above). README.md is the package's long description.
-COPY README.md ./
+# The gateway, without dependencies (they are above), built with the locked setuptools rather than one fetched
+# unchecked for an isolated build, which is then removed (nothing needs it at run time). README.md is the
+# package's long description.
+COPY pyproject.toml README.md ./
 COPY service/ service/
-RUN pip install --no-deps . \
+RUN pip install --no-deps --no-build-isolation . \
+    && pip uninstall --yes setuptools \
     && python -m compileall -q /opt/venv/lib \
     && claude-gateway --version
 
 # --- runtime --------------------------------------------------------------------------------------------------
 # The same base as the build stage: the virtualenv's python links to /usr/local/bin/python3.12.
-FROM python:3.12-slim
+FROM python:3.12-slim-bookworm@sha256:54c85f3c47607a77f32adec749d3c81d1348bf25833671f512b26a9b6d778cb3
 
 LABEL org.opencontainers.image.title="claude-gateway" \
       org.opencontainers.image.description="A production gateway in front of Anthropic's Claude API" \

@@ -1,4 +1,5 @@
-"""`python -m bench [--smoke] [--out-dir DIR] [--profile | --no-profile]`: see bench/README.md."""
+"""`python -m bench [--smoke] [--out-dir DIR] [--profile | --no-profile] [--profile-only | --clients-only]`: see
+bench/README.md."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import uvloop
 
 from bench.chart import write_chart
+from bench.clients import print_clients
 from bench.config import FULL, SMOKE
 from bench.report import checks_as_json, evaluate, print_report, ratios
 from bench.run import Run
@@ -33,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--profile-only", action="store_true", help="only the profiles (about a minute): for an optimisation loop"
+    )
+    parser.add_argument(
+        "--clients-only",
+        action="store_true",
+        help="only the upstream HTTP clients' comparison (about 3 minutes): the gateway with each "
+        "UPSTREAM_HTTP_CLIENT on /v1/messages, and what it needs of the reference and the simulator",
     )
     return parser
 
@@ -73,12 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     out_dir: Path = args.out_dir
     stem = "bench-" + ("smoke-" if args.smoke else "") + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
-    do_profile = args.profile_only or ((not args.smoke) if args.profile is None else args.profile)
+    if args.profile_only and args.clients_only:
+        raise SystemExit("bench: --profile-only and --clients-only exclude each other")
+    default_profile = not args.smoke and not args.clients_only
+    do_profile = args.profile_only or (default_profile if args.profile is None else args.profile)
+    if args.clients_only:
+        do_profile = False
     profile_dir = out_dir / f"{stem}-profiles" if do_profile else None
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
 
-    run = Run(config, smoke=args.smoke, profile_dir=profile_dir, profile_only=args.profile_only)
+    run = Run(
+        config,
+        smoke=args.smoke,
+        profile_dir=profile_dir,
+        profile_only=args.profile_only,
+        clients_only=args.clients_only,
+    )
     results = uvloop.run(run.execute())
     results["ratios"] = ratios(results)
     results["load_generator"] = _load_generator(results)
@@ -92,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: no chart ({exc}); pip install matplotlib", file=sys.stderr)
     json_path = out_dir / f"{stem}.json"
     json_path.write_text(json.dumps(results, indent=2) + "\n")
-    print_report(results, checks)
+    if args.clients_only:
+        print(f"Machine CPU busy before the run: {results['meta']['machine_busy_pct_before']}%")
+    else:
+        print_report(results, checks)
+    if "clients" in results:
+        print_clients(results["clients"])
     if isinstance(results.get("profile"), dict) and not results["profile"].get("skipped"):
         from bench.profile import print_summary
 

@@ -8,7 +8,9 @@ Phases, each against every server in turn (the simulator alone, the gateway, the
    simulator's;
 3. streams: time to first token, inter-token delay, memory per open stream, completion; the gateway and the
    reference are restarted before each streamed route so that its memory is measured from a fresh heap;
-4. (optional) py-spy profiles of the gateway and the reference under load.
+4. the upstream HTTP clients compared: the gateway run with each `UPSTREAM_HTTP_CLIENT` side by side, on
+   `/v1/messages` (bench/clients.py); alone with `--clients-only`;
+5. (optional) py-spy profiles of the gateway and the reference under load.
 Every measurement carries what it cost: CPU seconds of each server's process tree and of the load generator.
 """
 
@@ -31,7 +33,7 @@ from typing import Any
 
 from tests.support.servers import RedisServer
 
-from bench import measure, profile, targets
+from bench import clients, measure, profile, targets
 from bench.config import BenchConfig, StreamScenario
 from bench.loadgen import Target, run_streams
 from bench.procfs import MachineCpu, ServerTree
@@ -161,12 +163,21 @@ def meta(config: BenchConfig, smoke: bool, open_files: tuple[int, int], busy_pct
 
 class Run:
     def __init__(
-        self, config: BenchConfig, *, smoke: bool, profile_dir: Path | None, profile_only: bool = False
+        self,
+        config: BenchConfig,
+        *,
+        smoke: bool,
+        profile_dir: Path | None,
+        profile_only: bool = False,
+        clients_only: bool = False,
     ) -> None:
         self.config = config
         self.smoke = smoke
         self.profile_dir = profile_dir
         self.profile_only = profile_only
+        self.clients_only = clients_only
+        # The gateway once per upstream HTTP client, for their comparison (`gateway-builtin`, `gateway-aiohttp`).
+        self.client_gateways: dict[str, Server] = {}
         self.results: dict[str, Any] = {}
         self.redis: RedisServer | None = None
         self.sim: Server | None = None
@@ -191,6 +202,8 @@ class Run:
         for name, server in (("simulator", self.sim), ("gateway", self.gateway), ("reference", self.reference)):
             if server is not None:
                 trees[name] = server.tree
+        for server in self.client_gateways.values():
+            trees[server.name] = server.tree
         return trees
 
     def _server(self, name: str) -> Server:
@@ -219,7 +232,22 @@ class Run:
         await wait_ready(self.reference, self.config.workers, targets.chat("reference", self.reference.port, 1))
         return self.reference
 
+    async def _start_client_gateway(self, client: str) -> Server:
+        """The gateway with `client` as its upstream HTTP client, (re)started."""
+        assert self.sim is not None
+        assert self.redis is not None
+        if client in self.client_gateways:
+            self.client_gateways.pop(client).stop()
+        self._log(f"starting the gateway with UPSTREAM_HTTP_CLIENT={client}")
+        server = start_gateway(self.sim.port, self.redis.url, self.config.workers, http_client=client)
+        self.client_gateways[client] = server
+        self.gateway_logs.append(server)
+        await wait_ready(server, self.config.workers, None, "/health/ready")
+        return server
+
     def _stop_all(self) -> None:
+        for client_gateway in self.client_gateways.values():
+            client_gateway.stop()
         for server in (self.reference, self.gateway, self.sim):
             if server is not None:
                 server.stop()
@@ -239,10 +267,7 @@ class Run:
         self.redis = start_redis()
         try:
             self.sim = start_sim(config.sim_ttft_ms, config.sim_tokens_per_s)
-            await self._start_gateway()
-            if self.profile_only:
-                # Where the CPU goes, nothing else: the loop of someone optimising the gateway.
-                await self._start_reference(self.reference_install)
+            if self.profile_only or self.clients_only:
                 self.results.update(nonstreaming=[], open_loop=[], streams=[], reference_installs={})
                 self.results["reference_choice"] = {
                     "upstream": "unpaced",
@@ -250,10 +275,19 @@ class Run:
                     "throughput_rps": {},
                     "chosen": None,
                 }
+            if self.clients_only:
+                # The clients' comparison, nothing else: it measures what it needs of the others itself.
+                self.results["clients"] = await self._clients()
+            elif self.profile_only:
+                # Where the CPU goes, nothing else: the loop of someone optimising the gateway.
+                await self._start_gateway()
+                await self._start_reference(self.reference_install)
             else:
+                await self._start_gateway()
                 self.results["nonstreaming"] = await self._nonstreaming()
                 self.results["open_loop"] = await self._open_loop()
                 self.results["streams"] = await self._streams()
+                self.results["clients"] = await self._clients()
             self.results["profile"] = await self._profile() if self.profile_dir else {"skipped": True}
         finally:
             self._stop_all()
@@ -431,7 +465,202 @@ class Run:
                 await asyncio.sleep(config.settle_s)
         return rows
 
-    # -- phase 4: profiles ------------------------------------------------------------------------------------------
+    # -- phase 4: the upstream HTTP clients compared ------------------------------------------------------------------
+
+    async def _clients(self) -> dict[str, Any]:
+        """The gateway with each `UPSTREAM_HTTP_CLIENT`, on `/v1/messages`: unpaced throughput and CPU per request,
+        added latency at half the builtin's paced peak (the same rate for every client), TTFT in the steady
+        scenario and memory per open stream in the many-streams one (each client's gateway restarted first, for a
+        fresh heap). The closed and open loops run twice per client, in the order builtin, aiohttp, aiohttp,
+        builtin, so that a machine others are using drifts the same way for both and their ratios hold.
+        What the rest of the run measured (the reference, the simulator, the paced peak) is reused; alone
+        (`--clients-only`) it is measured here."""
+        config = self.config
+        tokens = config.answer_tokens
+        sim = self._server("simulator")
+        steady = next(s for s in config.streams if s.role == "steady")
+        many = next(s for s in config.streams if s.role == "many")
+        for client in clients.CLIENTS:
+            await self._start_client_gateway(client)
+
+        closed: dict[str, list[dict[str, Any]]] = {client: [] for client in clients.CLIENTS}
+        for client in clients.ORDER:
+            server = self.client_gateways[client]
+            target = targets.gateway_messages(server.port, tokens, unpaced=True)
+            self._log(f"clients: {server.name} /v1/messages unpaced at {config.unpaced_connections} clients")
+            closed[client].append(await self._one_closed_loop(target, server.name, config.unpaced_connections, None))
+
+        reference_rps = self._reference_unpaced_rps()
+        if reference_rps is None:
+            reference = await self._start_reference(REFERENCE_INSTALLS[0])
+            self._log("clients: the reference's /chat unpaced")
+            row = await self._one_closed_loop(
+                targets.chat("reference", reference.port, tokens, unpaced=True),
+                "reference",
+                config.unpaced_connections,
+                None,
+            )
+            reference_rps = row["throughput_rps"]
+            reference.stop()
+            self.reference = None
+
+        peak = self._gateway_paced_peak_rps()
+        if peak is None:
+            server = self.client_gateways[clients.CLIENTS[0]]
+            self._log(f"clients: {server.name} /v1/messages paced at {max(config.concurrencies)} clients (its peak)")
+            row = await self._one_closed_loop(
+                targets.gateway_messages(server.port, tokens),
+                server.name,
+                max(config.concurrencies),
+                self.upstream_latency_s,
+            )
+            peak = row["throughput_rps"]
+        rate = max(1.0, peak * config.open_loop_fraction)
+        open_loop: dict[str, list[dict[str, Any]]] = {name: [] for name in ("simulator", *clients.CLIENTS)}
+        jobs = [("simulator", targets.simulator(sim.port, tokens))] + [
+            (client, targets.gateway_messages(self.client_gateways[client].port, tokens)) for client in clients.ORDER
+        ]
+        for name, target in jobs:
+            server_name = "simulator" if name == "simulator" else self.client_gateways[name].name
+            self._log(f"clients: open loop, {server_name} at {rate:.0f} req/s")
+            open_loop[name].append(
+                await measure.open_loop(
+                    target,
+                    server_name,
+                    self._trees(),
+                    rate_per_s=rate,
+                    warmup_s=config.open_loop_warmup_s,
+                    duration_s=config.open_loop_duration_s,
+                    timeout_s=config.request_timeout_s,
+                )
+            )
+
+        simulator_ttft = self._simulator_ttft_p99_ms(steady.role)
+        if simulator_ttft is None:
+            self._log(f"clients: simulator streams, {steady.name}")
+            simulator_rows = await self._stream_rows(
+                "simulator", lambda srv, s: targets.simulator(srv.port, s.tokens, s.tokens_per_s, stream=True), [steady]
+            )
+            simulator_ttft = simulator_rows[0]["ttft_ms"]["p99"]
+        streams: dict[str, list[dict[str, Any]]] = {}
+        for client in clients.CLIENTS:
+            await self._start_client_gateway(client)
+            streams[client] = await self._stream_rows(
+                self.client_gateways[client].name,
+                lambda srv, s: targets.gateway_messages(srv.port, s.tokens, s.tokens_per_s, stream=True),
+                [steady, many],
+            )
+
+        by_client: dict[str, dict[str, Any]] = {}
+        for client in clients.CLIENTS:
+            by_client[client] = {
+                "server": self.client_gateways[client].name,
+                "figures": clients.figures(
+                    closed=closed[client],
+                    open_loop=open_loop[client],
+                    simulator_open_loop=open_loop["simulator"][0],
+                    steady=streams[client][0],
+                    simulator_steady_ttft_p99_ms=simulator_ttft,
+                    many=streams[client][1],
+                    reference_rps=reference_rps,
+                ),
+                "closed_loop_unpaced": closed[client],
+                "open_loop": open_loop[client],
+                "streams": streams[client],
+            }
+        for server in self.client_gateways.values():
+            server.stop()
+        self.client_gateways.clear()
+        return {
+            "route": "/v1/messages",
+            "clients": list(clients.CLIENTS),
+            "connections": config.unpaced_connections,
+            "reference_unpaced_rps": reference_rps,
+            "builtin_paced_peak_rps": peak,
+            "rate_rps": round(rate, 1),
+            "simulator_open_loop": open_loop["simulator"][0],
+            "simulator_steady_ttft_p99_ms": simulator_ttft,
+            "steady": steady.name,
+            "many": many.name,
+            "by_client": by_client,
+            "ratios": clients.ratios(by_client),
+        }
+
+    async def _one_closed_loop(
+        self, target: Target, server: str, connections: int, upstream_latency_s: float | None
+    ) -> dict[str, Any]:
+        config = self.config
+        return await measure.closed_loop(
+            target,
+            server,
+            self._trees(),
+            connections=connections,
+            warmup_s=config.wrk_warmup_s,
+            duration_s=config.wrk_duration_s,
+            threads=config.wrk_threads,
+            timeout_s=config.request_timeout_s,
+            upstream_latency_s=upstream_latency_s,
+        )
+
+    async def _stream_rows(self, name: str, make: MakeTarget, scenarios: list[StreamScenario]) -> list[dict[str, Any]]:
+        """`scenarios` against the server `name` (as it runs now: restart it first for a fresh heap), after a warm-up."""
+        config = self.config
+        server = self._server_named(name)
+        warmup = make(server, WARMUP)
+        await run_streams(
+            warmup,
+            targets.stream_format(warmup),
+            starts_s=WARMUP.starts(),
+            timeout_s=config.request_timeout_s,
+            sample_rss=lambda: 0,
+            sample_every_s=1.0,
+        )
+        await asyncio.sleep(config.settle_s)
+        idle_rss = server.tree.rss()
+        rows = []
+        for scenario in scenarios:
+            target = make(server, scenario)
+            self._log(f"clients: streams, {name} {scenario.name}")
+            rows.append(
+                await measure.streams(
+                    target,
+                    name,
+                    self._trees(),
+                    scenario,
+                    idle_rss=idle_rss,
+                    sample_every_s=config.rss_sample_every_s,
+                    timeout_s=config.request_timeout_s,
+                )
+            )
+            await asyncio.sleep(config.settle_s)
+        return rows
+
+    def _server_named(self, name: str) -> Server:
+        for server in self.client_gateways.values():
+            if server.name == name:
+                return server
+        return self._server(name)
+
+    def _reference_unpaced_rps(self) -> float | None:
+        rows = self.results.get("nonstreaming", [])
+        found = [r["throughput_rps"] for r in rows if r["server"] == "reference" and r["upstream"] == "unpaced"]
+        return found[0] if found else None
+
+    def _gateway_paced_peak_rps(self) -> float | None:
+        rows = self.results.get("nonstreaming", [])
+        found = [
+            r["throughput_rps"]
+            for r in rows
+            if r["server"] == "gateway" and r["route"] == "/v1/messages" and r["upstream"] == "paced"
+        ]
+        return max(found) if found else None
+
+    def _simulator_ttft_p99_ms(self, role: str) -> float | None:
+        rows = self.results.get("streams", [])
+        found = [r["ttft_ms"]["p99"] for r in rows if r["server"] == "simulator" and r["role"] == role]
+        return found[0] if found else None
+
+    # -- phase 5: profiles ------------------------------------------------------------------------------------------
 
     async def _profile(self) -> dict[str, Any]:
         """py-spy on each server's workers while it is loaded; the collapsed stacks kept beside the JSON."""

@@ -85,11 +85,15 @@ def gateway_env(simulator_port: int, redis_url: str, workers: int) -> dict[str, 
     }
 
 
-def start_gateway(simulator_port: int, redis_url: str, workers: int) -> Server:
+def start_gateway(simulator_port: int, redis_url: str, workers: int, http_client: str | None = None) -> Server:
+    """The gateway with its default upstream HTTP client (named `gateway`), or with `http_client` (named
+    `gateway-<client>`, for the clients' comparison)."""
     port = free_port()
     env = gateway_env(simulator_port, redis_url, workers)
     # /metrics on a port of its own, as in production (and never the default 9464 another gateway may hold).
     env["METRICS_PORT"] = str(free_port())
+    if http_client is not None:
+        env["UPSTREAM_HTTP_CLIENT"] = http_client
     # A fresh multiprocess metrics directory, as the image's is: never another run's.
     env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cgw-bench-metrics-")
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED"):
@@ -97,7 +101,7 @@ def start_gateway(simulator_port: int, redis_url: str, workers: int) -> Server:
     process = start_command(
         ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)], port=port, env=env
     )
-    return Server("gateway", process)
+    return Server("gateway" if http_client is None else f"gateway-{http_client}", process)
 
 
 REFERENCE_INSTALLS = ("uvicorn", "gunicorn")

@@ -46,11 +46,9 @@ SLOW_REQUEST_MS = 10000
 # these panels, with this reason.
 KUBE_STATE_METRICS = "kube-state-metrics"
 CADVISOR = "cadvisor"
-BUDGETS = "budgets"
 REQUIREMENTS = {
     KUBE_STATE_METRICS: "kube-state-metrics (v2) scraped by the same Prometheus (kube-prometheus-stack has it)",
     CADVISOR: "the kubelets' cAdvisor metrics scraped by the same Prometheus (kube-prometheus-stack has them)",
-    BUDGETS: "claude_gateway_budget_used_ratio{client,window}: per-key budgets (issue 15), not exported yet",
 }
 GRAFANA_SCHEMA_VERSION = 39  # Grafana 10.4 / 11; older Grafanas migrate it on import
 GRID_COLUMNS = 24
@@ -969,7 +967,6 @@ def budget_row() -> list[Json]:
             "fires at 80%, ClaudeGatewayClientBudgetExhausted at 100%, where the key is refused until the reset.",
             [target(f"max by (client, window) ({used})", "{{client}} {{window}}")],
             "percentunit",
-            requires=BUDGETS,
         ),
         timeseries(
             "Projected month-end budget use by client",
@@ -977,7 +974,6 @@ def budget_row() -> list[Json]:
             "runs out before the month ends at its pace so far.",
             [target(f"max by (client) ({month_used}) / scalar({MONTH_ELAPSED})", "{{client}}")],
             "percentunit",
-            requires=BUDGETS,
         ),
         table(
             "Spend by client (USD)",

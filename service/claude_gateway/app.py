@@ -17,12 +17,26 @@ from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.deps import State
 from claude_gateway.fast_lane import GatewayApp
 from claude_gateway.health import Drain, HealthCheck
+from claude_gateway.http_protocol import Uploads
 from claude_gateway.jobs import arq_queue, create_job_queue
 from claude_gateway.logs import configure_logging, get_logger
 from claude_gateway.middleware import GatewayMiddleware
 from claude_gateway.ops_port import OpsPortOnly
+from claude_gateway.ownership import LocalOwnership, RedisOwnership
 from claude_gateway.ratelimit import RateLimiter
-from claude_gateway.routes import analyze, chat, health, messages, ops
+from claude_gateway.routes import (
+    analyze,
+    batches,
+    chat,
+    count_tokens,
+    files,
+    health,
+    messages,
+    models,
+    ops,
+    root,
+    usage,
+)
 from claude_gateway.settings import Settings, load_settings
 from claude_gateway.upstream_client import UpstreamClient
 
@@ -39,6 +53,7 @@ CORS_ALLOWED_HEADERS = [
 ]
 CORS_EXPOSED_HEADERS = [
     "retry-after",
+    "retry-after-ms",
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
@@ -61,7 +76,10 @@ def _startup_notes(settings: Settings, keys: KeyStore) -> None:
     if settings.redis_url is None:
         # Nothing to be down: the gauge would otherwise read 0 and show Redis as down on the dashboard.
         metrics.REDIS_UP.set(1)
-        log.warning("no REDIS_URL: rate limits are held in this process only (one worker, no restarts)")
+        log.warning(
+            "no REDIS_URL: rate limits, spend budgets and usage records are held in this process only "
+            "(one worker, no restarts)"
+        )
     if settings.anthropic_api_key is None:
         log.warning("no ANTHROPIC_API_KEY: upstream calls carry a placeholder key (fine for the simulator only)")
     if len(keys) == 0:
@@ -98,6 +116,12 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
                 jobs=jobs,
                 slots=UpstreamSlots(settings.max_inflight_upstream, settings.backpressure_wait_s),
                 health=health_check,
+                ownership=RedisOwnership(redis) if redis is not None else LocalOwnership(),
+                uploads=Uploads(
+                    frozenset((method.encode(), path.encode()) for method, path in files.SELF_BOUNDED),
+                    settings.files_max_bytes,
+                    settings.files_upload_timeout_s,
+                ),
             )
         finally:
             await keys.stop_watching()
@@ -156,6 +180,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat_routes = chat.build_routes(settings)
     app.router.routes.extend(chat_routes)
     app.router.routes.extend(messages.routes)
+    app.include_router(usage.router)
+    app.include_router(batches.router)
+    app.include_router(files.router)
+    app.router.routes.extend(count_tokens.routes)
+    app.include_router(models.router)
+    app.include_router(root.router)
     app.include_router(analyze.router)
     app.include_router(health.router)
     if settings.metrics_enabled:
@@ -177,10 +207,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat_doc = get_openapi(
         title=app.title, version=app.version, routes=chat.openapi_router(settings, chat_routes).routes
     )
-    _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}])
+    _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}, {"paths": count_tokens.OPENAPI_PATHS}])
     app.add_middleware(OpsPortOnly, metrics_port=settings.metrics_port)
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, drain=app.state.drain)
+    app.add_middleware(
+        GatewayMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        self_bounded=files.SELF_BOUNDED,
+        drain=app.state.drain,
+    )
     return app
 
 

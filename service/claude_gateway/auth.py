@@ -145,6 +145,11 @@ class KeyStore:
     def names(self) -> Iterable[str]:
         return (client.name for _, client in self._keys.values())
 
+    @property
+    def clients(self) -> Iterable[ClientKey]:
+        """Every configured client (for the admin usage view)."""
+        return (client for _, client in self._keys.values())
+
     def _install(self, file_keys: dict[bytes, ClientKey]) -> None:
         merged = {**self._env_keys, **file_keys}
         self._keys = {key_digest: (key_digest, client) for key_digest, client in merged.items()}

@@ -23,6 +23,10 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     client: str | None = None
     model: str | None = None
+    # Attribution, for the access log (never a metric label): Claude Code's `X-Claude-Code-Session-Id` and the
+    # request body's `metadata.user_id`, each bounded (`anthropic_request.bounded_attribution`).
+    session_id: str | None = None
+    user_id: str | None = None
     usage: Usage | None = None
     # How errors render on this route: `{"detail": ...}` or Anthropic's `{"type": "error", ...}`.
     error_style: ErrorStyle = "detail"

@@ -10,8 +10,10 @@ from claude_gateway.auth import ClientKey, KeyStore, presented_key
 from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.context import RequestContext, request_context
 from claude_gateway.health import HealthCheck
+from claude_gateway.http_protocol import Uploads
 from claude_gateway.jobs import JobQueue
-from claude_gateway.lease import UpstreamLease
+from claude_gateway.lease import Reservation, UpstreamLease
+from claude_gateway.ownership import Ownership
 from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
 from claude_gateway.upstream_client import UpstreamClient
@@ -25,6 +27,10 @@ class State(TypedDict):
     jobs: JobQueue
     slots: UpstreamSlots
     health: HealthCheck
+    # Who created which batch and file (Redis when REDIS_URL is set, else this process).
+    ownership: Ownership
+    # The upload routes' own body bounds, which the HTTP protocol reads from this state.
+    uploads: Uploads
 
 
 async def get_jobs(request: Request) -> JobQueue:
@@ -63,7 +69,7 @@ class RelayCall(NamedTuple):
     limiter: RateLimiter
     slots: UpstreamSlots
 
-    def lease(self, route: str, cost: int) -> UpstreamLease:
+    def lease(self, route: str, cost: Reservation) -> UpstreamLease:
         """The call's place in the client's limits and an upstream slot, not yet acquired."""
         return UpstreamLease(
             route=route, client=self.client, cost=cost, limiter=self.limiter, slots=self.slots, context=self.context

@@ -19,22 +19,41 @@
         ├── UpstreamRejected        400/404/413 error (the request was bad for Anthropic: safe to pass on)
         └── UpstreamFailed          502 error
 
-One `classify()` turns any exception met while calling Anthropic into one of these (`classify_status()` an
+One `classify()` turns any exception met while calling Anthropic into one of these (`upstream_error()` an
 unsuccessful answer); the HTTP handlers render it as
 `{"detail": ...}` or as Anthropic's `{"type": "error", "error": {...}}` depending on the route (see `render`),
 and the `outcome` feeds `claude_gateway_upstream_requests_total{outcome}`.
-No upstream error text reaches a client: messages here are ours.
+
+Messages here are ours. The one exception is on `/v1/*`, whose clients are Anthropic's own SDKs and Claude Code:
+there an unsuccessful answer of Anthropic's goes back as it came (`GatewayError.relayed`: status, body, `request-id`,
+`retry-after`, `x-should-retry`), since those clients read its type and wording to recover, except a 401 (the
+gateway's own Anthropic key is bad), which stays "Internal configuration error". `/chat`, `/chat/stream` and
+`/analyze` never show Anthropic's text.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import ClassVar, Literal
+
+import orjson
 
 from claude_gateway.http_client import ConnectFailed, HTTPClientError, ProxyError
 
 Outcome = Literal["ok", "rate_limited", "overloaded", "timeout", "unreachable", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    """An unsuccessful answer of Anthropic's as it came, for `/v1/*` to relay: its status, its body (an Anthropic
+    error object), and the headers the HTTP client keeps (`request-id`, `retry-after`, `retry-after-ms`,
+    `x-should-retry`)."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
 
 
 class GatewayError(Exception):
@@ -43,6 +62,8 @@ class GatewayError(Exception):
     anthropic_type: ClassVar[str] = "api_error"
     outcome: ClassVar[Outcome] = "error"
     default_message: ClassVar[str] = "Internal error"
+    # Anthropic's own answer behind this error, when it is one `/v1/*` relays as it came (`upstream_error`).
+    relayed: UpstreamReply | None = None
 
     def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
         self.message = message or self.default_message
@@ -214,6 +235,27 @@ def classify_status(status: int, error_type: str | None, headers: Mapping[str, s
         kind, message = _REJECTED_MESSAGES[status]
         return UpstreamRejected(message, status_code=status, anthropic_type=kind)
     return UpstreamFailed()
+
+
+def upstream_error(status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
+    """Anthropic's unsuccessful answer (its status, its body or the first bytes of it, its kept headers) as our error,
+    carrying the answer itself (`relayed`) when it is an Anthropic error object that `/v1/*` may pass on: anything
+    but a 401, which says the gateway's own key is bad (the caller's request is not at fault)."""
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        decoded = None
+    envelope: dict[str, object] = decoded if isinstance(decoded, dict) else {}
+    inner = envelope.get("error")
+    error_object: dict[str, object] = inner if isinstance(inner, dict) else {}
+    error_type = error_object.get("type")
+    error = classify_status(status, error_type if isinstance(error_type, str) else None, headers)
+    anthropic_error = (
+        envelope.get("type") == "error" and isinstance(error_type, str) and isinstance(error_object.get("message"), str)
+    )
+    if anthropic_error and status != 401:
+        error.relayed = UpstreamReply(status, body, headers)
+    return error
 
 
 def classify(exc: BaseException) -> GatewayError:

@@ -1,7 +1,8 @@
 """Two renderers, one error: `{"detail": ...}` on the gateway's routes, Anthropic's error shape on `/v1/*`.
 
 The style comes from the route (its router sets `RequestContext.error_style`), never from the message text.
-Nothing here shows a stack trace or an upstream message: unexpected exceptions become a bare 500 and a log line.
+Nothing here shows a stack trace: unexpected exceptions become a bare 500 and a log line. An upstream message is
+shown on `/v1/*` only, where Anthropic's unsuccessful answers are relayed as they came (`GatewayError.relayed`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def error_body(style: ErrorStyle, anthropic_type: str, message: str, request_id:
 
 def render(request: Request, error: GatewayError) -> Response:
     context = request_context(request)
+    relayed = error.relayed
+    if relayed is not None and context.error_style == "anthropic":
+        # Anthropic's own answer, as it came: its clients read its type and wording to recover (errors.py).
+        return Response(
+            relayed.body, status_code=relayed.status, headers=relayed.headers, media_type="application/json"
+        )
     return Response(
         error_body(context.error_style, error.anthropic_type, error.message, context.request_id),
         status_code=error.status_code,

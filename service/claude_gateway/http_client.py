@@ -49,8 +49,11 @@ from claude_gateway.egress import EgressProxies, Proxy
 
 logger = logging.getLogger("claude_gateway.upstream")
 
-# Headers of the answer the gateway reads: the request id it passes back, and what the retry policy obeys.
-KEPT_HEADERS = frozenset({"request-id", "retry-after", "retry-after-ms", "x-should-retry"})
+# Headers of the answer the gateway reads: the request id it passes back, what the retry policy obeys, and what a
+# relayed body is described by (a file's type and name; its length is `Response.content_length`).
+KEPT_HEADERS = frozenset(
+    {"request-id", "retry-after", "retry-after-ms", "x-should-retry", "content-type", "content-disposition"}
+)
 HIGH_WATER_BYTES = 64 * 1024
 # An answer's status line and headers: Anthropic's are under 2 KiB, and common HTTP stacks refuse heads past 8 to
 # 16 KiB by default (Node, h11, nginx's header buffers). 64 KiB leaves room for whatever a proxy adds; past it is a
@@ -247,6 +250,7 @@ class _Connection(asyncio.Protocol):
         "head",
         "head_bytes",
         "head_deadline",
+        "head_lines_bytes",
         "idle_since",
         "interim",
         "keep_alive",
@@ -271,6 +275,9 @@ class _Connection(asyncio.Protocol):
         self.head: asyncio.Future[Response] | None = None
         # Bytes received while the answer's head is not whole, and when it must be (0: no deadline running).
         self.head_bytes = 0
+        # The answer's header lines as the parser hands them over: a head that arrives whole in one or two reads is
+        # bounded by this count, one that never ends by `head_bytes`.
+        self.head_lines_bytes = 0
         self.head_deadline = 0.0
         self.requests = 0
         self.idle_since = 0.0
@@ -328,6 +335,7 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_lines_bytes += len(name) + len(value) + 4  # name, ": ", value, CRLF
         key = name.decode("latin-1").lower()
         if key in KEPT_HEADERS and self.response is not None:
             self.response.headers[key] = value.decode("latin-1")
@@ -341,6 +349,10 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         response = self.response
         if response is None:
+            return
+        if self.head_lines_bytes > MAX_RESPONSE_HEAD_BYTES:
+            self._fail(ResponseHeadTooLarge(f"the upstream's answer head is over {MAX_RESPONSE_HEAD_BYTES} bytes"))
+            self.close()
             return
         status = self.parser.get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints: not the answer
@@ -381,7 +393,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.requests += 1
         self.framed = self.interim = False
-        self.head_bytes = 0
+        self.head_bytes = self.head_lines_bytes = 0
         self.head_deadline = 0.0
         self.response = Response(self)
         self.head = self.loop.create_future()

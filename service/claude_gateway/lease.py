@@ -1,10 +1,11 @@
 """What one upstream call holds while it runs: its place in the client's limits, and an upstream slot.
 
-`UpstreamLease.acquire()` first admits the request against the client's request and token limits in one round trip
-(all or nothing: a request refused for its tokens is not counted as a request), reserving its worst-case token cost,
-then takes an upstream slot (a client over its limits never occupies one). `release()` gives the slot back and
-settles the reservation to the usage the call reports, refunding what was not spent, before the answer is complete
-(the client's next request must see its refund). A whole answer holds its lease in an `async with` block; a streamed
+`UpstreamLease.acquire()` first admits the request against the client's request and token limits and spend budgets
+in one round trip (all or nothing: a request refused for its tokens or budget is not counted as a request), holding
+its `Reservation`, then takes an upstream slot (a client over its limits never occupies one). `release()` gives the
+slot back and settles the reservation to the usage and cost the call reports (refunding what was not spent, charging
+what was spent beyond) and records the usage for `GET /v1/gateway/usage`, before the answer is complete (the
+client's next request must see its refund). A whole answer holds its lease in an `async with` block; a streamed
 answer outlives its handler, and the stream's end releases it (`start_stream`, `finish_stream`).
 
 A plain object rather than an `asynccontextmanager`: a stream holds its lease for its whole life, thousands at once,
@@ -15,22 +16,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 
 import anyio
 
-from claude_gateway import metrics
+from claude_gateway import metrics, pricing
 from claude_gateway.auth import ClientKey
 from claude_gateway.backpressure import UpstreamSlots
 from claude_gateway.context import RequestContext
 from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.ratelimit.limiter import Admission
+from claude_gateway.ratelimit.spend import to_micro_usd
 from claude_gateway.relay import NO_HEADERS, AnthropicStream, open_stream
 from claude_gateway.sse import EventStreamResponse
 from claude_gateway.upstream_call import UpstreamCall
 from claude_gateway.upstream_client import UpstreamClient
-from claude_gateway.usage import Usage
+from claude_gateway.usage import Usage, cost_usd
 
 # English text averages about four characters a token; over-estimating only holds budget until settlement.
 CHARS_PER_TOKEN = 4
@@ -39,6 +42,42 @@ CHARS_PER_TOKEN = 4
 def estimate_input_tokens(chars: int) -> int:
     """The input side of a reservation: what a prompt of `chars` characters will cost at most, roughly."""
     return chars // CHARS_PER_TOKEN + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What a call holds against its key's token limits and budgets until it settles to its real usage: the input
+    estimate and `min(max_tokens, TOKEN_RESERVE_OUTPUT)` output tokens, and their cost at the model's prices.
+
+    The output reserved may be less than the call can use (an agent client's max_tokens of 128k): a call that uses
+    more settles the excess into the window anyway, past its limit if need be (debt), and the key's next requests
+    wait until the window resets. So concurrent requests can take a window over its limit by at most
+    n x (max_tokens - TOKEN_RESERVE_OUTPUT) tokens (and that many output tokens' price over a budget)."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+
+    @classmethod
+    def of(cls, model: str, input_chars: int, max_tokens: int, reserve_output: int) -> Reservation:
+        return cls(model, estimate_input_tokens(input_chars), min(max_tokens, reserve_output))
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def spend_micro_usd(self) -> int:
+        """The worst case the reservation can cost: input at the input price, output at the output price (0 for a
+        model without a price: it is served, and charges nothing to a budget)."""
+        price = pricing.active().price(self.model)
+        if price is None:
+            return 0
+        return to_micro_usd((price.input * self.input_tokens + price.output * self.output_tokens) / 1_000_000)
+
+
+# What a call that spends no tokens itself holds (Message Batches, Files): its request limit and a spent budget
+# still apply; nothing is reserved, and nothing settled.
+NOTHING_RESERVED = Reservation("", 0, 0)
 
 
 def overhead_header(context: RequestContext) -> dict[str, str]:
@@ -56,7 +95,7 @@ class UpstreamLease:
         *,
         route: str,
         client: ClientKey,
-        cost: int,
+        cost: Reservation,
         limiter: RateLimiter,
         slots: UpstreamSlots,
         context: RequestContext,
@@ -75,11 +114,14 @@ class UpstreamLease:
     async def acquire(self) -> UpstreamLease:
         """Admit the call (429 past a limit) and take a slot (503 when none frees in time)."""
         client = self.client
+        budget = client.budget
         admission = await self.limiter.acquire(
             client.name,
             requests=client.request_limits,
             tokens=client.token_limits,
-            cost=self.cost if client.token_limits else 0,
+            cost=self.cost.tokens if client.token_limits else 0,
+            budget=budget,
+            spend=self.cost.spend_micro_usd() if budget.limited else 0,
         )
         self.context.extra_headers.update(admission.headers.as_headers())
         self._admission = admission
@@ -100,9 +142,15 @@ class UpstreamLease:
         if self._started is not None:
             context.upstream_s = time.perf_counter() - self._started
             self.slots.release()
-        context.usage = self.usage
+        usage = context.usage = self.usage
+        model = self.cost.model
         with anyio.CancelScope(shield=True):
-            await self.limiter.settle(admission.reservation, self.usage.total if self.usage else 0)
+            await self.limiter.settle(
+                admission.reservation,
+                usage or 0,
+                model=metrics.model_label(model),
+                cost=cost_usd(model, usage),
+            )
 
     async def __aenter__(self) -> UpstreamLease:
         return await self.acquire()

@@ -10,6 +10,7 @@ Series (INTERFACE.md, then docs/CONTRACTS.md's additions):
 - ``claude_gateway_tokens_total{model,direction,client}``             tokens (input, output, cache_read, cache_write)
 - ``claude_gateway_cost_usd_total{client,model}``                     USD spent, from real usage at the active prices
 - ``claude_gateway_unpriced_tokens_total{model}``                     tokens of models without a price (not costed)
+- ``claude_gateway_budget_used_ratio{client,window}``                 share of a key's budget held (day, month)
 - ``claude_gateway_active_streams``                                    SSE streams open now (sum over workers)
 - ``claude_gateway_rate_limited_total{client,limit}``                 requests refused by our own limits
 - ``claude_gateway_jobs_total{status}``                                jobs enqueued, complete, failed, retried
@@ -104,6 +105,13 @@ UNPRICED_TOKENS = Counter(
     ["model"],
     namespace=NAMESPACE,
 )
+BUDGET_USED_RATIO = Gauge(
+    "budget_used_ratio",
+    "Share of a key's spend budget used in its UTC calendar window (spent and reserved; above 1 in debt).",
+    ["client", "window"],
+    namespace=NAMESPACE,
+    multiprocess_mode="mostrecent",  # the last value any worker learned from the shared counter is the current one
+)  # window: day, month; for alerts at 0.8 and 1
 ACTIVE_STREAMS = Gauge("active_streams", "SSE streams open now.", namespace=NAMESPACE, multiprocess_mode="livesum")
 RATE_LIMITED = Counter(
     "rate_limited", "Requests refused by the gateway's own limits.", ["client", "limit"], namespace=NAMESPACE

@@ -17,11 +17,14 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from claude_gateway import metrics, pricing, tracing
+from claude_gateway.anthropic_request import bounded_attribution
 from claude_gateway.context import SCOPE_KEY, RequestContext
 from claude_gateway.drain import Drain
 from claude_gateway.errors import PayloadTooLarge
 from claude_gateway.handlers import error_body
+from claude_gateway.http_protocol import BODY_TIMEOUT, disconnect_extension
 from claude_gateway.logs import get_logger
+from claude_gateway.settings import Settings
 from claude_gateway.usage import cost_usd
 
 access_log = get_logger("claude_gateway.access")
@@ -31,9 +34,8 @@ QUIET_PREFIXES = ("/health", "/metrics")
 UNMATCHED_ROUTE = "unmatched"
 ANTHROPIC_PREFIX = "/v1/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# The whole request body must have arrived this long after the request began: a client trickling bytes would
-# otherwise hold its request (and its memory) for ever, since uvicorn has no body read timeout. 10 MB at 1 MB/s fits.
-BODY_READ_TIMEOUT_S = 30.0
+# The default of `BODY_TIMEOUT_S`, for a middleware built without settings.
+DEFAULT_BODY_TIMEOUT_S: float = Settings.model_fields["body_timeout_s"].default
 # Both refusals below happen while the client may still be sending: the connection is closed after the answer
 # rather than kept reading the rest. They are HTTPExceptions because FastAPI re-raises those from its body read
 # (any other exception there becomes a bare 400).
@@ -48,20 +50,34 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyTimeout(HTTPException):
-    """Raised from `receive()` when the body has not all arrived within `BODY_READ_TIMEOUT_S`."""
+    """Raised from `receive()` when the body has not all arrived within `BODY_TIMEOUT_S`."""
 
     def __init__(self) -> None:
         super().__init__(408, "Request body not received in time", headers=_CLOSE)
 
 
 class GatewayMiddleware:
+    """`self_bounded`: the (method, path) of requests whose route bounds its own body as it streams it (a file
+    upload, `routes.files`): neither `max_body_bytes` nor the body deadline applies to them here. An answer to one
+    that comes before its body was read to the end (a refusal, or Anthropic's early answer) closes the connection,
+    rather than the server reading and dropping up to `FILES_MAX_BYTES` of it."""
+
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float | None = None, drain: Drain | None = None
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_s: float | None = None,
+        self_bounded: frozenset[tuple[str, str]] = frozenset(),
+        drain: Drain | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.body_timeout_s = BODY_READ_TIMEOUT_S if body_timeout_s is None else body_timeout_s
-        # Counts the requests in flight, which the server waits for when it drains (`health.Drain`).
+        self.body_timeout_s = DEFAULT_BODY_TIMEOUT_S if body_timeout_s is None else body_timeout_s
+        self.self_bounded = self_bounded
+        # Looked up first: one hash of a string per request, rather than of a tuple.
+        self.self_bounded_paths = frozenset(path for _, path in self_bounded)
+        # Counts the requests in flight, which the server waits for when it drains (`drain.Drain`).
         self.drain = drain if drain is not None else Drain()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,6 +87,8 @@ class GatewayMiddleware:
 
         request_id = ""
         content_length = -1
+        session_id: str | None = None
+        betas: list[str] = []
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
@@ -81,13 +99,21 @@ class GatewayMiddleware:
                     content_length = int(value)
                 except ValueError:
                     content_length = -1
+            elif name == b"x-claude-code-session-id":
+                session_id = bounded_attribution(value.decode("latin-1"))
+            elif name == b"anthropic-beta":
+                betas.append(value.decode("latin-1"))
         context = RequestContext(
             request_id=request_id or uuid.uuid4().hex,
             # Anthropic's API lives under /v1/: every answer there, 404 and 405 included (which no route sees),
             # takes Anthropic's error shape so that SDKs raise their usual exceptions.
             error_style="anthropic" if scope["path"].startswith(ANTHROPIC_PREFIX) else "detail",
+            session_id=session_id,
         )
         scope[SCOPE_KEY] = context
+        if session_id is not None or betas:
+            # The request span is current here (OpenTelemetry's middleware is outside this one).
+            tracing.record_request_attribution(trace.get_current_span(), session_id, betas)
         status_code = 500
         response_started = False
 
@@ -116,35 +142,48 @@ class GatewayMiddleware:
 
         self.drain.request_started()
         try:
+            path = scope["path"]
+            if path in self.self_bounded_paths and (scope["method"], path) in self.self_bounded:
+                await _closing_unless_read(self.app, scope, receive, send_wrapper)
+                return
             if content_length > self.max_body_bytes:
                 # Refused from its Content-Length: not one byte of the body is read.
                 await _send_too_large(context, send_wrapper)
                 return
             await self.app(
-                scope, self._bounded(receive, context) if scope["method"] != "GET" else receive, send_wrapper
+                scope, self._bounded(scope, receive, context) if scope["method"] != "GET" else receive, send_wrapper
             )
         finally:
             self.drain.request_finished()
             self._record(scope, context, status_code if response_started else 500)
 
-    def _bounded(self, receive: Receive, context: RequestContext) -> Receive:
+    def _bounded(self, scope: Scope, receive: Receive, context: RequestContext) -> Receive:
         """Count body bytes as they are read; past the bound, the read fails with 413 (chunked bodies too).
         Until the body is complete each read also has a deadline; after it, reads (a stream waiting for the
-        client's disconnect) wait as long as they like."""
+        client's disconnect) wait as long as they like.
+
+        Served by the gateway's HTTP protocol, the bounds are the protocol's, from the head's end whether or not the
+        body is read: it wakes a read that is past one, and names the refusal in the request's extension."""
         received = 0
         limit = self.max_body_bytes
         body_done = False
+        extension = disconnect_extension(scope)
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def bounded_receive() -> Message:
             nonlocal received, body_done
             if body_done:
                 return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise BodyTimeout() from None
+            if extension is not None:
+                message = await receive()
+                if extension["refused"]:
+                    raise BodyTimeout() if extension["refused"] == BODY_TIMEOUT else BodyTooLarge()
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    raise BodyTimeout() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -198,6 +237,8 @@ class GatewayMiddleware:
                 "cache_write_1h_tokens": usage.cache_write_1h if usage else None,
                 "cost_usd": _usd_number(cost),
                 "disconnected": context.disconnected or None,
+                "session_id": context.session_id,
+                "user_id": context.user_id,
                 "request_id": context.request_id,
             },
         )
@@ -215,6 +256,28 @@ def _settle_cost(context: RequestContext, *, on_span: bool = True) -> Decimal | 
     if on_span and context.cost_usd is not None:
         tracing.record_cost(trace.get_current_span(), _usd_number(context.cost_usd))
     return context.cost_usd
+
+
+async def _closing_unless_read(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run `app`, adding `Connection: close` to an answer that starts before the request body was all read."""
+    body_read = False
+
+    async def tracking_receive() -> Message:
+        nonlocal body_read
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_read = True
+        return message
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and not body_read:
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"connection" for name, _ in headers):
+                headers.append((b"connection", b"close"))
+            message["headers"] = headers
+        await send(message)
+
+    await app(scope, tracking_receive, closing_send)
 
 
 async def _send_too_large(context: RequestContext, send: Send) -> None:

@@ -14,23 +14,33 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 
 from claude_gateway import metrics, tracing
 from claude_gateway.errors import GatewayError, UpstreamFailed, classify, classify_stream_error
-from claude_gateway.sse import SSEEvent, SSEParser
+from claude_gateway.sse import SSEEvent, SSEEventTooLarge, SSEParser
 from claude_gateway.upstream_call import UpstreamCall
 from claude_gateway.upstream_client import HTTPClientError, Response, UpstreamClient
 from claude_gateway.usage import Usage
 
-# Client headers passed on to Anthropic: the API version and beta flags change what Anthropic accepts and returns.
-FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+# Client headers passed on to Anthropic (`forwarded_headers`): the API version and beta flags change what Anthropic
+# accepts and returns.
 # Upstream headers passed back: the request id is what Anthropic support asks for.
 RETURNED_HEADERS = ("request-id",)
 NO_HEADERS: dict[str, str] = {}
 
 
-def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name: value for name in FORWARDED_HEADERS if (value := headers.get(name))}
+def forwarded_headers(headers: Headers) -> dict[str, str]:
+    """The client's `anthropic-version` and `anthropic-beta` to pass on; `anthropic-beta` sent several times is joined
+    into one list, as Anthropic reads it (and as the key's policy must see it whole)."""
+    forwarded = {}
+    version = headers.get("anthropic-version")
+    if version:
+        forwarded["anthropic-version"] = version
+    betas = headers.getlist("anthropic-beta")
+    if betas:
+        forwarded["anthropic-beta"] = ",".join(betas)
+    return forwarded
 
 
 def returned_headers(response: Response) -> dict[str, str]:
@@ -90,6 +100,27 @@ async def complete(
     return completion
 
 
+async def fetch(
+    upstream: UpstreamClient,
+    method: str,
+    path: str,
+    *,
+    body: bytes = b"",
+    headers: Mapping[str, str] = NO_HEADERS,
+    query: str = "",
+) -> tuple[bytes, dict[str, str]]:
+    """A whole answer of one of Anthropic's other endpoints (count_tokens, models): its bytes as they came, and the
+    headers to return with them. An unsuccessful answer raises its `GatewayError` (which `/v1/*` relays)."""
+    response = await upstream.request(method, path, body=body, headers=headers, query=query)
+    try:
+        raw = await response.read()
+    except (TimeoutError, HTTPClientError) as exc:
+        raise classify(exc) from exc
+    finally:
+        response.release()
+    return raw, returned_headers(response)
+
+
 async def open_stream(
     upstream: UpstreamClient, body: bytes, headers: Mapping[str, str], call: UpstreamCall
 ) -> Response:
@@ -115,6 +146,9 @@ class AnthropicStream:
         self.error: GatewayError | None = None
         # True when the error came in Anthropic's own `error` event (already relayed), not from the connection.
         self.error_from_event = False
+        # True when the stream broke off inside an event: what was relayed of it needs its blank line before any
+        # event of the gateway's own, or the client reads the two as one broken event.
+        self.cut_mid_event = False
         # Deltas relayed: the output spent so far when a stream ends before Anthropic's final usage arrives.
         self.deltas = 0
         # The answer's text, kept only when an operator has turned on content capture for spans.
@@ -135,9 +169,12 @@ class AnthropicStream:
                 yield chunk, events
         except (TimeoutError, HTTPClientError) as exc:
             self.error = classify(exc)
+            # An event too large to hold was dropped by the parser, but its first bytes went out.
+            self.cut_mid_event = parser.unfinished or isinstance(exc, SSEEventTooLarge)
             return
         if not self.completed and self.error is None:
             self.error = UpstreamFailed("Claude API stream ended early")
+            self.cut_mid_event = parser.unfinished
 
     def _observe(self, event: SSEEvent) -> None:
         kind = event.event

@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     upstream_max_retries: int = Field(default=2, ge=0, le=10)
     default_model: str = Field(default="claude-sonnet-4-6", min_length=1)
     health_model: str = Field(default="claude-haiku-4-5-20251001", min_length=1)
+    # The HTTP client under UpstreamClient: our own on httptools, or aiohttp (docs/http-client.md compares them).
+    upstream_http_client: Literal["builtin", "aiohttp"] = "builtin"
 
     # -- clients
     valid_api_keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(parse_csv)] = Field(default_factory=list)
@@ -147,7 +149,17 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
     rate_limit: RateLimits = Field(default_factory=lambda: parse_limits("10/minute"))
     token_rate_limit: RateLimits = Field(default_factory=list)
+    # `POST /v1/messages/count_tokens`, per key, apart from RATE_LIMIT: clients (Claude Code, the SDKs' helpers) call
+    # it before or between messages, and it costs nothing upstream; 10 a second per key bounds a runaway loop.
+    count_tokens_rate_limit: RateLimits = Field(default_factory=lambda: parse_limits("600/minute"))
+    # `GET /v1/models[/{id}]`, per key, apart from RATE_LIMIT: model pickers list them at start-up, often page by page.
+    models_rate_limit: RateLimits = Field(default_factory=lambda: parse_limits("600/minute"))
     rate_limit_fail_mode: Literal["open", "closed"] = "open"
+    # Output tokens a request reserves against token limits and budgets before it runs: min(max_tokens, this); the
+    # reservation is settled to the real usage after, and a window may go into debt. 4096 covers a typical answer
+    # (a chat reply, an agent's tool call or edit: a few hundred to a few thousand tokens) so most requests settle
+    # by a refund, while an agent client's max_tokens of 32k-128k no longer holds 128k tokens per request.
+    token_reserve_output: int = Field(default=4096, ge=1)
 
     # -- spend
     prices_file: Annotated[PricesFile | None, BeforeValidator(parse_prices_file)] = None
@@ -160,6 +172,15 @@ class Settings(BaseSettings):
     max_tokens_limit: int = Field(default=8192, ge=1)
     max_document_chars: int = Field(default=1_000_000, ge=1)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # The largest `POST /v1/files` body, streamed to Anthropic (MAX_BODY_BYTES does not apply): Anthropic's own
+    # 500 MB file limit, plus a MiB for the multipart framing, so that Anthropic is the judge of any real file.
+    files_max_bytes: int = Field(default=501 * 1024 * 1024, ge=1024)
+    # From the end of a request's head to the end of its body, whether or not the app reads it (408 past it): a
+    # client trickling its body would otherwise hold a connection and its memory for ever. 10 MB at 1 MB/s fits.
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # A whole `POST /v1/files` upload (FILES_MAX_BYTES) must arrive within this, from the end of its head: 501 MiB at
+    # about 1 MiB/s. BODY_TIMEOUT_S is for the other routes' bodies, which are at most MAX_BODY_BYTES.
+    files_upload_timeout_s: float = Field(default=600.0, gt=0, le=7200)
     max_inflight_upstream: int = Field(default=256, ge=1)
     backpressure_wait_s: float = Field(default=1.0, ge=0)
 

@@ -27,6 +27,15 @@ TRACER_NAME = "claude_gateway"
 # convention attribute (there is none for cost), so in the gateway's own namespace.
 COST_ATTRIBUTE = "claude_gateway.cost_usd"
 PROVIDER = "anthropic"
+# Who is behind a request, on the request span (the FastAPI instrumentation's server span), never on metrics:
+# Claude Code's session (its `X-Claude-Code-Session-Id` header), the end user an SDK names in `metadata.user_id`
+# (no GenAI convention attribute for either), and the `anthropic-beta` values the request asks for.
+SESSION_ID_ATTRIBUTE = "claude_code.session_id"
+USER_ID_ATTRIBUTE = "claude_gateway.request.user_id"
+BETAS_ATTRIBUTE = "claude_gateway.request.betas"
+# The most `anthropic-beta` values recorded (Claude Code sends about eight), each cut to MAX_BETA_CHARS.
+MAX_BETAS = 32
+MAX_BETA_CHARS = 100
 
 tracer = trace.get_tracer(TRACER_NAME, __version__)
 
@@ -106,6 +115,31 @@ def start_chat_span(model: str, max_tokens: int | None, *, stream: bool, context
     return span
 
 
+def start_operation_span(operation: str, model: str) -> Span:
+    """The child span of an upstream call that is not a chat (`count_tokens`), named `{operation} {model}`."""
+    span = tracer.start_span(f"{operation} {model}", kind=SpanKind.CLIENT)
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "gen_ai.provider.name": PROVIDER,
+                "gen_ai.system": PROVIDER,
+                "gen_ai.operation.name": operation,
+                "gen_ai.request.model": model,
+            }
+        )
+    return span
+
+
+def end_operation_span(span: Span, *, input_tokens: int | None = None, error: GatewayError | None = None) -> None:
+    if span.is_recording():
+        if input_tokens is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+        if error is not None:
+            span.set_attribute("error.type", type(error).__name__)
+            span.set_status(Status(StatusCode.ERROR, error.message))
+    span.end()
+
+
 def end_chat_span(
     span: Span,
     *,
@@ -149,6 +183,26 @@ def record_cost(span: Span, cost: float | None) -> None:
     """The request's cost on its span (the request span: the FastAPI instrumentation's server span)."""
     if cost is not None and span.is_recording():
         span.set_attribute(COST_ATTRIBUTE, cost)
+
+
+def record_request_attribution(span: Span, session_id: str | None, beta_headers: list[str]) -> None:
+    """Claude Code's session id and the `anthropic-beta` values (from each such header, comma-separated) on the
+    request span."""
+    if not span.is_recording():
+        return
+    if session_id is not None:
+        span.set_attribute(SESSION_ID_ATTRIBUTE, session_id)
+    if beta_headers:
+        betas = [beta.strip()[:MAX_BETA_CHARS] for header in beta_headers for beta in header.split(",")]
+        span.set_attribute(BETAS_ATTRIBUTE, [beta for beta in betas if beta][:MAX_BETAS])
+
+
+def record_user(user_id: str | None) -> None:
+    """`metadata.user_id` of the request body on the request span (the current span in a route)."""
+    if user_id is not None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(USER_ID_ATTRIBUTE, user_id)
 
 
 def inject_context() -> dict[str, str]:

@@ -2,8 +2,8 @@
 
 One place for the key, the base URL, the timeouts, TLS, the connection pool and the retry policy; no other module
 speaks HTTP to Anthropic (jobs parse answers with the SDK's types, but make no HTTP through the SDK). The client
-speaks bytes: a request body goes up as it came, and the answer comes back as an `http_client.Response` with its
-body unread, for the caller to read, relay or stream. No SDK in between: the relay routes pass bytes through, and,
+speaks bytes: a request body goes up as it came, and the answer comes back as an `upstream_pool.UpstreamResponse`
+with its body unread, for the caller to read, relay or stream. No SDK in between: the relay routes pass bytes through, and,
 profiled under load, the SDK's layers (request options, httpx over aiohttp, response objects) were a third of the
 gateway's CPU per request.
 
@@ -14,8 +14,9 @@ except that a `retry-after` longer than `MAX_RETRY_WAIT_S` is not waited out: th
 `Retry-After` at once rather than a request held for a minute. Jobs call with `retries=0` and retry by being run
 again after `RetryPolicy.delay_s`, the same function, so that no retry loop runs inside another.
 
-Failures leave as `GatewayError`s, mapped by `errors.classify_status`; what caused one (an `UpstreamAnswer`, or the
-connection's own exception) is its `__cause__`, which is what the retry policy reads.
+Failures leave as `GatewayError`s, mapped by `errors.upstream_error` (which keeps Anthropic's answer for `/v1/*` to
+relay); what caused one (an `UpstreamAnswer`, or the connection's own exception) is its `__cause__`, which is what
+the retry policy reads.
 """
 
 from __future__ import annotations
@@ -28,20 +29,21 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
 from claude_gateway import __version__
 from claude_gateway.errors import (
-    classify_status,
     classify_unanswered,
+    upstream_error,
     upstream_retry_after_s,
 )
-from claude_gateway.http_client import ConnectionDropped, ConnectionPool
+from claude_gateway.http_client import ConnectionDropped, StreamedBody
 
 # What callers handle of the HTTP stack (the answer, and the error reading it may raise), from here only.
 from claude_gateway.http_client import HTTPClientError as HTTPClientError
-from claude_gateway.http_client import Response as Response
 from claude_gateway.settings import Settings
+from claude_gateway.upstream_pool import UpstreamPool, UpstreamResponse, make_pool
+
+# The answer callers read, whichever HTTP client the process runs.
+Response = UpstreamResponse
 
 ANTHROPIC_API_URL = "https://api.anthropic.com"
 MESSAGES_PATH = "/v1/messages"
@@ -142,12 +144,15 @@ class UpstreamClient:
         self.retry_policy = retry_policy
         self._connect_timeout_s = min(CONNECT_TIMEOUT_S, settings.upstream_timeout_s)
         self._read_timeout_s = settings.upstream_timeout_s
-        self._pool: ConnectionPool | None = None
+        self.http_client = settings.upstream_http_client
+        self._pool: UpstreamPool[Any] | None = None
 
     @property
-    def pool(self) -> ConnectionPool:
+    def pool(self) -> UpstreamPool[Any]:
+        """The connection pool of the HTTP client `UPSTREAM_HTTP_CLIENT` names, made on first use."""
         if self._pool is None:
-            self._pool = ConnectionPool(
+            self._pool = make_pool(
+                self.http_client,
                 self.base_url,
                 connect_timeout_s=self._connect_timeout_s,
                 read_timeout_s=self._read_timeout_s,
@@ -179,7 +184,7 @@ class UpstreamClient:
         method: str,
         path: str,
         *,
-        body: bytes = b"",
+        body: bytes | StreamedBody = b"",
         headers: Mapping[str, str] = _NO_HEADERS,
         query: str = "",
         retries: int | None = None,
@@ -193,6 +198,9 @@ class UpstreamClient:
         `UPSTREAM_MAX_RETRIES` by default); the last is raised as the `GatewayError` it stands for, or, with
         `return_errors`, returned unread (for a relay that passes Anthropic's errors on as they came). A connection
         that cannot be made or read is always a `GatewayError` (`UpstreamUnreachable`, `UpstreamTimeout`).
+
+        A `StreamedBody` (a file upload) is sent as it is read, and so only once: a call whose body was started is
+        not retried, whatever the policy says (its failure, or Anthropic's answer, goes back to the caller).
         """
         if not path.startswith("/"):
             raise ValueError(f"an API path starts with '/': {path!r}")
@@ -202,39 +210,47 @@ class UpstreamClient:
         return await self._send(method, target, body, merged, retries, return_errors=return_errors)
 
     async def _send(
-        self, method: str, target: str, body: bytes, headers: dict[str, str], retries: int, *, return_errors: bool
+        self,
+        method: str,
+        target: str,
+        body: bytes | StreamedBody,
+        headers: dict[str, str],
+        retries: int,
+        *,
+        return_errors: bool,
     ) -> Response:
         pool = self.pool
-        head = pool.head(method, target, headers.items(), len(body))
+        length = len(body) if isinstance(body, bytes) else body.length
+        head = pool.head(method, target, headers.items(), length)
         retry = 0
         stale_retried = False
         while True:
             try:
                 response = await pool.request(head, body)
             except (TimeoutError, HTTPClientError) as exc:
-                if isinstance(exc, ConnectionDropped) and exc.stale and not stale_retried:
+                replayable = isinstance(body, bytes) or not body.started
+                if isinstance(exc, ConnectionDropped) and exc.stale and not stale_retried and replayable:
                     # Likely a pooled connection the upstream closed as it was reused: no answer began, so the
                     # request goes again at once on a new connection, once per call, outside the retry budget.
                     stale_retried = True
                     continue
                 wait = self.retry_policy.delay_s(exc, retry)
-                if wait is None or retry >= retries:
+                if wait is None or retry >= retries or not replayable:
                     raise classify_unanswered(exc) from exc
             else:
                 if response.status < 300:
                     return response
                 answer = UpstreamAnswer(response.status, response.headers)
                 wait = self.retry_policy.delay_s(answer, retry)
-                if wait is None or retry >= retries or wait > MAX_RETRY_WAIT_S:
+                replayable = isinstance(body, bytes) or not body.started
+                if wait is None or retry >= retries or wait > MAX_RETRY_WAIT_S or not replayable:
                     if return_errors:
                         return response
-                    raise classify_status(
-                        response.status, _error_type(await _drain(response)), answer.headers
-                    ) from answer
+                    raise upstream_error(response.status, await _drain(response), answer.headers) from answer
                 await _drain(response)
             retry += 1
             headers["x-stainless-retry-count"] = str(retry)
-            head = pool.head(method, target, headers.items(), len(body))
+            head = pool.head(method, target, headers.items(), length)
             await asyncio.sleep(wait)
 
 
@@ -252,13 +268,3 @@ async def _drain(response: Response) -> bytes:
     finally:
         response.release()
     return bytes(raw)
-
-
-def _error_type(raw: bytes) -> str | None:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    kind = error.get("type") if isinstance(error, dict) else None
-    return kind if isinstance(kind, str) else None

@@ -80,11 +80,12 @@ def _count(source: Any, name: str) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
-def cost_usd(model: str, usage: Usage | None) -> Decimal | None:
-    """What `usage` of `model` cost at the active prices; None without usage or without a price for the model."""
+def cost_usd(model: str, usage: Usage | None, *, batch: bool = False) -> Decimal | None:
+    """What `usage` of `model` cost at the active prices (a Message Batch's at the batch discount); None without
+    usage or without a price for the model."""
     if usage is None:
         return None
-    return pricing.active().cost(model, usage)
+    return pricing.active().cost(model, usage, batch=batch)
 
 
 # The cost of a whole (non-streamed) answer, on the answer; a stream's is on its log line and span.
@@ -97,10 +98,11 @@ def cost_header(model: str, usage: Usage | None) -> dict[str, str]:
     return {COST_HEADER: pricing.format_usd(cost)} if cost is not None else {}
 
 
-def record_usage(model: str, client: str, usage: Usage) -> Decimal | None:
+def record_usage(model: str, client: str, usage: Usage, *, batch: bool = False) -> Decimal | None:
     """Count tokens in `claude_gateway_tokens_total` (zero counts are not written) and their cost in
-    `claude_gateway_cost_usd_total`; a model without a price counts its tokens in
-    `claude_gateway_unpriced_tokens_total` instead, and is logged once. Returns the cost (None when unpriced)."""
+    `claude_gateway_cost_usd_total` (`batch`: a Message Batch's results, at the batch discount); a model without a
+    price counts its tokens in `claude_gateway_unpriced_tokens_total` instead, and is logged once. Returns the cost
+    (None when unpriced)."""
     label = metrics.model_label(model)
     for direction, count in (
         ("input", usage.input),
@@ -110,7 +112,7 @@ def record_usage(model: str, client: str, usage: Usage) -> Decimal | None:
     ):
         if count:
             metrics.tokens(label, direction, client).inc(count)
-    cost = cost_usd(model, usage)
+    cost = cost_usd(model, usage, batch=batch)
     if cost is None:
         if usage.total:
             metrics.unpriced_tokens(label).inc(usage.total)

@@ -15,8 +15,8 @@ import pytest
 from tests.support.programs import in_ci, require_program
 
 REPO = Path(__file__).resolve().parents[2]
-# Server start-ups (the gateway three times, the reference three times) and about forty-five one-second loads.
-SMOKE_TIMEOUT_S = 240
+# Server start-ups (the gateway seven times, the reference three times) and about fifty one-second loads.
+SMOKE_TIMEOUT_S = 300
 SECTIONS = (
     "meta",
     "nonstreaming",
@@ -30,6 +30,7 @@ SECTIONS = (
     "targets",
     "chart",
     "gateway_log",
+    "clients",
 )
 
 CLOSED_LOOP_ROUTES = (
@@ -149,6 +150,26 @@ def test_streams_have_ttft_memory_and_cpu_for_every_server(smoke_run: tuple[dict
         assert row["peak_open"] > 0
         assert row["kib_per_stream"] is not None
         assert row["cost"]["cpu_ms_per_unit"] is not None
+
+
+def test_the_upstream_http_clients_are_compared_side_by_side(smoke_run: tuple[dict[str, Any], str]) -> None:
+    """Every client's gateway measured on /v1/messages, every figure filled, and aiohttp's over the builtin's."""
+    results, stdout = smoke_run
+    comparison = results["clients"]
+    assert comparison["clients"] == ["builtin", "aiohttp"]
+    for client, measured in comparison["by_client"].items():
+        assert measured["server"] == f"gateway-{client}"
+        # Twice each, in the order builtin, aiohttp, aiohttp, builtin.
+        assert [row["requests"] > 0 for row in measured["closed_loop_unpaced"]] == [True, True]
+        assert [row["requests"] > 0 for row in measured["open_loop"]] == [True, True]
+        assert all(row["completed"] == row["streams"] for row in measured["streams"])
+        assert None not in measured["figures"].values(), measured["figures"]
+    numeric = [
+        key for key, value in comparison["by_client"]["builtin"]["figures"].items() if not isinstance(value, str)
+    ]
+    assert sorted(comparison["ratios"]) == sorted(f"aiohttp / builtin: {key}" for key in numeric)
+    assert None not in comparison["ratios"].values()
+    assert "Upstream HTTP clients, side by side" in stdout
 
 
 def test_targets_are_reported_not_enforced(smoke_run: tuple[dict[str, Any], str]) -> None:

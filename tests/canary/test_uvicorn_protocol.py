@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from claude_gateway.app import create_app
 from claude_gateway.http_protocol import DISCONNECT_EXTENSION, GatewayHttpProtocol, disconnect_extension
@@ -36,7 +38,13 @@ OVERRIDDEN_HOOKS = {
     "connection_lost": ["self", "exc"],
     "data_received": ["self", "data"],
     "on_message_begin": ["self"],
+    "on_header": ["self", "name", "value"],
     "on_headers_complete": ["self"],
+    "on_body": ["self", "body"],
+    "on_message_complete": ["self"],
+    "on_response_complete": ["self"],
+    # Not overridden, called: cancels uvicorn's keep-alive timer when a connection lingers instead.
+    "_unset_keepalive_if_required": ["self"],
 }
 
 
@@ -60,7 +68,13 @@ class RecordingProtocol(GatewayHttpProtocol):
     observed: list[dict[str, Any]] = []
 
     def on_headers_complete(self) -> None:
-        before = {"url": self.url, "headers": list(self.headers), "app": self.app, "scope": self.scope}
+        before = {
+            "url": self.url,
+            "headers": list(self.headers),
+            "app": self.app,
+            "scope": self.scope,
+            "method": self.parser.get_method(),
+        }
         super().on_headers_complete()
         cycle = getattr(self, "cycle", None)
         self.observed.append(
@@ -68,8 +82,14 @@ class RecordingProtocol(GatewayHttpProtocol):
                 **before,
                 "cycle_scope_is_scope": cycle is not None and cycle.scope is self.scope,
                 "response_complete": getattr(cycle, "response_complete", None),
+                "response_started": getattr(cycle, "response_started", None),
+                "disconnected": getattr(cycle, "disconnected", None),
+                "message_event": getattr(cycle, "message_event", None),
+                "cycle_transport": getattr(cycle, "transport", None),
                 "loop": getattr(self, "loop", None),
                 "transport": getattr(self, "transport", None),
+                "flow": getattr(self, "flow", None),
+                "app_state": getattr(self, "app_state", None),
             }
         )
 
@@ -89,13 +109,90 @@ async def test_the_private_attributes_the_protocol_reads_are_there(recording_ser
     assert answer.status_code == 200
     [seen] = RecordingProtocol.observed
     assert seen["url"] == b"/canary?q=1", "HttpToolsProtocol.url is no longer the raw request target"
+    assert seen["method"] == b"GET", "HttpToolsProtocol.parser.get_method() no longer names the request's method"
     assert (b"x-canary", b"yes") in seen["headers"], "HttpToolsProtocol.headers is no longer [(name, value)]"
     assert callable(seen["app"]), "HttpToolsProtocol.app is no longer the ASGI app"
     assert seen["scope"]["path"] == "/canary", "HttpToolsProtocol.scope is no longer the request's scope"
     assert seen["cycle_scope_is_scope"], "HttpToolsProtocol.cycle no longer holds the request's scope"
     assert seen["response_complete"] is False, "RequestResponseCycle.response_complete is gone"
+    assert seen["response_started"] is False, "RequestResponseCycle.response_started is gone"
+    assert seen["disconnected"] is False, "RequestResponseCycle.disconnected is gone"
+    assert isinstance(seen["message_event"], asyncio.Event), "RequestResponseCycle.message_event is gone"
+    assert seen["cycle_transport"] is not None, "RequestResponseCycle.transport is gone"
     assert isinstance(seen["loop"], asyncio.AbstractEventLoop), "HttpToolsProtocol.loop is gone"
     assert isinstance(seen["transport"], asyncio.Transport), "HttpToolsProtocol.transport is gone"
+    assert callable(getattr(seen["flow"], "resume_reading", None)), "HttpToolsProtocol.flow.resume_reading is gone"
+    assert isinstance(seen["app_state"], dict), "HttpToolsProtocol.app_state (the lifespan state) is gone"
+
+
+def test_the_cycle_calls_only_what_the_lingering_stand_in_provides() -> None:
+    """The cycle's transport is replaced by a stand-in that provides `write`, `close` and `is_closing` (and passes
+    anything else on): a new call there means the stand-in must be looked at again."""
+    used = set(re.findall(r"self\.transport\.(\w+)", inspect.getsource(RequestResponseCycle)))
+    assert used == {"write", "close", "is_closing"}, f"RequestResponseCycle now calls transport.{used}"
+
+
+class LingerRecorder(GatewayHttpProtocol):
+    """Records each close the cycle asks of its transport, the moment a close can linger instead."""
+
+    closes: list[bool] = []
+
+    def _close_after_response(self) -> None:
+        self.closes.append(self.cycle.response_complete)
+        super()._close_after_response()
+
+
+async def test_the_cycle_closes_through_its_transport_after_a_connection_close_answer() -> None:
+    """An answer with `connection: close` sent before the body is read: uvicorn closes the cycle's transport once
+    the response is complete, which is where the lingering close takes over."""
+    LingerRecorder.closes = []
+
+    async def refuse_early(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    server = ThreadedServer(refuse_early, http=LingerRecorder)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=EVENT_DEADLINE_S) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: c\r\nContent-Length: 100000\r\n\r\nsome")
+            answer = b""
+            while not answer.endswith(b"no"):
+                piece = sock.recv(4096)
+                assert piece, f"closed before the answer: {answer!r}"
+                answer += piece
+    finally:
+        server.stop()
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert LingerRecorder.closes == [True], "uvicorn no longer closes the cycle's transport after a whole response"
+
+
+async def test_the_lifespan_state_reaches_the_protocol() -> None:
+    """The protocol reads the app's bounds from `settings` in the lifespan state uvicorn hands each connection."""
+    marker = object()
+    RecordingProtocol.observed = []
+
+    async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                scope["state"]["settings"] = marker
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await answer_ok(scope, receive, send)
+
+    server = ThreadedServer(with_state, http=RecordingProtocol)
+    server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            assert (await http.get("/")).status_code == 200
+    finally:
+        server.stop()
+    [seen] = RecordingProtocol.observed
+    assert seen["app_state"].get("settings") is marker, "the lifespan state no longer reaches HttpToolsProtocol"
 
 
 class ScopeRecorder:
@@ -129,7 +226,7 @@ async def test_every_request_gets_its_own_disconnect_extension() -> None:
         f"{[scope.get('extensions') for scope in recorder.scopes]}"
     )
     assert extensions[0] is not extensions[1]
-    assert extensions[0] == {"callbacks": [], "disconnected": False}
+    assert extensions[0] == {"callbacks": [], "disconnected": False, "refused": 0}
 
 
 async def test_a_raw_stream_is_told_its_client_left() -> None:

@@ -1,7 +1,8 @@
 """The Dockerfile, its build context, docker-compose.yml and .env.example, checked without a container engine.
 
 Building and running the image needs Docker, which this machine lacks; these tests hold the files to what the
-image must do (multi-stage, cached dependency layer, numeric non-root user, `claude-gateway serve`), and the
+image must do (multi-stage on a base pinned by digest, a cached dependency layer installed from a hashed lock compiled for the
+image's Python, numeric non-root user, `claude-gateway serve`), and the
 Compose file to the Compose specification.
 """
 
@@ -11,16 +12,21 @@ import fnmatch
 import json
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from claude_gateway.settings import Settings
 from tests.chart.conftest import FETCHING_TEST_TIMEOUT_S, REPO
 
 DOCKERFILE = REPO / "Dockerfile"
+IMAGE_LOCK = REPO / "requirements-image.lock"
+PINNED_BASE = re.compile(r"python:3\.12-slim-bookworm@sha256:[0-9a-f]{64}")
 IMAGE_USER = "10001:10001"
 # The gateway's default GRACEFUL_TIMEOUT_S (docs/CONTRACTS.md).
 GRACEFUL_TIMEOUT_S = 600
@@ -48,21 +54,72 @@ def stages() -> list[list[tuple[str, str]]]:
 
 
 class TestDockerfile:
-    def test_multi_stage_on_python_312_slim(self) -> None:
+    def test_multi_stage_on_python_312_slim_pinned_by_digest(self) -> None:
         bases = [stage[0][1].split()[0] for stage in stages()]
         assert len(bases) >= 2
-        assert all(base == "python:3.12-slim" for base in bases), bases
+        # The tag beside the digest, for the reader and for `make pins`, which refreshes the digest of that tag.
+        assert all(PINNED_BASE.fullmatch(base) for base in bases), bases
+        assert len(set(bases)) == 1, "the runtime stage must be the build stage's base (the venv links its python)"
 
-    def test_dependencies_are_their_own_cached_layer(self) -> None:
+    def test_dependencies_are_their_own_cached_layer_installed_by_hash(self) -> None:
         build = stages()[0]
         copies = [(index, args) for index, (word, args) in enumerate(build) if word == "COPY"]
         runs = [(index, args) for index, (word, args) in enumerate(build) if word == "RUN"]
-        lock_copy = next(index for index, args in copies if "requirements.lock" in args)
+        lock_copy = next(index for index, args in copies if IMAGE_LOCK.name in args)
         source_copy = next(index for index, args in copies if args.startswith("service/"))
-        install = next(index for index, args in runs if "--constraint requirements.lock" in args)
+        install = next(index for index, args in runs if f"--requirement {IMAGE_LOCK.name}" in args)
         assert lock_copy < install < source_copy
-        # Only the manifests go into the dependency layer, so a code change does not reinstall everything.
-        assert build[lock_copy][1].split()[:-1] == ["pyproject.toml", "requirements.lock"]
+        assert {"--require-hashes", "--no-deps", "--only-binary=:all:"} <= set(build[install][1].split())
+        # Only the lock goes into the dependency layer, so a code change does not reinstall everything.
+        assert build[lock_copy][1].split()[:-1] == [IMAGE_LOCK.name]
+        # The gateway itself: nothing beyond what the lock installed, and no unchecked isolated build.
+        package = next(args for word, args in build if word == "RUN" and "pip install --no-deps" in args)
+        assert "--no-build-isolation" in package
+
+
+def lock_pins(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """{name: (version, hashes)} of a `uv pip compile --generate-hashes` lock."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    pins = {}
+    for line in text.splitlines():
+        if line and not line.startswith((" ", "#")):
+            requirement, *options = line.split()
+            name, _, version = requirement.partition("==")
+            pins[name] = (
+                version,
+                [option.removeprefix("--hash=") for option in options if option.startswith("--hash=")],
+            )
+    return pins
+
+
+class TestLocks:
+    @pytest.mark.parametrize("lock", [REPO / "requirements.lock", IMAGE_LOCK], ids=lambda path: path.name)
+    def test_every_pin_is_exact_and_hashed(self, lock: Path) -> None:
+        pins = lock_pins(lock)
+        assert pins
+        for name, (version, hashes) in pins.items():
+            assert version, f"{name} is not pinned to one version"
+            assert hashes, f"{name} has no hash"
+            assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", value) for value in hashes), name
+
+    def test_the_image_lock_is_compiled_for_the_image_python(self) -> None:
+        header = IMAGE_LOCK.read_text().split("\n", 3)[:3]
+        versions = re.findall(r"--python-version (\d+\.\d+)", " ".join(header))
+        base_python = re.findall(r"python:(\d+\.\d+)-", DOCKERFILE.read_text())
+        assert versions, header
+        assert set(base_python) == set(versions), (versions, base_python)
+
+    def test_the_image_lock_holds_the_runtime_dependencies_at_the_dev_lock_versions(self) -> None:
+        image, dev = lock_pins(IMAGE_LOCK), lock_pins(REPO / "requirements.lock")
+        project = tomllib.loads((REPO / "pyproject.toml").read_text())
+        runtime = {canonicalize_name(Requirement(line).name) for line in project["project"]["dependencies"]}
+        build = {canonicalize_name(Requirement(line).name) for line in project["build-system"]["requires"]}
+        assert runtime | build <= {canonicalize_name(name) for name in image}
+        # Nothing of the dev tools goes into the image.
+        assert not {"pytest", "mypy", "ruff"} & set(image)
+        assert {name: image[name][0] for name in image if name in dev} == {
+            name: dev[name][0] for name in image if name in dev
+        }
 
     def test_runtime_runs_serve_as_a_numeric_non_root_user(self) -> None:
         runtime = stages()[-1]
@@ -126,7 +183,7 @@ class TestBuildContext:
         assert dockerignore_excludes(path, self.patterns())
 
     @pytest.mark.parametrize(
-        "path", ["pyproject.toml", "requirements.lock", "README.md", "service/claude_gateway/cli.py"]
+        "path", ["pyproject.toml", "requirements-image.lock", "README.md", "service/claude_gateway/cli.py"]
     )
     def test_lets_in_what_the_build_copies(self, path: str) -> None:
         assert not dockerignore_excludes(path, self.patterns())

@@ -101,7 +101,8 @@ class TestIngress:
         limit = manifests.get("Ingress")["metadata"]["annotations"][NGINX + "proxy-body-size"]
         number, unit = re.fullmatch(r"([0-9]+)([kmg]?)", limit.lower()).groups()  # type: ignore[union-attr]
         limit_bytes = int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
-        assert limit_bytes >= int(manifests.get("ConfigMap")["data"]["MAX_BODY_BYTES"])
+        data = manifests.get("ConfigMap")["data"]
+        assert limit_bytes >= max(int(data["MAX_BODY_BYTES"]), int(data["FILES_MAX_BYTES"]))
 
     def test_tls_and_rules(self, helm: Helm) -> None:
         manifests = helm.template([INGRESS_TLS])

@@ -18,9 +18,10 @@ import uvloop
 
 from claude_gateway.egress import DIRECT, EgressConfigError, EgressProxies, NoProxy, Proxy
 from claude_gateway.errors import EgressProxyFailed, GatewayError, classify
-from claude_gateway.http_client import ConnectFailed, ConnectionPool, ProxyError, ProxyRefused
+from claude_gateway.http_client import ConnectFailed, ProxyError, ProxyRefused
 from claude_gateway.settings import SettingsError, load_settings
 from tests.conftest import CLIENT_KEY, Gateway
+from tests.support.pools import AnyPool, PoolClass, kind_of
 from tests.support.proxies import MakeProxy, TinyProxy, tinyproxies
 from tests.support.scripted_upstream import Upstream, upstream
 from tests.support.servers import Process, free_port
@@ -130,9 +131,9 @@ class TestEnvironment:
         assert str(raised.value) == "HTTPS_PROXY: 'socks5://***@proxy:1080': only http:// proxies are supported"
 
 
-def pool_through(url: str, ca: trustme.CA | None = None, **environ: str) -> ConnectionPool:
-    """A pool to `url` with the proxies `environ` names (the environment's variables), trusting `ca`."""
-    pool = ConnectionPool(
+def pool_through(pool_class: PoolClass, url: str, ca: trustme.CA | None = None, **environ: str) -> AnyPool:
+    """A pool of `pool_class` to `url` with the proxies `environ` names (the environment's variables), trusting `ca`."""
+    pool = pool_class(
         url,
         connect_timeout_s=5.0,
         read_timeout_s=10.0,
@@ -146,7 +147,7 @@ def pool_through(url: str, ca: trustme.CA | None = None, **environ: str) -> Conn
     return pool
 
 
-async def post(pool: ConnectionPool, path: str = "/v1/messages") -> tuple[int, bytes]:
+async def post(pool: AnyPool, path: str = "/v1/messages") -> tuple[int, bytes]:
     headers = (("x-api-key", "sk-ant-test"), ("anthropic-version", "2023-06-01"), ("content-type", "application/json"))
     response = await pool.send("POST", path, headers, MESSAGE)
     try:
@@ -180,11 +181,13 @@ async def tls_origin() -> AsyncIterator[tuple[TLSOrigin, Upstream]]:
 
 class TestThroughTinyproxy:
     async def test_https_goes_through_a_connect_tunnel_with_tls_to_the_origin(
-        self, make_proxy: MakeProxy, tls_origin: tuple[TLSOrigin, Upstream]
+        self, pool_class: PoolClass, make_proxy: MakeProxy, tls_origin: tuple[TLSOrigin, Upstream]
     ) -> None:
         origin, server = tls_origin
         proxy = make_proxy()
-        pool = pool_through(f"https://localhost:{server.port}/v1/messages", origin.ca, HTTPS_PROXY=proxy.url())
+        pool = pool_through(
+            pool_class, f"https://localhost:{server.port}/v1/messages", origin.ca, HTTPS_PROXY=proxy.url()
+        )
         assert [await post(pool) for _ in range(3)] == [(200, b'{"tls":true}')] * 3
         await pool.aclose()
         # One tunnel, kept alive for the three requests; TLS inside it named the origin, not the proxy.
@@ -193,21 +196,22 @@ class TestThroughTinyproxy:
         assert origin.server_names == ["localhost"]
 
     async def test_the_origin_certificate_is_checked_through_the_tunnel(
-        self, make_proxy: MakeProxy, tls_origin: tuple[TLSOrigin, Upstream]
+        self, pool_class: PoolClass, make_proxy: MakeProxy, tls_origin: tuple[TLSOrigin, Upstream]
     ) -> None:
         _, server = tls_origin
         proxy = make_proxy()
-        pool = pool_through(f"https://localhost:{server.port}/v1/messages", None, HTTPS_PROXY=proxy.url())
+        pool = pool_through(pool_class, f"https://localhost:{server.port}/v1/messages", None, HTTPS_PROXY=proxy.url())
         with pytest.raises(ConnectFailed) as raised:  # the test CA is not trusted here
             await post(pool)
+        await pool.aclose()
         assert not isinstance(raised.value, ProxyError)
         assert proxy.wait_for_requests(1) == [f"CONNECT localhost:{server.port}"]
 
     async def test_http_goes_through_http_proxy_in_absolute_form(
-        self, make_proxy: MakeProxy, simulator: Process
+        self, pool_class: PoolClass, make_proxy: MakeProxy, simulator: Process
     ) -> None:
         proxy = make_proxy()
-        pool = pool_through(f"{simulator.url}/v1/messages", HTTP_PROXY=proxy.url())
+        pool = pool_through(pool_class, f"{simulator.url}/v1/messages", HTTP_PROXY=proxy.url())
         status, body = await post(pool)
         await pool.aclose()
         assert status == 200
@@ -215,21 +219,22 @@ class TestThroughTinyproxy:
         assert proxy.wait_for_requests(1) == [f"POST {simulator.url}/v1/messages"]
 
     async def test_credentials_in_the_url_open_a_proxy_that_requires_them(
-        self, make_proxy: MakeProxy, tls_origin: tuple[TLSOrigin, Upstream], simulator: Process
+        self, pool_class: PoolClass, make_proxy: MakeProxy, tls_origin: tuple[TLSOrigin, Upstream], simulator: Process
     ) -> None:
         origin, server = tls_origin
         proxy = make_proxy(basic_auth=(PROXY_USER, PROXY_PASSWORD))
         url = proxy.url(ENCODED_CREDENTIALS)
-        tunnelled = pool_through(f"https://localhost:{server.port}/v1/messages", origin.ca, HTTPS_PROXY=url)
+        tunnelled = pool_through(pool_class, f"https://localhost:{server.port}/v1/messages", origin.ca, HTTPS_PROXY=url)
         assert await post(tunnelled) == (200, b'{"tls":true}')
         await tunnelled.aclose()
-        forwarded = pool_through(f"{simulator.url}/v1/messages", HTTP_PROXY=url)
+        forwarded = pool_through(pool_class, f"{simulator.url}/v1/messages", HTTP_PROXY=url)
         assert (await post(forwarded))[0] == 200
         await forwarded.aclose()
         assert proxy.wait_for_requests(2) == [f"CONNECT localhost:{server.port}", f"POST {simulator.url}/v1/messages"]
 
     async def test_a_proxy_wanting_credentials_refuses_a_request_without_them(
         self,
+        pool_class: PoolClass,
         make_proxy: MakeProxy,
         tls_origin: tuple[TLSOrigin, Upstream],
         simulator: Process,
@@ -238,8 +243,8 @@ class TestThroughTinyproxy:
         _, server = tls_origin
         proxy = make_proxy(basic_auth=(PROXY_USER, PROXY_PASSWORD))
         for pool in (
-            pool_through(f"https://localhost:{server.port}/v1/messages", HTTPS_PROXY=proxy.url()),
-            pool_through(f"{simulator.url}/v1/messages", HTTP_PROXY=proxy.url()),
+            pool_through(pool_class, f"https://localhost:{server.port}/v1/messages", HTTPS_PROXY=proxy.url()),
+            pool_through(pool_class, f"{simulator.url}/v1/messages", HTTP_PROXY=proxy.url()),
         ):
             caplog.clear()
             with caplog.at_level(logging.WARNING, logger="claude_gateway.upstream"):
@@ -251,13 +256,19 @@ class TestThroughTinyproxy:
         assert server.connections == 0
 
     async def test_a_proxy_refusing_wrong_credentials_refuses_the_tunnel(
-        self, make_proxy: MakeProxy, tls_origin: tuple[TLSOrigin, Upstream], caplog: pytest.LogCaptureFixture
+        self,
+        pool_class: PoolClass,
+        make_proxy: MakeProxy,
+        tls_origin: tuple[TLSOrigin, Upstream],
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         """tinyproxy answers wrong credentials with 401 (not 407): any non-2xx to CONNECT is a refusal. (To a plain
         http:// request its 401 cannot be told from the origin's, so there it is the origin's answer.)"""
         _, server = tls_origin
         proxy = make_proxy(basic_auth=(PROXY_USER, PROXY_PASSWORD))
-        pool = pool_through(f"https://localhost:{server.port}/v1/messages", HTTPS_PROXY=proxy.url("gateway:wrongpw1"))
+        pool = pool_through(
+            pool_class, f"https://localhost:{server.port}/v1/messages", HTTPS_PROXY=proxy.url("gateway:wrongpw1")
+        )
         with caplog.at_level(logging.WARNING, logger="claude_gateway.upstream"):
             with pytest.raises(ProxyRefused) as raised:
                 await post(pool)
@@ -267,11 +278,17 @@ class TestThroughTinyproxy:
         assert server.connections == 0
 
     async def test_a_proxy_refusing_the_tunnel_is_a_503_naming_it(
-        self, make_proxy: MakeProxy, tls_origin: tuple[TLSOrigin, Upstream], caplog: pytest.LogCaptureFixture
+        self,
+        pool_class: PoolClass,
+        make_proxy: MakeProxy,
+        tls_origin: tuple[TLSOrigin, Upstream],
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         _, server = tls_origin
         proxy = make_proxy(connect_ports=[443])  # CONNECT to any other port: 403
-        pool = pool_through(f"https://localhost:{server.port}/v1/messages", HTTPS_PROXY=proxy.url(ENCODED_CREDENTIALS))
+        pool = pool_through(
+            pool_class, f"https://localhost:{server.port}/v1/messages", HTTPS_PROXY=proxy.url(ENCODED_CREDENTIALS)
+        )
         with caplog.at_level(logging.WARNING, logger="claude_gateway.upstream"):
             with pytest.raises(ProxyRefused) as raised:
                 await post(pool)
@@ -281,17 +298,24 @@ class TestThroughTinyproxy:
         assert proxy.wait_for_requests(1) == [f"CONNECT localhost:{server.port}"]
         assert server.connections == 0
 
-    async def test_a_proxy_that_cannot_be_reached_is_a_503_naming_it(self, caplog: pytest.LogCaptureFixture) -> None:
+    async def test_a_proxy_that_cannot_be_reached_is_a_503_naming_it(
+        self, pool_class: PoolClass, caplog: pytest.LogCaptureFixture
+    ) -> None:
         address = f"127.0.0.1:{free_port()}"
         for pool in (
             pool_through(
-                "https://api.anthropic.com/v1/messages", HTTPS_PROXY=f"http://{ENCODED_CREDENTIALS}@{address}"
+                pool_class,
+                "https://api.anthropic.com/v1/messages",
+                HTTPS_PROXY=f"http://{ENCODED_CREDENTIALS}@{address}",
             ),
-            pool_through("http://api.anthropic.com/v1/messages", HTTP_PROXY=f"http://{ENCODED_CREDENTIALS}@{address}"),
+            pool_through(
+                pool_class, "http://api.anthropic.com/v1/messages", HTTP_PROXY=f"http://{ENCODED_CREDENTIALS}@{address}"
+            ),
         ):
             with caplog.at_level(logging.WARNING, logger="claude_gateway.upstream"):
                 with pytest.raises(ProxyError) as raised:
                     await post(pool)
+            await pool.aclose()
             error = classify(raised.value)
             assert isinstance(error, EgressProxyFailed)
             assert error.status_code == 503
@@ -299,22 +323,24 @@ class TestThroughTinyproxy:
             assert "s3cr" not in error.message
             assert "s3cr" not in caplog.text
 
-    async def test_no_proxy_goes_direct(self, make_proxy: MakeProxy, tls_origin: tuple[TLSOrigin, Upstream]) -> None:
+    async def test_no_proxy_goes_direct(
+        self, pool_class: PoolClass, make_proxy: MakeProxy, tls_origin: tuple[TLSOrigin, Upstream]
+    ) -> None:
         origin, server = tls_origin
         proxy = make_proxy()
         environ = {"HTTPS_PROXY": proxy.url(), "NO_PROXY": ".internal,localhost"}
-        direct = pool_through(f"https://localhost:{server.port}/v1/messages", origin.ca, **environ)
+        direct = pool_through(pool_class, f"https://localhost:{server.port}/v1/messages", origin.ca, **environ)
         assert direct.proxy is None
         assert await post(direct) == (200, b'{"tls":true}')
         await direct.aclose()
         # The same configuration for a host NO_PROXY does not name goes through the proxy: its log is live.
-        proxied = pool_through(f"https://127.0.0.1:{server.port}/v1/messages", origin.ca, **environ)
+        proxied = pool_through(pool_class, f"https://127.0.0.1:{server.port}/v1/messages", origin.ca, **environ)
         assert await post(proxied) == (200, b'{"tls":true}')
         await proxied.aclose()
         assert proxy.wait_for_requests(1) == [f"CONNECT 127.0.0.1:{server.port}"]
 
 
-def test_the_tunnel_on_uvloop(make_proxy: MakeProxy) -> None:
+def test_the_tunnel_on_uvloop(make_proxy: MakeProxy, pool_class: PoolClass) -> None:
     """The gateway's workers run uvloop: CONNECT on its sockets, then TLS started on the tunnel's socket."""
     proxy = make_proxy()
     origin = TLSOrigin()
@@ -322,7 +348,9 @@ def test_the_tunnel_on_uvloop(make_proxy: MakeProxy) -> None:
     async def through_the_tunnel() -> tuple[list[tuple[int, bytes]], int]:
         async with upstream(tls=origin.context) as server:
             server.handler = server.keep_alive(b'{"tls":true}')
-            pool = pool_through(f"https://localhost:{server.port}/v1/messages", origin.ca, HTTPS_PROXY=proxy.url())
+            pool = pool_through(
+                pool_class, f"https://localhost:{server.port}/v1/messages", origin.ca, HTTPS_PROXY=proxy.url()
+            )
             answers = [await post(pool) for _ in range(2)]
             await pool.aclose()
             return answers, server.port
@@ -351,6 +379,7 @@ def assert_names_the_proxy(error: GatewayError, proxy: TinyProxy, caplog: pytest
 class TestTheGatewayBehindAProxy:
     async def test_v1_messages_goes_through_http_proxy(
         self,
+        pool_class: PoolClass,
         make_proxy: MakeProxy,
         make_gateway: Callable[..., Gateway],
         simulator: Process,
@@ -358,7 +387,7 @@ class TestTheGatewayBehindAProxy:
     ) -> None:
         proxy = make_proxy(basic_auth=(PROXY_USER, PROXY_PASSWORD))
         monkeypatch.setenv("HTTP_PROXY", proxy.url(ENCODED_CREDENTIALS))
-        gateway = make_gateway()
+        gateway = make_gateway(upstream_http_client=kind_of(pool_class))
         async with httpx.AsyncClient(
             base_url=gateway.url, headers={"x-api-key": CLIENT_KEY}, trust_env=False
         ) as client:
@@ -369,6 +398,7 @@ class TestTheGatewayBehindAProxy:
 
     async def test_v1_messages_goes_through_a_connect_tunnel(
         self,
+        pool_class: PoolClass,
         make_proxy: MakeProxy,
         make_gateway: Callable[..., Gateway],
         tls_origin: tuple[TLSOrigin, Upstream],
@@ -383,7 +413,9 @@ class TestTheGatewayBehindAProxy:
         ca_file = tmp_path / "ca.pem"
         origin.ca.cert_pem.write_to_path(str(ca_file))
         monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
-        gateway = make_gateway(anthropic_base_url=f"https://localhost:{server.port}")
+        gateway = make_gateway(
+            anthropic_base_url=f"https://localhost:{server.port}", upstream_http_client=kind_of(pool_class)
+        )
         async with httpx.AsyncClient(
             base_url=gateway.url, headers={"x-api-key": CLIENT_KEY}, trust_env=False
         ) as client:
@@ -395,6 +427,7 @@ class TestTheGatewayBehindAProxy:
 
     async def test_a_proxy_refusing_the_tunnel_is_a_clear_503_on_every_route(
         self,
+        pool_class: PoolClass,
         make_proxy: MakeProxy,
         make_gateway: Callable[..., Gateway],
         tls_origin: tuple[TLSOrigin, Upstream],
@@ -404,7 +437,9 @@ class TestTheGatewayBehindAProxy:
         _, server = tls_origin
         proxy = make_proxy(connect_ports=[443])
         monkeypatch.setenv("HTTPS_PROXY", proxy.url(ENCODED_CREDENTIALS))
-        gateway = make_gateway(anthropic_base_url=f"https://localhost:{server.port}")
+        gateway = make_gateway(
+            anthropic_base_url=f"https://localhost:{server.port}", upstream_http_client=kind_of(pool_class)
+        )
         with caplog.at_level(logging.WARNING, logger="claude_gateway.upstream"):
             async with httpx.AsyncClient(
                 base_url=gateway.url, headers={"x-api-key": CLIENT_KEY}, trust_env=False

@@ -26,7 +26,12 @@ def lanes(gateway: Gateway) -> list[tuple[str, str]]:
 async def test_the_plain_routes_have_lanes(gateway: Gateway) -> None:
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         await http.get("/health/live")  # the stack is built on the first request
-    assert lanes(gateway) == [("POST", "/chat"), ("POST", "/chat/stream"), ("POST", "/v1/messages")]
+    assert lanes(gateway) == [
+        ("POST", "/chat"),
+        ("POST", "/chat/stream"),
+        ("POST", "/v1/messages"),
+        ("POST", "/v1/messages/count_tokens"),
+    ]
 
 
 async def test_cors_applies_in_the_lane(make_gateway: Callable[..., Gateway]) -> None:

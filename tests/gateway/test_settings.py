@@ -30,11 +30,14 @@ class TestStartupValidation:
         ("variable", "value", "expected"),
         [
             ("RATE_LIMIT", "10/minit", "RATE_LIMIT: '10/minit' is not a valid limit"),
+            ("COUNT_TOKENS_RATE_LIMIT", "lots", "COUNT_TOKENS_RATE_LIMIT: 'lots' is not a valid limit"),
+            ("MODELS_RATE_LIMIT", "0/minute", "MODELS_RATE_LIMIT: '0/minute': a limit's amount must be at least 1"),
             ("UPSTREAM_TIMEOUT_S", "soon", "UPSTREAM_TIMEOUT_S: 'soon'"),
             ("MAX_TOKENS_LIMIT", "0", "MAX_TOKENS_LIMIT: '0'"),
             ("LOG_FORMAT", "xml", "LOG_FORMAT: 'xml'"),
             ("REDIS_URL", "http://cache:6379", "REDIS_URL: expected a redis://"),
             ("CORS_ORIGINS", "example.com", "CORS_ORIGINS: 'example.com' is not an origin"),
+            ("UPSTREAM_HTTP_CLIENT", "curl", "UPSTREAM_HTTP_CLIENT: 'curl': Input should be 'builtin' or 'aiohttp'"),
             ("BUDGET_USD_DAY", "-5", "BUDGET_USD_DAY: '-5': an amount of USD must be a non-negative number"),
             ("BUDGET_USD_MONTH", "lots", "BUDGET_USD_MONTH: 'lots' is not an amount of USD"),
             ("PRICES_FILE", "/nonexistent/prices.yaml", "PRICES_FILE: cannot read '/nonexistent/prices.yaml'"),
@@ -89,6 +92,8 @@ class TestStartupValidation:
         assert (settings.log_level, settings.log_format) == ("info", "json")
         assert settings.price_table is shipped()
         assert (settings.budget_usd_day, settings.budget_usd_month, settings.admin_api_keys) == (None, None, [])
+        assert [str(item) for item in settings.count_tokens_rate_limit] == ["600 per 1 minute"]
+        assert [str(item) for item in settings.models_rate_limit] == ["600 per 1 minute"]
 
     def test_several_limits_separated_by_semicolons(self) -> None:
         settings = load_settings(rate_limit="10/minute;500/day", token_rate_limit="200000/minute")

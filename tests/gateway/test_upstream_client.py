@@ -1,6 +1,6 @@
 """`UpstreamClient`, the process's one path to Anthropic, against the simulator and against real socket servers that
 answer as told or misbehave on purpose: the SDK's retry policy, any endpoint through `request()`, stale keep-alive
-connections, the headers sent."""
+connections, the headers sent. Every test runs on each upstream HTTP client (`UPSTREAM_HTTP_CLIENT`)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import orjson
 import pytest
 
 from claude_gateway import __version__
+from claude_gateway.aiohttp_pool import AiohttpPool
 from claude_gateway.errors import (
     UpstreamOverloaded,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamUnreachable,
 )
-from claude_gateway.http_client import ConnectFailed, ReadTimeout
+from claude_gateway.http_client import ConnectFailed, ConnectionPool, ReadTimeout
 from claude_gateway.settings import Settings
 from claude_gateway.upstream_client import (
     MAX_RETRY_DELAY_S,
@@ -35,6 +36,14 @@ from tests.support.servers import Process, free_port
 
 BODY = b'{"model":"claude-sonnet-4-6","max_tokens":8,"messages":[{"role":"user","content":"%s"}]}'
 ANSWER = b'{"type":"message","content":[],"usage":{"input_tokens":1,"output_tokens":0}}'
+
+
+@pytest.fixture(autouse=True, params=["builtin", "aiohttp"])
+def http_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The upstream HTTP client every `UpstreamClient` of the test runs on, as the environment names it."""
+    kind: str = request.param
+    monkeypatch.setenv("UPSTREAM_HTTP_CLIENT", kind)
+    return kind
 
 
 def body(text: str) -> bytes:
@@ -56,6 +65,14 @@ async def opened(settings: Settings) -> AsyncIterator[UpstreamClient]:
 
 
 class TestAgainstTheSimulator:
+    async def test_the_setting_chooses_the_http_client(self, simulator: Process, http_client: str) -> None:
+        async with opened(gateway_settings(simulator.url)) as upstream:
+            assert upstream.http_client == http_client
+            assert isinstance(upstream.pool, {"builtin": ConnectionPool, "aiohttp": AiohttpPool}[http_client])
+            response = await upstream.post_message(body("hello [[sim:tokens=2]]"))
+            assert orjson.loads(await response.read())["usage"]["output_tokens"] == 2
+            response.release()
+
     async def test_a_2xx_comes_back_unread_with_our_headers_sent(self, simulator: Process) -> None:
         async with opened(gateway_settings(simulator.url)) as upstream:
             response = await upstream.post_message(body("hello [[sim:tokens=3]]"), {"anthropic-beta": "x-test-2025"})

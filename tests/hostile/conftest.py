@@ -1,7 +1,8 @@
 """Fixtures for hostile clients: gateways served with the production HTTP protocol, and raw sockets to abuse them.
 
-- `make_hardened_gateway(head_timeout_s=, **settings)`: like `make_gateway`, but uvicorn runs the gateway's own
-  `GatewayHttpProtocol` (what `claude-gateway serve` runs), with a head timeout short enough for a test;
+- `make_hardened_gateway(head_timeout_s=, loop=, lingering_time_s=, **settings)`: like `make_gateway`, but uvicorn
+  runs the gateway's own `GatewayHttpProtocol` (what `claude-gateway serve` runs), with a head timeout short enough
+  for a test, on asyncio's loop or uvloop (the production one);
   `hardened_gateway`: one of them shared by a module (64 KiB body bound), for tests that change nothing.
 - `raw_request(port, head, body_parts)`: a request written byte for byte on a socket, for what httpx will not send.
 - `serve` (from tests/server): the production server as a subprocess.
@@ -33,15 +34,25 @@ MakeHardenedGateway = Callable[..., Gateway]
 
 
 def start_hardened_gateway(
-    simulator_url: str, head_timeout_s: float = TEST_HEAD_TIMEOUT_S, **overrides: Any
+    simulator_url: str,
+    head_timeout_s: float = TEST_HEAD_TIMEOUT_S,
+    *,
+    loop: str = "asyncio",
+    lingering_time_s: float = GatewayHttpProtocol.lingering_time_s,
+    **overrides: Any,
 ) -> Gateway:
     """A gateway app served by uvicorn with the protocol `claude-gateway serve` configures."""
-    protocol = type("TestProtocol", (GatewayHttpProtocol,), {"head_timeout_s": head_timeout_s})
+    protocol = type(
+        "TestProtocol",
+        (GatewayHttpProtocol,),
+        {"head_timeout_s": head_timeout_s, "lingering_time_s": lingering_time_s},
+    )
     settings = gateway_settings(simulator_url, **overrides)
     app = create_app(settings)
     server = ThreadedServer(app, metrics_port=settings.metrics_port)
     # The one difference with `make_gateway`: uvicorn's protocol is the production one.
     server.server.config.http = protocol
+    server.server.config.loop = loop
     server.start()
     return Gateway(url=server.url, settings=settings, app=app, server=server)
 

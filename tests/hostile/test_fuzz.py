@@ -38,9 +38,27 @@ OPERATIONS = {
     "POST /chat": True,
     "POST /chat/stream": True,
     "POST /v1/messages": True,
+    "POST /v1/messages/count_tokens": True,
+    "GET /v1/models": True,
+    # Any string is a model id (an unknown one is Anthropic's 404): nothing schema-invalid to send.
+    "GET /v1/models/{model_id}": False,
     "POST /analyze": True,
     "GET /analyze/{task_id}": True,
     "DELETE /analyze/{task_id}": True,
+    "POST /v1/messages/batches": True,
+    "POST /v1/files": True,
+    # A list's query is relayed for Anthropic to judge, and Anthropic takes what the document would not (an empty
+    # `limit`); an id is any string: positive only.
+    "GET /v1/messages/batches": False,
+    "GET /v1/files": False,
+    "GET /v1/messages/batches/{batch_id}": False,
+    "POST /v1/messages/batches/{batch_id}/cancel": False,
+    "DELETE /v1/messages/batches/{batch_id}": False,
+    "GET /v1/messages/batches/{batch_id}/results": False,
+    "GET /v1/files/{file_id}": False,
+    "DELETE /v1/files/{file_id}": False,
+    "GET /v1/files/{file_id}/content": False,
+    "GET /v1/gateway/usage": True,
     # No input to corrupt: positive only.
     "GET /health/live": False,
     "GET /health/ready": False,

@@ -242,10 +242,15 @@ class TestPinnedDependencies:
         for extra in project.get("optional-dependencies", {}).values():
             declared += [Requirement(spec) for spec in extra]
         pins: dict[str, str] = {}
-        for line in (ROOT / "requirements.lock").read_text().splitlines():
+        # A hashed lock: a pin's `--hash=` options on continuation lines after it.
+        text = (ROOT / "requirements.lock").read_text().replace("\\\n", " ")
+        for line in text.splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
-                requirement = Requirement(line)
+                spec, *options = line.split()
+                assert options, f"requirements.lock: {spec!r} has no hash"
+                assert all(option.startswith("--hash=sha256:") for option in options), line
+                requirement = Requirement(spec)
                 specifiers = list(requirement.specifier)
                 assert len(specifiers) == 1, f"requirements.lock: {line!r} is not one exact pin"
                 assert specifiers[0].operator == "==", f"requirements.lock: {line!r} is not pinned with =="

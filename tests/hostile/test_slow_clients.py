@@ -1,8 +1,8 @@
 """Slow clients: heads and bodies trickled a byte at a time, connections opened and left silent.
 
 uvicorn has no timeout for either (its only timer is the keep-alive one, armed after a response), so the gateway adds
-two: `REQUEST_HEAD_TIMEOUT_S` in its HTTP protocol (the connection is closed) and `BODY_READ_TIMEOUT_S` in its
-middleware (408, then closed). Shortened here so that each test takes a couple of seconds. While the slow ones wait,
+two, both in its HTTP protocol: `REQUEST_HEAD_TIMEOUT_S` (the connection is closed) and the `BODY_TIMEOUT_S` setting
+(408 in the route's shape, then closed). Shortened here so that each test takes a couple of seconds. While the slow ones wait,
 other clients are served; afterwards the server holds no connection or task for them.
 """
 
@@ -14,9 +14,7 @@ import time
 from collections.abc import Callable
 
 import httpx
-import pytest
 
-from claude_gateway import middleware
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.sse_client import collect, data_events
 from tests.hostile.conftest import MakeHardenedGateway
@@ -28,11 +26,6 @@ SLOW_CLIENTS = 20
 TRICKLE_INTERVAL_S = 0.1
 # Generous bounds on when the server must have acted: "no hang", not a speed measurement.
 GIVE_UP_S = 10.0
-
-
-@pytest.fixture
-def short_body_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(middleware, "BODY_READ_TIMEOUT_S", TEST_BODY_TIMEOUT_S)
 
 
 async def trickle(port: int, head: bytes, payload: bytes) -> tuple[bytes, float]:
@@ -95,11 +88,10 @@ async def serve_meanwhile(gateway: Gateway, count: int) -> list[int]:
 
 
 class TestSlowBodies:
-    @pytest.mark.usefixtures("short_body_timeout")
     async def test_trickled_bodies_get_408_and_free_everything(
         self, make_hardened_gateway: MakeHardenedGateway
     ) -> None:
-        gateway = make_hardened_gateway(head_timeout_s=30)
+        gateway = make_hardened_gateway(head_timeout_s=30, body_timeout_s=TEST_BODY_TIMEOUT_S)
         body = b'{"message": "' + b"s" * 200 + b'"}'
         head = (
             f"POST /chat HTTP/1.1\r\nHost: g\r\nX-API-Key: {CLIENT_KEY}\r\n"
@@ -119,11 +111,10 @@ class TestSlowBodies:
         assert max(seconds for _, seconds in results) < GIVE_UP_S
         assert await wait_for_load(gateway, (0, 0)) == (0, 0)
 
-    @pytest.mark.usefixtures("short_body_timeout")
     async def test_a_stalled_chunked_body_on_v1_messages_gets_408_in_anthropic_shape(
         self, make_hardened_gateway: MakeHardenedGateway
     ) -> None:
-        gateway = make_hardened_gateway(head_timeout_s=30)
+        gateway = make_hardened_gateway(head_timeout_s=30, body_timeout_s=TEST_BODY_TIMEOUT_S)
         head = (
             f"POST /v1/messages HTTP/1.1\r\nHost: g\r\nX-API-Key: {CLIENT_KEY}\r\n"
             'Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"mod\r\n'
@@ -133,10 +124,9 @@ class TestSlowBodies:
         assert b'"type":"timeout_error"' in answer
         assert await wait_for_load(gateway, (0, 0)) == (0, 0)
 
-    @pytest.mark.usefixtures("short_body_timeout")
     async def test_streams_outlive_the_body_deadline(self, make_hardened_gateway: MakeHardenedGateway) -> None:
         """The deadline covers the body only: a stream waiting for its client to leave is not cut by it."""
-        gateway = make_hardened_gateway(head_timeout_s=30)
+        gateway = make_hardened_gateway(head_timeout_s=30, body_timeout_s=TEST_BODY_TIMEOUT_S)
         # About 2 s, twice the body deadline.
         body = {"message": "[[sim:tokens=40 tokens_per_s=20]]"}
         async with (
@@ -147,11 +137,10 @@ class TestSlowBodies:
         assert events[-1] == "[DONE]"
         assert events[-2]["usage"]["output"] == 40
 
-    @pytest.mark.usefixtures("short_body_timeout")
     async def test_a_client_leaving_after_the_deadline_still_cancels_its_stream(
         self, make_hardened_gateway: MakeHardenedGateway
     ) -> None:
-        gateway = make_hardened_gateway(head_timeout_s=30)
+        gateway = make_hardened_gateway(head_timeout_s=30, body_timeout_s=TEST_BODY_TIMEOUT_S)
         body = {"message": "[[sim:tokens=2000 tokens_per_s=50]]"}
         async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers(), timeout=30) as http:
             async with http.stream("POST", "/chat/stream", json=body) as response:

@@ -207,7 +207,8 @@ async def empty_after_traffic(
         yaml.safe_dump(
             {
                 "keys": [
-                    {"name": "checkout", "key": CLIENT_KEY},
+                    # A budget, so that the budget panels have a gauge to read.
+                    {"name": "checkout", "key": CLIENT_KEY, "budget_usd": {"day": 100, "month": 1000}},
                     {"name": "batch", "key": LIMITED_KEY, "rate_limit": "1/hour"},
                 ]
             }

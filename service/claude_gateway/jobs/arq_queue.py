@@ -31,8 +31,11 @@ from claude_gateway.jobs.constants import (
     QUEUE_NAME,
 )
 from claude_gateway.jobs.interface import JobsUnavailable, JobView, check_document
-from claude_gateway.jobs.keys import job_id, new_task_id
+from claude_gateway.jobs.keys import job_id, new_task_id, parts_key
 from claude_gateway.jobs.queued_bytes import RedisQueuedBytes, document_bytes
+from claude_gateway.jobs.spend import JobSpend, refund_unstarted
+from claude_gateway.jobs.summarise import RedisParts
+from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
 
 # How the API process's connections are named in Redis's CLIENT LIST: an operator can tell them from the workers'.
@@ -89,10 +92,15 @@ class ArqJobQueue:
     def _job(self, client: str, task_id: str) -> Job:
         return Job(job_id(client, task_id), self._redis, _queue_name=QUEUE_NAME, _deserializer=deserialize)
 
-    async def submit(self, *, client: str, document: str, idempotency_key: str | None) -> JobView:
+    async def submit(
+        self, *, client: str, document: str, idempotency_key: str | None, spend: JobSpend | None = None
+    ) -> JobView:
         check_document(document, self._settings)
         task_id = new_task_id(client, idempotency_key)
         job_key = job_id(client, task_id)
+        # Only when there is one: a job without it still runs on a worker of an earlier release.
+        wire = spend.to_wire() if spend is not None else None
+        extra: dict[str, Any] = {"reservation": wire} if wire is not None else {}
         with _redis_errors():
             # The client's allowance first (429 past it): reserved here, given back when the job ends.
             reserved = await self._queued_bytes.reserve(job_key, document_bytes(document))
@@ -106,6 +114,7 @@ class ArqJobQueue:
                     _expires=JOB_EXPIRES_S,
                     client=client,
                     trace_context=tracing.inject_context(),
+                    **extra,
                 )
             except SerializationError:  # text JSON cannot carry, such as a lone surrogate
                 await self._unreserve(job_key, reserved)
@@ -116,6 +125,8 @@ class ArqJobQueue:
             if job is None:  # ARQ keeps one job per id: this Idempotency-Key's task exists (or ended) already
                 await self._unreserve(job_key, reserved)
         if job is None:
+            if spend is not None:
+                await spend.refund()
             return await self.get(client=client, task_id=task_id) or JobView(task_id, "processing")
         metrics.JOBS.labels(status="enqueued").inc()
         return JobView(task_id, "processing")
@@ -137,25 +148,30 @@ class ArqJobQueue:
             return None
         return JobView(task_id, "processing")
 
-    async def cancel(self, *, client: str, task_id: str) -> bool:
+    async def cancel(self, *, client: str, task_id: str, limiter: RateLimiter | None = None) -> bool:
         """ARQ's abort: a queued job is dropped when a worker next looks at it, a running one is cancelled.
 
         Waits up to CANCEL_WAIT_S for a worker to act. If none does (all busy or down), the abort stays pending
-        and is applied when a worker next polls: the task is still reported cancelled-to-be (True).
+        and is applied when a worker next polls: the task is still reported cancelled-to-be (True). A job the abort
+        stopped before it ever ran gives its reservation back here (one that ran settles it in the worker).
         """
         job = self._job(client, task_id)
         with _redis_errors():
             if await job.result_info() is not None or await job.status() == JobStatus.not_found:
                 return False
+            definition = await job.info()  # its arguments, its reservation among them (a result drops them)
             try:
-                cancelled = await job.abort(timeout=CANCEL_WAIT_S, poll_delay=CANCEL_POLL_S)
+                aborted = await job.abort(timeout=CANCEL_WAIT_S, poll_delay=CANCEL_POLL_S)
             except TimeoutError:
-                cancelled = True
+                return True
             except JobFailed:  # it failed by itself before the abort landed
-                cancelled = False
-            # Once the abort has landed the job has ended: its bytes come back now (else at the client's cap).
+                return False
+            # The abort has landed, so the job has ended: its queued bytes come back now (else at the client's cap).
             await self._queued_bytes.release_if_ended(job.job_id)
-            return cancelled
+        if aborted and limiter is not None and definition is not None:
+            parts = RedisParts(self._redis, parts_key(job_id(client, task_id)))
+            await refund_unstarted(limiter, definition.kwargs.get("reservation"), parts)
+        return aborted
 
     async def _unreserve(self, job_key: str, reserved: bool) -> None:
         """Give back a reservation whose job was not enqueued; if Redis fails here, the cap's reconciliation does."""

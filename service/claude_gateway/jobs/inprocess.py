@@ -19,8 +19,10 @@ from claude_gateway.jobs.constants import IN_PROCESS_MAX_JOBS, IN_PROCESS_SWEEP_
 from claude_gateway.jobs.interface import JobStatus, JobView, check_document
 from claude_gateway.jobs.keys import job_id, new_task_id
 from claude_gateway.jobs.queued_bytes import MemoryQueuedBytes, document_bytes
+from claude_gateway.jobs.spend import JobSpend
 from claude_gateway.jobs.summarise import MemoryParts
 from claude_gateway.jobs.timeouts import job_timeout_s
+from claude_gateway.ratelimit import RateLimiter
 from claude_gateway.settings import Settings
 from claude_gateway.upstream_client import UpstreamClient
 
@@ -58,25 +60,31 @@ class InProcessJobQueue:
         self._slots = asyncio.Semaphore(max_jobs)
         self._tasks: dict[str, _Task] = {}
         self._queued_bytes = MemoryQueuedBytes(settings.jobs_max_queued_bytes_per_client)
+        # Refunds of jobs cancelled before they started, under way (a reference keeps each alive until done).
+        self._refunds: set[asyncio.Future[None]] = set()
         self._last_sweep = time.monotonic()
 
-    async def submit(self, *, client: str, document: str, idempotency_key: str | None) -> JobView:
+    async def submit(
+        self, *, client: str, document: str, idempotency_key: str | None, spend: JobSpend | None = None
+    ) -> JobView:
         check_document(document, self._settings)
         self._sweep()
         task_id = new_task_id(client, idempotency_key)
         key = job_id(client, task_id)
         existing = self._live(key)
         if existing is not None:
+            if spend is not None:
+                await spend.refund()
             return existing.view()
         size = document_bytes(document)
         self._queued_bytes.reserve(client, size)
         task = _Task(task_id, client=client, size=size)
         self._tasks[key] = task
         task.runner = asyncio.create_task(
-            self._run(task, document, client=client, trace_context=tracing.inject_context()),
+            self._run(task, document, client=client, trace_context=tracing.inject_context(), spend=spend),
             name=f"claude-gateway job {task_id}",
         )
-        task.runner.add_done_callback(lambda runner: self._settle(task, runner))
+        task.runner.add_done_callback(lambda runner: self._settle(task, runner, spend))
         metrics.JOBS.labels(status="enqueued").inc()
         return task.view()
 
@@ -84,7 +92,8 @@ class InProcessJobQueue:
         task = self._live(job_id(client, task_id))
         return None if task is None else task.view()
 
-    async def cancel(self, *, client: str, task_id: str) -> bool:
+    async def cancel(self, *, client: str, task_id: str, limiter: RateLimiter | None = None) -> bool:
+        # The runner settles its own reservation however it ends (`limiter` is for ARQ jobs that never ran).
         task = self._live(job_id(client, task_id))
         if task is None or task.status != "processing" or task.runner is None:
             return False
@@ -106,9 +115,21 @@ class InProcessJobQueue:
             runner.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
 
-    async def _run(self, task: _Task, document: str, *, client: str, trace_context: dict[str, str]) -> None:
-        """Every try of one job, as an ARQ worker would run them, ending in a result or a clean error."""
+    async def _run(
+        self, task: _Task, document: str, *, client: str, trace_context: dict[str, str], spend: JobSpend | None
+    ) -> None:
+        """Every try of one job, as an ARQ worker would run them, ending in a result or a clean error, and its
+        reservation settled to what it spent."""
         parts = MemoryParts()
+        try:
+            await self._tries(task, document, client=client, trace_context=trace_context, parts=parts)
+        finally:
+            if spend is not None:
+                await asyncio.shield(spend.settle(parts, client=client))
+
+    async def _tries(
+        self, task: _Task, document: str, *, client: str, trace_context: dict[str, str], parts: MemoryParts
+    ) -> None:
         max_tries = self._settings.job_max_tries
         try:
             async with self._slots:
@@ -140,11 +161,16 @@ class InProcessJobQueue:
                 logger.exception("in-process job %s failed", task.task_id)
             self._finish(task, "failed", error=describe_failure(exc).message)
 
-    def _settle(self, task: _Task, runner: asyncio.Task[None]) -> None:
-        """A runner cancelled before it started never ran its own `except`: record the cancellation here."""
+    def _settle(self, task: _Task, runner: asyncio.Task[None], spend: JobSpend | None) -> None:
+        """A runner cancelled before it started never ran its own `except`: record the cancellation here, and give
+        back what the job reserved."""
         if task.status == "processing":
             task.cancelled = runner.cancelled()
             self._finish(task, "failed", error=MESSAGES["cancelled" if task.cancelled else "internal"])
+            if spend is not None:
+                refund = asyncio.ensure_future(spend.refund())
+                self._refunds.add(refund)
+                refund.add_done_callback(self._refunds.discard)
 
     def _finish(self, task: _Task, status: JobStatus, *, result: str | None = None, error: str | None = None) -> None:
         task.status, task.result, task.error = status, result, error

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from claude_gateway.errors import InvalidRequest, Overloaded, PayloadTooLarge
 from claude_gateway.jobs.constants import JOBS_UNAVAILABLE_RETRY_AFTER_S
 from claude_gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from claude_gateway.jobs.spend import JobSpend
+    from claude_gateway.ratelimit import RateLimiter
 
 JobStatus = Literal["processing", "complete", "failed"]
 
@@ -23,16 +27,20 @@ class JobView:
 
 
 class JobQueue(Protocol):
-    async def submit(self, *, client: str, document: str, idempotency_key: str | None) -> JobView:
-        """Queue a summary of `document` for `client`; the same `idempotency_key` returns the same task."""
+    async def submit(
+        self, *, client: str, document: str, idempotency_key: str | None, spend: JobSpend | None = None
+    ) -> JobView:
+        """Queue a summary of `document` for `client`; the same `idempotency_key` returns the same task (and
+        `spend`, what this submission reserved, is given back). The job settles `spend` when it ends."""
         ...
 
     async def get(self, *, client: str, task_id: str) -> JobView | None:
         """The task, or None when it is unknown, expired, or another client's."""
         ...
 
-    async def cancel(self, *, client: str, task_id: str) -> bool:
-        """Cancel a queued or running task; False when it is unknown, another client's, or already finished."""
+    async def cancel(self, *, client: str, task_id: str, limiter: RateLimiter | None = None) -> bool:
+        """Cancel a queued or running task; False when it is unknown, another client's, or already finished. A task
+        cancelled before it ever ran gives back what it reserved through `limiter`."""
         ...
 
     async def queued(self) -> int:

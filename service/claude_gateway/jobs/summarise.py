@@ -19,6 +19,7 @@ import orjson
 import pydantic
 from anthropic.types import Message, MessageParam, TextBlock
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from claude_gateway import metrics, tracing
@@ -35,6 +36,7 @@ from claude_gateway.jobs.constants import (
 from claude_gateway.relay import NO_HEADERS, complete
 from claude_gateway.upstream_call import UpstreamCall
 from claude_gateway.upstream_client import UpstreamClient
+from claude_gateway.usage import Usage
 
 logger = logging.getLogger("claude_gateway.jobs")
 
@@ -47,11 +49,25 @@ _BREAKS = ("\n\n", "\n", ". ", " ")
 
 
 class PartStore(Protocol):
-    """Summaries already made for one job, by prompt hash."""
+    """Summaries already made for one job, by prompt hash; and what its calls spent, over all its tries (`spend`
+    settles the job's reservation to it)."""
 
     async def get(self, key: str) -> str | None: ...
 
-    async def put(self, key: str, summary: str) -> None: ...
+    async def put(self, key: str, summary: str, spent: Usage | None = None) -> None:
+        """Keep a summary, and count what its call spent (`add_spent`) in the same write."""
+        ...
+
+    async def add_spent(self, usage: Usage) -> None: ...
+
+    async def ledger(self) -> dict[str, int]: ...
+
+    async def write_ledger(self, values: dict[str, int]) -> None: ...
+
+
+# The job's spend ledger lives beside its parts, under names no prompt hash (32 hex digits) can take.
+LEDGER_PREFIX = "ledger:"
+SPENT_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
 
 
 class MemoryParts:
@@ -59,12 +75,26 @@ class MemoryParts:
 
     def __init__(self) -> None:
         self._parts: dict[str, str] = {}
+        self._ledger: dict[str, int] = {}
 
     async def get(self, key: str) -> str | None:
         return self._parts.get(key)
 
-    async def put(self, key: str, summary: str) -> None:
+    async def put(self, key: str, summary: str, spent: Usage | None = None) -> None:
         self._parts[key] = summary
+        if spent is not None:
+            await self.add_spent(spent)
+
+    async def add_spent(self, usage: Usage) -> None:
+        for name in SPENT_FIELDS:
+            self._ledger[f"spent:{name}"] = self._ledger.get(f"spent:{name}", 0) + getattr(usage, name)
+        self._ledger["spent:calls"] = self._ledger.get("spent:calls", 0) + 1
+
+    async def ledger(self) -> dict[str, int]:
+        return dict(self._ledger)
+
+    async def write_ledger(self, values: dict[str, int]) -> None:
+        self._ledger.update(values)
 
 
 class RedisParts:
@@ -87,14 +117,56 @@ class RedisParts:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    async def put(self, key: str, summary: str) -> None:
+    async def put(self, key: str, summary: str, spent: Usage | None = None) -> None:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self._key, key, summary)
+                if spent is not None:
+                    self._count_spent(pipe, spent)
                 pipe.expire(self._key, PARTS_TTL_S)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             _redis_failed("write", exc)
+
+    async def add_spent(self, usage: Usage) -> None:
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                self._count_spent(pipe, usage)
+                pipe.expire(self._key, PARTS_TTL_S)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            _redis_failed("count the spend of", exc)
+
+    def _count_spent(self, pipe: Pipeline, usage: Usage) -> None:
+        for name in SPENT_FIELDS:
+            pipe.hincrby(self._key, f"{LEDGER_PREFIX}spent:{name}", getattr(usage, name))
+        pipe.hincrby(self._key, f"{LEDGER_PREFIX}spent:calls", 1)
+
+    async def mark_started(self) -> None:
+        """The job's function has begun: from now on its worker settles it, and an abort is not refunded by the API."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key, f"{LEDGER_PREFIX}started", "1")
+                pipe.expire(self._key, PARTS_TTL_S)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            metrics.REDIS_ERRORS.labels(operation="jobs").inc()
+            logger.warning("could not mark a job started in Redis (%s); going on without", type(exc).__name__)
+
+    async def started(self) -> bool:
+        return bool(await self._redis.hexists(self._key, f"{LEDGER_PREFIX}started"))  # type: ignore[misc]
+
+    async def ledger(self) -> dict[str, int]:
+        """The job's spend ledger (raises on Redis trouble: the caller decides)."""
+        stored = await self._redis.hgetall(self._key)  # type: ignore[misc]
+        prefix = LEDGER_PREFIX.encode()
+        return {name[len(prefix) :].decode(): int(value) for name, value in stored.items() if name.startswith(prefix)}
+
+    async def write_ledger(self, values: dict[str, int]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key, mapping={f"{LEDGER_PREFIX}{name}": value for name, value in values.items()})
+            pipe.expire(self._key, PARTS_TTL_S)
+            await pipe.execute()
 
     async def clear(self) -> None:
         await self._redis.delete(self._key)
@@ -173,7 +245,7 @@ async def _bounded(factories: list[Callable[[], Awaitable[str]]], limit: int) ->
         raise
 
 
-async def ask_for_summary(upstream: UpstreamClient, prompt: str, *, client: str, model: str) -> str:
+async def ask_for_summary(upstream: UpstreamClient, prompt: str, *, client: str, model: str) -> tuple[str, Usage]:
     """One summary from Claude: a `POST /v1/messages` made once (`retries=0`: the job retries by running again),
     accounted like every upstream call, its answer read with the SDK's types. Raises `GatewayError`."""
     messages: list[MessageParam] = [{"role": "user", "content": prompt}]
@@ -187,7 +259,8 @@ async def ask_for_summary(upstream: UpstreamClient, prompt: str, *, client: str,
         message = Message.model_validate(completion.message)
     except pydantic.ValidationError:
         raise UpstreamFailed("Claude API answered with something other than a message") from None
-    return "".join(block.text for block in message.content if isinstance(block, TextBlock)).strip()
+    text = "".join(block.text for block in message.content if isinstance(block, TextBlock)).strip()
+    return text, call.usage
 
 
 async def summarise(
@@ -209,10 +282,11 @@ async def summarise(
         if cached is not None:
             return cached
         calls += 1
-        text = await ask_for_summary(upstream, prompt, client=client, model=model)
+        text, spent = await ask_for_summary(upstream, prompt, client=client, model=model)
         if not text:
+            await parts.add_spent(spent)
             raise JobFailed("Claude returned an empty summary")
-        await parts.put(key, text)
+        await parts.put(key, text, spent)
         return text
 
     text = document

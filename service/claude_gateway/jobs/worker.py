@@ -38,6 +38,7 @@ from claude_gateway.jobs.constants import (
 from claude_gateway.jobs.heartbeat import check_worker
 from claude_gateway.jobs.keys import health_check_key, parts_key
 from claude_gateway.jobs.queued_bytes import RedisQueuedBytes
+from claude_gateway.jobs.spend import settle_worker_job
 from claude_gateway.jobs.summarise import RedisParts
 from claude_gateway.settings import Settings
 from claude_gateway.upstream_client import RETRY_POLICY, RetryPolicy, UpstreamClient
@@ -66,14 +67,17 @@ async def analyze_document(
     *,
     client: str = "unknown",
     trace_context: dict[str, str] | None = None,
+    reservation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Summarise `document`; `raise Retry(defer=...)` on a transient upstream error while tries remain.
+    """Summarise `document`; `raise Retry(defer=...)` on a transient upstream error while tries remain. At the
+    job's end, settle the `reservation` made when it was submitted (`spend`) to what it spent.
 
     Safe to run again (ARQ does after an interrupted shutdown or a dead worker): the result is a function of the
     document, ARQ records it once, and the partial summaries already made are reused, not paid for twice.
     """
     settings: Settings = ctx["settings"]
     parts = RedisParts(ctx["redis"], parts_key(ctx["job_id"]))
+    await parts.mark_started()  # an abort from now on is settled here, not by the API
     try:
         result = await run_attempt(
             ctx["upstream"],
@@ -88,8 +92,13 @@ async def analyze_document(
     except RetryLater as retry:
         raise Retry(defer=retry.defer_s) from retry.error
     except JobFailed:
+        await settle_worker_job(ctx, reservation, parts, client=client)
         await _forget_parts(parts)
         raise
+    except asyncio.CancelledError:  # aborted, or a shutdown (whose re-run settles again at its own end)
+        await asyncio.shield(settle_worker_job(ctx, reservation, parts, client=client))
+        raise
+    await settle_worker_job(ctx, reservation, parts, client=client)
     await _forget_parts(parts)
     return result
 

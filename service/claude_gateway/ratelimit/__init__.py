@@ -4,15 +4,15 @@ How routes use it::
 
     limiter = RateLimiter.from_settings(settings, redis=redis)  # lifespan; `await limiter.aclose()` at the end
     headers = await limiter.hit_requests(client.name, client.request_limits)  # raises LimitExceeded
-    reservation = await limiter.reserve_tokens(client.name, client.token_limits, estimate + max_tokens)
+    reservation = await limiter.reserve_tokens(client.name, client.token_limits, reserved_tokens)
     try:
         ...                                            # call Claude, stream the answer
     finally:
-        await limiter.settle(reservation, usage.total) # also when a stream is cut short; never raises
+        await limiter.settle(reservation, usage, model=label, cost=usd)  # also when cut short; never raises
     ready = await limiter.ping()                       # /health/ready
 
-`acquire(client, requests=..., tokens=..., cost=...)` does both in one atomic round trip (a request
-refused for its tokens then does not count as a request). Every call on the request path answers
+`acquire(client, requests=..., tokens=..., cost=..., budget=..., spend=...)` does all in one atomic
+round trip (a request refused for its tokens or its budget then does not count as a request). Every call on the request path answers
 within REDIS_TIMEOUT_S or applies RATE_LIMIT_FAIL_MODE; none blocks the event loop (redis-py's
 asyncio client; `limits` only parses RATE_LIMIT, and slowapi's synchronous Redis path is not used).
 
@@ -22,9 +22,17 @@ asyncio client; `limits` only parses RATE_LIMIT, and slowapi's synchronous Redis
   futile (a wait over 60 s, or a request whose possible cost exceeds the token limit itself).
   Each refusal counts in ``claude_gateway_rate_limited_total{client,limit}``.
 - X-RateLimit-Reset is delta-seconds until the window resets (the IETF draft's meaning): see `quota`.
-- Tokens: a request reserves its worst case before it runs; `settle` refunds what it did not use
-  into the window it was charged to (while that window lasts) or charges what it used beyond, so
-  parallel requests cannot overrun a budget. Counted: input + cache reads + cache writes + output.
+- Tokens: a request reserves its input estimate and min(max_tokens, TOKEN_RESERVE_OUTPUT) before it
+  runs (`lease.Reservation`); `settle` refunds what it did not use into the window it was charged to
+  (while that window lasts) or charges what it used beyond, past the limit if need be: the window is
+  then in debt and refuses until it resets. Counted: input + cache reads + cache writes + output.
+- Budgets (`spend`): USD per UTC calendar day and month, in micro-USD counters checked in the same
+  script as the limits, reserved at the reservation's worst-case price and settled to the real cost
+  (into debt likewise). A budget refusal is 429 with Retry-After to the window's end and
+  ``x-should-retry: false``, counted with ``limit="budget"``; ``claude_gateway_budget_used_ratio``
+  follows every admission and settlement.
+- Usage: each settlement also adds the call's tokens, cost and count to the client's records by
+  model for today and this month (`read_usage`, `GET /v1/gateway/usage`), in the same script call.
 - Strategy: fixed windows, checked and charged by one Lua script (`windows`, which documents the keys);
   concurrent admissions and settlements go to Redis together, one pipeline per batch (`script_pipeline`).
 - Redis: `from_settings(settings, redis=...)` takes the process's client, shared with the ARQ job queue

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 from limits import RateLimitItem
@@ -14,7 +15,19 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from claude_gateway import errors, metrics
+from claude_gateway.budgets import NO_BUDGET, Budget
 from claude_gateway.ratelimit.quota import LimitHeaders, Quota, refusal_headers, tightest
+from claude_gateway.ratelimit.spend import (
+    BUDGET_KEY_GRACE_S,
+    CalendarWindow,
+    UsageRecord,
+    WindowUsage,
+    budget_key,
+    current_windows,
+    format_usd,
+    from_micro_usd,
+    to_micro_usd,
+)
 from claude_gateway.ratelimit.windows import (
     Charge,
     LimitKind,
@@ -45,7 +58,7 @@ REQUEST_COST = 1
 
 
 class LimitExceeded(errors.RateLimited):
-    """429 from our own limits; `limit` says which kind refused (``requests`` or ``tokens``)."""
+    """429 from our own limits; `limit` says which kind refused (``requests``, ``tokens`` or ``budget``)."""
 
     def __init__(self, limit: LimitKind, message: str, *, headers: dict[str, str]) -> None:
         super().__init__(message, headers=headers)
@@ -54,10 +67,12 @@ class LimitExceeded(errors.RateLimited):
 
 @dataclass(slots=True, eq=False)
 class TokenReservation:
-    """Tokens held for one request until `RateLimiter.settle` brings them to its real usage."""
+    """Tokens (and micro-USD of budget) held for one request until `RateLimiter.settle` brings them to its real
+    usage and cost."""
 
     client: str
     cost: int
+    spend: int = 0  # micro-USD held against the key's budgets
     headers: LimitHeaders = field(default_factory=LimitHeaders)
     charges: tuple[Charge, ...] = field(default=(), repr=False)
     windows: Windows | None = field(default=None, repr=False)
@@ -86,6 +101,64 @@ def _slots(kind: LimitKind, client: str, items: Sequence[RateLimitItem], cost: i
     ]
 
 
+def _budget_slots(client: str, budget: Budget, spend: int, now: float) -> list[Slot]:
+    """One slot per calendar window the key has a budget in; its counter outlives the window by a grace period."""
+    slots = []
+    for window in current_windows():
+        amount = budget.day if window.name == "day" else budget.month
+        if amount is None:
+            continue
+        slots.append(
+            Slot(
+                kind="budget",
+                key=budget_key(window, client),
+                amount=to_micro_usd(amount),
+                period_s=max(1, int(window.ends_at_s - now)) + BUDGET_KEY_GRACE_S,
+                cost=spend,
+                description=f"{'Daily' if window.name == 'day' else 'Monthly'} budget of {format_usd(amount)}",
+                calendar=window,
+            )
+        )
+    return slots
+
+
+def _reset_at(slot: Slot, state: SlotState, now: float) -> float:
+    """When the slot's window resets: a budget's at the end of its calendar window, a fixed window's by its TTL."""
+    return slot.calendar.ends_at_s if slot.calendar is not None else now + state.reset_in_s
+
+
+class _BudgetGauges:
+    """`claude_gateway_budget_used_ratio{client,window}`: what each budget's current window holds (spent, reserved,
+    or in debt) over its amount. When a calendar window ends, the ratios this process showed for it go to 0 (the new
+    window holds nothing yet), so that an exhausted budget's alert does not outlive its window."""
+
+    def __init__(self) -> None:
+        self._shown: set[tuple[str, str]] = set()
+        self._periods: dict[str, str] = {}
+
+    def roll(self) -> None:
+        """Called on every admission: cheap, as the current windows are worked out once a day."""
+        for window in current_windows():
+            previous = self._periods.get(window.name)
+            if previous == window.period:
+                continue
+            self._periods[window.name] = window.period
+            if previous is not None:
+                for client, name in self._shown:
+                    if name == window.name:
+                        metrics.BUDGET_USED_RATIO.labels(client=client, window=name).set(0)
+
+    def show(self, client: str, slot: Slot | Charge, count: int) -> None:
+        calendar = slot.calendar
+        if calendar is None or slot.amount <= 0 or self._periods.get(calendar.name) != calendar.period:
+            return  # not a budget, or a window that has ended since its reservation was made
+        self._shown.add((client, calendar.name))
+        metrics.BUDGET_USED_RATIO.labels(client=client, window=calendar.name).set(count / slot.amount)
+
+
+_budget_gauges = _BudgetGauges()
+
+
 def _quotas(slots: Sequence[Slot], states: Sequence[SlotState], kind: LimitKind, now: float) -> list[Quota]:
     return [
         Quota.of(slot.amount, state.used, now + state.reset_in_s, now)
@@ -94,15 +167,39 @@ def _quotas(slots: Sequence[Slot], states: Sequence[SlotState], kind: LimitKind,
     ]
 
 
+def _budget_refusal(
+    client: str, too_big: Slot | None, spent: Sequence[Slot], headers: LimitHeaders, now: float
+) -> LimitExceeded:
+    """429 for a budget: one this request could never fit (`too_big`), else a spent one (the month's when both are:
+    it resets last). Either way an SDK's retry is futile: `x-should-retry: false`."""
+    metrics.RATE_LIMITED.labels(client=client, limit="budget").inc()
+    slot = too_big or max(spent, key=lambda budget: budget.calendar.ends_at_s if budget.calendar else 0.0)
+    resets_at = slot.calendar.ends_at_s if slot.calendar is not None else now
+    resets_at_text = slot.calendar.resets_at_text if slot.calendar is not None else "the end of its window"
+    if too_big is not None:
+        message = (
+            f"This request may cost up to ${from_micro_usd(slot.cost):.4f}, more than this key's "
+            f"{slot.description[0].lower()}{slot.description[1:]} allows: lower max_tokens or shorten the input"
+        )
+    else:
+        message = f"{slot.description} for this key is spent; it resets at {resets_at_text}"
+    wait_s = errors.retry_after_seconds(resets_at, now)
+    return LimitExceeded("budget", message, headers=refusal_headers(headers, wait_s, retryable=False))
+
+
 def _refusal(client: str, slots: Sequence[Slot], outcome: Outcome, headers: LimitHeaders, now: float) -> LimitExceeded:
     refused = [
-        (slot, Quota.of(slot.amount, state.used, now + state.reset_in_s, now))
+        (slot, Quota.of(slot.amount, state.used, _reset_at(slot, state, now), now))
         for slot, state in zip(slots, outcome.states, strict=True)
         if state.used + slot.cost > slot.amount
     ]
     retry_after_s = max(quota.reset_after_s for _, quota in refused)
     # A cost above a limit's whole amount can never pass: that is the answer, whatever else refused.
     too_big = [slot for slot, _ in refused if slot.cost > slot.amount]
+    # Then a spent budget: it lasts until its calendar window ends, whatever a shorter limit says.
+    budgets = [slot for slot, _ in refused if slot.kind == "budget"]
+    if (too_big and too_big[0].kind == "budget") or (budgets and not too_big):
+        return _budget_refusal(client, too_big[0] if too_big else None, budgets, headers, now)
     requests_refused = any(slot.kind == "requests" for slot, _ in refused)
     kind: LimitKind = "requests" if requests_refused and not too_big else "tokens"
     if too_big:
@@ -184,11 +281,20 @@ class RateLimiter:
         requests: Sequence[RateLimitItem] = (),
         tokens: Sequence[RateLimitItem] = (),
         cost: int = 0,
+        budget: Budget = NO_BUDGET,
+        spend: int = 0,
     ) -> Admission:
-        """Both at once, all or nothing, one round trip: a request refused for tokens is not counted."""
+        """All at once, all or nothing, one round trip: the request limits, `cost` tokens against the token limits,
+        and `spend` micro-USD against the key's budgets (a request refused for one is not counted by the others).
+        A key with a budget is checked against it even when `spend` is 0 (an unpriced model): a spent budget
+        refuses everything."""
+        _budget_gauges.roll()
+        now = time.time()
         slots = _slots("requests", client, requests, REQUEST_COST)
         if cost > 0:
             slots += _slots("tokens", client, tokens, cost)
+        if budget.limited:
+            slots += _budget_slots(client, budget, max(0, spend), now)
         if not slots:
             return Admission(LimitHeaders(), TokenReservation(client, 0))
         outcome, windows = await self._call(lambda backend: backend.acquire(slots))
@@ -197,18 +303,33 @@ class RateLimiter:
             requests=tightest(_quotas(slots, outcome.states, "requests", now)),
             tokens=tightest(_quotas(slots, outcome.states, "tokens", now)),
         )
+        for slot, state in zip(slots, outcome.states, strict=True):
+            _budget_gauges.show(client, slot, state.used)
         if not outcome.admitted:
             raise _refusal(client, slots, outcome, headers, now)
         charges = tuple(
-            Charge(slot.key, slot.period_s, state.window_end)
+            Charge(slot.key, slot.period_s, state.window_end, slot.kind, slot.amount, slot.calendar)
             for slot, state in zip(slots, outcome.states, strict=True)
-            if slot.kind == "tokens"
+            if slot.kind != "requests"
         )
-        reservation = TokenReservation(client, cost if charges else 0, headers, charges, windows)
+        held_tokens = cost if any(charge.kind == "tokens" for charge in charges) else 0
+        held_spend = spend if any(charge.kind == "budget" for charge in charges) else 0
+        reservation = TokenReservation(client, held_tokens, held_spend, headers, charges, windows)
         return Admission(headers, reservation)
 
-    async def settle(self, reservation: TokenReservation, used: int | Usage) -> None:
-        """Bring a reservation to what the request used (Usage.total): refund the rest, charge any excess.
+    async def settle(
+        self,
+        reservation: TokenReservation,
+        used: int | Usage,
+        *,
+        model: str | None = None,
+        cost: Decimal | None = None,
+        calls: int = 1,
+    ) -> None:
+        """Bring a reservation to what the request used (Usage.total) and cost (`cost`, USD; None: nothing, as for
+        an unpriced model): refund the rest, charge any excess, even past a limit (the window is then in debt and
+        refuses until it resets). Given the `model` (its bounded label) and a `Usage`, the usage (and `calls`) is
+        added to the client's records for today and this month, in the same script call.
 
         Returns once the settlement is applied, so that the client's next request sees it. Settlements go to Redis
         through the same pipeline as admissions: under load one round trip settles many answers. Never raises (Redis
@@ -218,25 +339,65 @@ class RateLimiter:
         if reservation.settled:
             return
         reservation.settled = True
-        windows = reservation.windows
-        delta = max(0, used.total if isinstance(used, Usage) else used) - reservation.cost
-        if delta == 0 or not reservation.charges or windows is None:
+        tokens = max(0, used.total if isinstance(used, Usage) else used)
+        spent = to_micro_usd(cost) if cost is not None and cost > 0 else 0
+        adjustments = []
+        for charge in reservation.charges:
+            delta = spent - reservation.spend if charge.kind == "budget" else tokens - reservation.cost
+            if delta != 0:
+                adjustments.append((charge, delta))
+        record = None
+        if model is not None and isinstance(used, Usage) and (used.total or spent):
+            counts = (used.input, used.output, used.cache_read, used.cache_write, spent, calls)
+            record = UsageRecord(reservation.client, model, counts, current_windows())
+        if not adjustments and record is None:
+            return
+        windows = reservation.windows or self._current_windows()
+        if windows is None:
             return
         may_fail = windows is self.windows and self.fallback is not None  # Redis, bounded by the timeout and circuit
         if may_fail and self._down:  # the window will expire on its own; a lost refund only holds budget until then
             return
-        applied = windows.adjust(Settlement(reservation.charges, delta))
+        charged = [charge for charge, _ in adjustments]
+        applied = windows.adjust(Settlement(adjustments, record))
         if not may_fail:
-            await asyncio.shield(applied)
+            self._show_settled(reservation.client, charged, await asyncio.shield(applied))
             return
         applied.add_done_callback(_observe)  # its error, if it ends after our timeout, is not left unread
         try:
             async with asyncio.timeout(self.timeout_s):
-                await asyncio.shield(applied)
+                counts_after = await asyncio.shield(applied)
         except REDIS_FAILURES as exc:
             self._failed(exc, "ratelimit")
             return
         self._answered()
+        self._show_settled(reservation.client, charged, counts_after)
+
+    async def record_usage(self, client: str, model: str, usage: Usage, cost: Decimal, *, calls: int) -> None:
+        """Add usage to the client's records without settling anything (a job's, settled apart). Never raises."""
+        await self.settle(TokenReservation(client, 0), usage, model=model, cost=cost, calls=calls)
+
+    @staticmethod
+    def _show_settled(client: str, charged: Sequence[Charge], counts: Sequence[Any]) -> None:
+        for charge, count in zip(charged, counts, strict=False):
+            _budget_gauges.show(client, charge, int(count))
+
+    def _current_windows(self) -> Windows | None:
+        """Where a settlement that charged nothing records its usage: Redis, or memory while Redis is down (in
+        fail-open mode; in fail-closed mode nothing, as nothing was served through memory)."""
+        if self.fallback is None or not self._down:
+            return self.windows
+        return self.fallback if self.fail_mode == "open" else None
+
+    async def read_usage(self, window: CalendarWindow, client: str | None) -> WindowUsage:
+        """The usage recorded in `window` for `client` (None: every client); Redis trouble as for admissions."""
+        usage, _ = await self._call(lambda backend: backend.read_usage(window, client))
+        return usage
+
+    async def count(self, key: str) -> int:
+        """A counter's value (a budget's micro-USD held), Redis trouble as for admissions."""
+        value, _ = await self._call(lambda backend: backend.count(key))
+        return value
 
     async def ping(self) -> bool:
         """For /health/ready: whether Redis answers within the timeout (true in memory). Never raises."""

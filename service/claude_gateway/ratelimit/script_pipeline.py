@@ -35,16 +35,16 @@ class PipelinedScript:
         self.pipeline = pipeline
         self.script: AsyncScript = pipeline.redis.register_script(source)
 
-    def submit(self, keys: Sequence[str], args: Sequence[int]) -> asyncio.Future[Any]:
+    def submit(self, keys: Sequence[str], args: Sequence[int | str]) -> asyncio.Future[Any]:
         """Queue a call now; the future gets its reply (or error). Cancelling the future before it is sent drops it."""
         return self.pipeline.submit(self.script, keys, args)
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[int]) -> Any:
+    async def __call__(self, keys: Sequence[str], args: Sequence[int | str]) -> Any:
         return await self.submit(keys, args)
 
 
 # One call: its script, its keys, its arguments, and the future its caller awaits.
-_Call = tuple[AsyncScript, Sequence[str], Sequence[int], asyncio.Future[Any]]
+_Call = tuple[AsyncScript, Sequence[str], Sequence[int | str], asyncio.Future[Any]]
 
 
 class ScriptPipeline:
@@ -59,7 +59,7 @@ class ScriptPipeline:
     def script(self, source: str) -> PipelinedScript:
         return PipelinedScript(self, source)
 
-    def submit(self, script: AsyncScript, keys: Sequence[str], args: Sequence[int]) -> asyncio.Future[Any]:
+    def submit(self, script: AsyncScript, keys: Sequence[str], args: Sequence[int | str]) -> asyncio.Future[Any]:
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((script, keys, args, reply))
         if self._sender is None or self._sender.done():

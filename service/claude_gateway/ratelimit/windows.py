@@ -21,6 +21,9 @@ Keys (`window_key`), one string counter per limit and client, expiring with its 
     claude-gateway:rl:LIMITER/<kind>/<client name>/<amount>/<multiples>/<unit>
     e.g. claude-gateway:rl:LIMITER/tokens/billing-service/200000/1/minute
 
+Budget counters and usage records (`spend`, which documents their keys) ride in the same scripts: a budget is one
+more window to check and charge, whose key names its calendar window's date; a settlement also records usage.
+
 A client is named by its name, never by its key. The layout is the one earlier releases wrote through
 `limits`' storage, kept so that old and new pods count into the same windows during a rolling upgrade.
 
@@ -39,14 +42,25 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from limits import RateLimitItem
 from redis.asyncio import Redis
 
 from claude_gateway.ratelimit.script_pipeline import ScriptPipeline
+from claude_gateway.ratelimit.spend import (
+    USAGE_FIELDS,
+    USAGE_PREFIX,
+    CalendarWindow,
+    UsageRecord,
+    WindowUsage,
+    usage_clients_key,
+    usage_expires_at_s,
+    usage_key,
+    usage_models_key,
+)
 
-LimitKind = Literal["requests", "tokens"]
+LimitKind = Literal["requests", "tokens", "budget"]
 
 # Every key we write starts with this; see the module docstring for the rest.
 KEY_PREFIX = "claude-gateway:rl"
@@ -80,6 +94,8 @@ class Slot:
     period_s: int
     cost: int
     description: str  # "10 requests per 1 minute", for messages
+    # A budget's calendar window (its counter's key names its date); None for a fixed window (requests, tokens).
+    calendar: CalendarWindow | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +118,18 @@ class Charge:
     key: str
     period_s: int
     window_end: float
+    kind: LimitKind = "tokens"
+    amount: int = 0  # the window's limit (for a budget's used ratio)
+    calendar: CalendarWindow | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """What a reservation's windows owe once its request has ended: `delta` = used - reserved."""
+    """What a reservation's windows owe once its request has ended, each charge with its own delta (used -
+    reserved: tokens, or micro-USD for a budget), and the usage to add to the client's records."""
 
-    charges: Sequence[Charge]
-    delta: int
+    adjustments: Sequence[tuple[Charge, int]]
+    usage: UsageRecord | None = None
 
 
 class Windows(Protocol):
@@ -121,11 +141,16 @@ class Windows(Protocol):
         """Charge every slot's cost if every window has room for it, else charge nothing."""
         ...
 
-    def adjust(self, settlement: Settlement) -> asyncio.Future[Any]:
-        """Refund (delta < 0) into the charged windows still open, or charge more (delta > 0) to the current ones.
+    def adjust(self, settlement: Settlement) -> asyncio.Future[list[int]]:
+        """Refund (delta < 0) into the charged windows still open, or charge more (delta > 0) to the current ones,
+        even past their limits (a window in debt refuses until it resets); add the usage to the client's records.
 
         Under way before this returns, and carried out whether or not the future is awaited; the future is done once
-        the settlement is applied (or has failed)."""
+        the settlement is applied (or has failed), with each charged window's count after it."""
+        ...
+
+    async def read_usage(self, window: CalendarWindow, client: str | None) -> WindowUsage:
+        """The usage recorded in `window` for `client`, or for every client (None)."""
         ...
 
     async def count(self, key: str) -> int:
@@ -180,16 +205,20 @@ end
 return reply
 """
 
-# One settlement. KEYS: the windows' counters; ARGV[1]: the tolerance (ms), ARGV[2]: its delta (used - reserved),
-# then per key its window end (ms) and period (ms). A refund goes only into the very window that was charged and
+# One settlement. KEYS: the n charged windows. ARGV[1]: the tolerance (ms), ARGV[2]: n, then per window its delta
+# (used - reserved), window end (ms) and period (ms). A refund goes only into the very window that was charged and
 # never below zero: a window that has since reset owes nothing. An over-charge was spent now, so it lands in the
-# current window, opening one if need be.
-_ADJUST_LUA = """
-local tolerance, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
+# current window, opening one if need be, past its limit if need be (the window is then in debt). Then, when there
+# is usage to record: the usage key prefix, the model, the client, the USAGE_FIELDS counts, the number of calendar
+# windows and per window its `<name>:<period>` and the time its keys expire (s); the usage keys (`spend`) are built
+# here rather than sent, to keep a settlement small on the wire. Reply: each window's count after.
+_SETTLE_LUA = """
+local tolerance, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-for i = 1, #KEYS do
-    local window_end, period = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
+local counts = {}
+for i = 1, n do
+    local delta, window_end, period = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
     local ttl = redis.call('PTTL', KEYS[i])
     if delta < 0 then
         if ttl > 0 and math.abs(now + ttl - window_end) <= tolerance then
@@ -199,13 +228,41 @@ for i = 1, #KEYS do
                 redis.call('DECRBY', KEYS[i], refund)
             end
         end
-    elseif ttl > 0 then
-        redis.call('INCRBY', KEYS[i], delta)
-    else
-        redis.call('SET', KEYS[i], delta, 'PX', period)
+    elseif delta > 0 then
+        if ttl > 0 then
+            redis.call('INCRBY', KEYS[i], delta)
+        else
+            redis.call('SET', KEYS[i], delta, 'PX', period)
+        end
+    end
+    counts[i] = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+end
+local at = 3 * n + 3
+if #ARGV >= at then
+    local prefix, model, client = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+    local fields = {'input', 'output', 'cache_read', 'cache_write', 'cost_micro_usd', 'requests'}
+    local windows_at = at + 3 + #fields
+    for w = 0, tonumber(ARGV[windows_at]) - 1 do
+        local window, expire_at = ARGV[windows_at + 1 + 2 * w], ARGV[windows_at + 2 + 2 * w]
+        local base = prefix .. window .. ':'
+        local hash, models, clients = base .. client .. ':' .. model, base .. client .. ':models', base .. 'clients'
+        for f = 1, #fields do
+            local count = tonumber(ARGV[at + 2 + f])
+            if count ~= 0 then
+                redis.call('HINCRBY', hash, fields[f], count)
+            end
+        end
+        -- A window's keys all expire at its end (plus a week): set once, when the set first names the member.
+        if redis.call('SADD', models, model) == 1 then
+            redis.call('EXPIREAT', hash, expire_at)
+            redis.call('EXPIREAT', models, expire_at)
+        end
+        if redis.call('SADD', clients, client) == 1 then
+            redis.call('EXPIREAT', clients, expire_at)
+        end
     end
 end
-return 1
+return counts
 """
 
 
@@ -220,7 +277,7 @@ class RedisWindows:
         self._owns_client = owns_client
         self._scripts = ScriptPipeline(redis)
         self._acquire = self._scripts.script(_ACQUIRE_LUA)
-        self._adjust = self._scripts.script(_ADJUST_LUA)
+        self._settle = self._scripts.script(_SETTLE_LUA)
 
     @classmethod
     def connect(cls, redis_url: str, *, timeout_s: float) -> RedisWindows:
@@ -241,11 +298,37 @@ class RedisWindows:
             states.append(SlotState(used=count, reset_in_s=ttl_ms / MS_PER_S, window_end=float(now_ms + ttl_ms)))
         return Outcome(admitted=admitted == 1, states=tuple(states))
 
-    def adjust(self, settlement: Settlement) -> asyncio.Future[Any]:
-        args = [WINDOW_MATCH_TOLERANCE_MS, settlement.delta]
-        for charge in settlement.charges:
-            args += [int(charge.window_end), charge.period_s * MS_PER_S]
-        return self._adjust.submit([charge.key for charge in settlement.charges], args)
+    def adjust(self, settlement: Settlement) -> asyncio.Future[list[int]]:
+        keys = [charge.key for charge, _ in settlement.adjustments]
+        args: list[int | str] = [WINDOW_MATCH_TOLERANCE_MS, len(keys)]
+        for charge, delta in settlement.adjustments:
+            args += [delta, int(charge.window_end), charge.period_s * MS_PER_S]
+        usage = settlement.usage
+        if usage is not None:
+            args += [f"{USAGE_PREFIX}:", usage.model, usage.client, *usage.counts, len(usage.windows)]
+            for window in usage.windows:
+                args += [f"{window.name}:{window.period}", usage_expires_at_s(window)]
+        return self._settle.submit(keys, args)
+
+    async def read_usage(self, window: CalendarWindow, client: str | None) -> WindowUsage:
+        if client is not None:
+            clients = [client]
+        else:
+            clients = sorted(member.decode() for member in await self.redis.smembers(usage_clients_key(window)))  # type: ignore[misc]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in clients:
+                pipe.smembers(usage_models_key(window, name))
+            model_sets: list[set[bytes]] = await pipe.execute()
+        pairs = [(name, model.decode()) for name, models in zip(clients, model_sets, strict=True) for model in models]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, model in pairs:
+                pipe.hgetall(usage_key(window, name, model))
+            hashes: list[dict[bytes, bytes]] = await pipe.execute()
+        found: WindowUsage = {}
+        for (name, model), fields in zip(pairs, hashes, strict=True):
+            counts = {field: int(fields.get(field.encode(), 0)) for field in USAGE_FIELDS}
+            found.setdefault(name, {})[model] = counts
+        return found
 
     async def count(self, key: str) -> int:
         return int(await self.redis.get(key) or 0)
@@ -273,6 +356,8 @@ class MemoryWindows:
 
     def __init__(self) -> None:
         self._windows: dict[str, _Window] = {}
+        # Usage by calendar window (keyed as its clients set is in Redis): when it expires, and its counts.
+        self._usage: dict[str, tuple[float, WindowUsage]] = {}
         self._sweep_at = time.monotonic() + MEMORY_SWEEP_INTERVAL_S
 
     def _open(self, key: str, now: float) -> _Window | None:
@@ -310,21 +395,42 @@ class MemoryWindows:
             states.append(SlotState(used=count, reset_in_s=window_end - now, window_end=window_end))
         return Outcome(admitted=admitted, states=tuple(states))
 
-    def adjust(self, settlement: Settlement) -> asyncio.Future[Any]:
+    def adjust(self, settlement: Settlement) -> asyncio.Future[list[int]]:
         now = time.time()
-        delta = settlement.delta
-        for charge in settlement.charges:
+        counts = []
+        for charge, delta in settlement.adjustments:
             window = self._open(charge.key, now)
             if delta < 0:
                 if window is not None and window.ends_at == charge.window_end:
                     window.count -= min(-delta, window.count)
-            elif window is not None:
-                window.count += delta
-            else:
-                self._windows[charge.key] = _Window(delta, now + charge.period_s)
-        applied: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        applied.set_result(None)
+            elif delta > 0:
+                if window is not None:
+                    window.count += delta
+                else:
+                    window = self._windows[charge.key] = _Window(delta, now + charge.period_s)
+            counts.append(window.count if window is not None else 0)
+        if settlement.usage is not None:
+            self._record(settlement.usage, now)
+        applied: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        applied.set_result(counts)
         return applied
+
+    def _record(self, usage: UsageRecord, now: float) -> None:
+        for window in usage.windows:
+            _, clients = self._usage.get(usage_clients_key(window), (0.0, {}))
+            models = clients.setdefault(usage.client, {})
+            fields = models.setdefault(usage.model, dict.fromkeys(USAGE_FIELDS, 0))
+            for field, count in zip(USAGE_FIELDS, usage.counts, strict=True):
+                fields[field] += count
+            self._usage[usage_clients_key(window)] = (float(usage_expires_at_s(window)), clients)
+        # Windows whose keys would have expired in Redis go here too (checked when usage is recorded).
+        for key in [key for key, (expires_at, _) in self._usage.items() if expires_at <= now]:
+            del self._usage[key]
+
+    async def read_usage(self, window: CalendarWindow, client: str | None) -> WindowUsage:
+        _, clients = self._usage.get(usage_clients_key(window), (0.0, {}))
+        chosen = clients if client is None else {client: clients[client]} if client in clients else {}
+        return {name: {model: dict(fields) for model, fields in models.items()} for name, models in chosen.items()}
 
     async def count(self, key: str) -> int:
         window = self._open(key, time.time())

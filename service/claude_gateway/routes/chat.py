@@ -14,7 +14,7 @@ from claude_gateway import pricing, tracing
 from claude_gateway.auth import ClientKey
 from claude_gateway.deps import RelayCall, relay_call
 from claude_gateway.errors import UpstreamFailed
-from claude_gateway.lease import estimate_input_tokens, overhead_header, start_stream, stream_response
+from claude_gateway.lease import Reservation, overhead_header, start_stream, stream_response
 from claude_gateway.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
 from claude_gateway.relay import NO_HEADERS, AnthropicStream, complete, forwarded_headers
 from claude_gateway.routes.plain import PlainRoute, read_json_body, validate_body
@@ -28,9 +28,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _cost(body: ChatRequest) -> int:
-    """The worst case a request can spend: its input, estimated, plus every token it allows the answer."""
-    return estimate_input_tokens(len(body.message) + len(body.system_prompt)) + body.max_tokens
+def _cost(body: ChatRequest, model: str, settings: Settings) -> Reservation:
+    """What a request reserves: its input, estimated, and min(max_tokens, TOKEN_RESERVE_OUTPUT) of output."""
+    chars = len(body.message) + len(body.system_prompt)
+    return Reservation.of(model, chars, body.max_tokens, settings.token_reserve_output)
 
 
 def check_policy(client: ClientKey, body: ChatRequest, model: str, beta_header: str | None) -> None:
@@ -70,7 +71,7 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
         client, context = relayed.client, relayed.context
         model = context.model = body.model or relayed.settings.default_model
         check_policy(client, body, model, None)
-        async with relayed.lease("/chat", _cost(body)) as lease:
+        async with relayed.lease("/chat", _cost(body, model, relayed.settings)) as lease:
             call = UpstreamCall(model=model, max_tokens=body.max_tokens, client=client.name, stream=False)
             tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
             body_bytes = upstream_body(body, model, stream=False)
@@ -107,7 +108,7 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
             tracing.record_input(call.span, [{"role": "user", "content": body.message}], body.system_prompt)
             return call
 
-        lease = relayed.lease("/chat/stream", _cost(body))
+        lease = relayed.lease("/chat/stream", _cost(body, model, relayed.settings))
         stream = await start_stream(
             lease,
             new_call,

@@ -1,8 +1,13 @@
-"""`POST /v1/messages`: Anthropic's Messages API, so that official SDKs work against the gateway unchanged.
+"""`POST /v1/messages`: Anthropic's Messages API, so that official SDKs and Claude Code work against the gateway
+unchanged.
 
-The body is checked for what the gateway enforces (model, `max_tokens` bound, messages present) and otherwise
-relayed as bytes; the answer comes back verbatim, streamed events included (unknown event types too), with
-Anthropic's `request-id`. Errors take Anthropic's shape so the SDK raises its usual exception classes.
+The gateway reads only what it acts on (`anthropic_request`: model, `max_tokens`, `stream`, what the key's policy
+checks, `metadata.user_id`) and relays the body as bytes, unknown fields, roles, content block types and betas
+included; `max_tokens` is bounded by the API's own maximum and the key's policy, not by `MAX_TOKENS_LIMIT` (that is
+`/chat`'s). The answer comes back verbatim, streamed events included (unknown event types too), with Anthropic's
+`request-id`; so do Anthropic's refusals (status, error type and message, `retry-after`, `x-should-retry`), except an
+upstream 401 (see `errors`). The gateway's own refusals take Anthropic's error shape so the SDK raises its usual
+exception classes. The query string plays no part in matching (Claude Code calls `/v1/messages?beta=true`).
 """
 
 from __future__ import annotations
@@ -10,14 +15,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from claude_gateway import pricing
+from claude_gateway import pricing, tracing
+from claude_gateway.anthropic_request import MODEL_NAME_MAX_CHARS, read_messages_request
 from claude_gateway.deps import relay_call
-from claude_gateway.errors import InvalidRequest
-from claude_gateway.lease import estimate_input_tokens, overhead_header, start_stream, stream_response
+from claude_gateway.lease import Reservation, overhead_header, start_stream, stream_response
 from claude_gateway.relay import (
     AnthropicStream,
     complete,
@@ -25,13 +29,9 @@ from claude_gateway.relay import (
     returned_headers,
 )
 from claude_gateway.routes.plain import PlainRoute
-from claude_gateway.settings import Settings
 from claude_gateway.sse import named_event
 from claude_gateway.upstream_call import UpstreamCall
 from claude_gateway.usage import cost_header
-
-MODEL_NAME_MAX_CHARS = 128
-
 
 # Errors here render in Anthropic's shape: the middleware sets that for everything under /v1/.
 PATH = "/v1/messages"
@@ -48,8 +48,14 @@ _ERROR_SCHEMA: dict[str, Any] = {
         },
     },
 }
-# Documentation only (the body is relayed, and Anthropic judges it): enough for a client, or a fuzzer, to build a
-# request Anthropic accepts.
+# Every status a `/v1/*` relay may answer with an error: the gateway's own refusals and Anthropic's, relayed (529
+# is Anthropic's overloaded).
+ERROR_RESPONSES: dict[str, Any] = {
+    str(status): {"description": "Error", "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    for status in (400, 401, 403, 404, 408, 413, 429, 500, 502, 503, 504, 529)
+}
+# Documentation only (the body is relayed, and Anthropic judges it, betas widening what it accepts): enough for a
+# client, or a fuzzer, to build a request Anthropic accepts.
 _MESSAGE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["role", "content"],
@@ -81,37 +87,9 @@ _OPENAPI: dict[str, Any] = {
             "description": "An Anthropic Message, or its event stream when `stream` is true",
             "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {}},
         },
-        **{
-            str(status): {"description": "Error", "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
-            for status in (400, 401, 403, 404, 413, 429, 500, 502, 503, 504)
-        },
+        **ERROR_RESPONSES,
     },
 }
-
-
-def parse_request(body: bytes, settings: Settings) -> tuple[dict[str, Any], str, int, bool]:
-    """The request object with the fields the gateway enforces: (request, model, max_tokens, stream)."""
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("Request body is not valid JSON") from None
-    if not isinstance(request, dict):
-        raise InvalidRequest("Request body must be a JSON object")
-    model = request.get("model")
-    if not isinstance(model, str) or not 0 < len(model) <= MODEL_NAME_MAX_CHARS:
-        raise InvalidRequest("model: a model name is required")
-    max_tokens = request.get("max_tokens")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-        raise InvalidRequest("max_tokens: an integer is required")
-    if not 1 <= max_tokens <= settings.max_tokens_limit:
-        raise InvalidRequest(f"max_tokens: must be between 1 and {settings.max_tokens_limit}")
-    messages = request.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("messages: at least one message is required")
-    stream = request.get("stream", False)
-    if not isinstance(stream, bool):
-        raise InvalidRequest("stream: must be a boolean")
-    return request, model, max_tokens, stream
 
 
 async def create_message(request: Request) -> Response:
@@ -119,18 +97,20 @@ async def create_message(request: Request) -> Response:
     relayed = await relay_call(request)
     client, context = relayed.client, relayed.context
     body = await request.body()
-    parsed, model, max_tokens, streamed = parse_request(body, relayed.settings)
-    context.model = model
-    client.policy.check_messages_request(
-        parsed, model, max_tokens, request.headers.get("anthropic-beta"), pricing.active()
-    )
-    cost = estimate_input_tokens(len(body)) + max_tokens
+    fields = read_messages_request(body)
+    model = context.model = fields.model
+    max_tokens = fields.max_tokens
+    context.user_id = fields.user_id
+    tracing.record_user(fields.user_id)
     headers = forwarded_headers(request.headers)
+    beta_header = headers.get("anthropic-beta")
+    client.policy.check_messages_request(fields.body, model, max_tokens, beta_header, pricing.active())
+    cost = Reservation.of(model, len(body), max(max_tokens, 0), relayed.settings.token_reserve_output)
     upstream = relayed.upstream
     lease = relayed.lease(PATH, cost)
     # Each call is created only once the lease is held: a request refused for tokens or for want of a slot never
     # reached Anthropic, so it must not count as an upstream call (nor hold the in-flight gauge and a span open).
-    if not streamed:
+    if not fields.stream:
         async with lease:
             call = UpstreamCall(model=model, max_tokens=max_tokens, client=client.name, stream=False)
             completion = await complete(upstream, body, headers, call)
@@ -178,4 +158,6 @@ async def relay(stream: AnthropicStream) -> AsyncIterator[bytes]:
         yield chunk
     if stream.error is not None and not stream.error_from_event:
         error = stream.error
+        if stream.cut_mid_event:
+            yield b"\n\n"  # ends what was relayed of the cut event, so that ours is read as an event of its own
         yield named_event("error", {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}})
