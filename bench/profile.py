@@ -81,7 +81,7 @@ _PLUMBING_FUNCTIONS = frozenset(
     {
         "<module>", "main", "_run_module_as_main", "_run_code", "run", "run_until_complete", "run_forever",
         "_run_once", "_run", "asyncio_run", "serve", "_serve", "Runner.run", "UvicornWorker.run",
-        "UvicornWorker._serve", "Server.serve", "Server._serve", "Server.run", "BaseApplication.run",
+        "UvicornWorker._serve", "GatewayWorker.run", "GatewayWorker._serve_draining", "Server.serve", "Server._serve", "Server.run", "BaseApplication.run",
         "Arbiter.run", "Arbiter.manage_workers", "Arbiter.spawn_workers", "Arbiter.spawn_worker",
         "Worker.init_process", "Multiprocess.run", "Multiprocess.startup", "Process.run", "Process._bootstrap",
         "BaseProcess._bootstrap", "BaseProcess.run", "subprocess_started", "spawn_main", "_main",

@@ -90,6 +90,8 @@ def start_gateway(simulator_port: int, redis_url: str, workers: int, http_client
     `gateway-<client>`, for the clients' comparison)."""
     port = free_port()
     env = gateway_env(simulator_port, redis_url, workers)
+    # /metrics on a port of its own, as in production (and never the default 9464 another gateway may hold).
+    env["METRICS_PORT"] = str(free_port())
     if http_client is not None:
         env["UPSTREAM_HTTP_CLIENT"] = http_client
     # A fresh multiprocess metrics directory, as the image's is: never another run's.

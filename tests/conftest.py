@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from claude_gateway.server.http_protocol import GatewayHttpProtocol
 from claude_gateway.settings import Settings, load_settings
 from claude_gateway.web.app import create_app
-from tests.support.servers import Process, RedisServer, ThreadedServer, start_simulator
+from tests.support.servers import Process, RedisServer, ThreadedServer, free_port, start_simulator
 
 # Every test's captured logs, spans and /metrics are scanned for the keys and prompt markers below.
 pytest_plugins = ["tests.hostile.secret_scan"]
@@ -33,6 +33,11 @@ class Gateway:
     settings: Settings
     app: FastAPI
     server: ThreadedServer
+
+    @property
+    def metrics_url(self) -> str:
+        """Where /metrics and the deep /health answer (METRICS_PORT)."""
+        return self.server.metrics_url
 
     def headers(self, key: str = CLIENT_KEY, **extra: str) -> dict[str, str]:
         return {"X-API-Key": key, **extra}
@@ -70,6 +75,7 @@ def gateway_settings(simulator_url: str, **overrides: Any) -> Settings:
         "rate_limit": "100000/minute",
         "upstream_max_retries": 0,
         "expose_docs": True,
+        "metrics_port": free_port(),
     }
     values.update(overrides)
     return load_settings(**values)
@@ -85,7 +91,7 @@ def make_gateway(simulator: Process) -> Iterator[Callable[..., Gateway]]:
         http = overrides.pop("http", GatewayHttpProtocol)
         settings = gateway_settings(overrides.pop("anthropic_base_url", simulator.url), **overrides)
         app = create_app(settings)
-        server = ThreadedServer(app, http=http)
+        server = ThreadedServer(app, http=http, metrics_port=settings.metrics_port)
         server.start()
         servers.append(server)
         return Gateway(url=server.url, settings=settings, app=app, server=server)

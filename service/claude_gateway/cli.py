@@ -31,16 +31,19 @@ def _settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
+def _ports_or_exit(settings: Settings, port: int) -> None:
+    if port == settings.metrics_port:
+        print(f"claude-gateway: METRICS_PORT: {port} is the app's port too (set another)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
+    port = args.port or settings.port
+    _ports_or_exit(settings, port)
     from claude_gateway.server.gunicorn import serve
 
-    serve(
-        settings,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.workers,
-    )
+    serve(settings, host=args.host or settings.host, port=port, workers=args.workers or settings.workers)
     return 0
 
 
@@ -116,9 +119,10 @@ def _dev(args: argparse.Namespace) -> int:
         log.info("no VALID_API_KEYS or API_KEYS_FILE: accepting the development key from the README")
     try:
         settings = _settings_or_exit()
+        _ports_or_exit(settings, args.port)
         from claude_gateway.server.gunicorn import serve
 
-        log.info(f"serving on http://{args.host}:{args.port}")
+        log.info(f"serving on http://{args.host}:{args.port}; /metrics on http://{args.host}:{settings.metrics_port}")
         serve(settings, host=args.host, port=args.port, workers=1)
     finally:
         if simulator is not None:

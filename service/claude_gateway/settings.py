@@ -6,6 +6,7 @@ A bad value stops start-up with one line naming the variable, e.g.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 from decimal import Decimal
@@ -49,6 +50,20 @@ def parse_csv(value: Any) -> list[str]:
     if value is None:
         return []
     return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def parse_forwarded_allow_ips(value: Any) -> list[str]:
+    """`127.0.0.1,10.244.0.0/16`: IP addresses and networks, as Gunicorn checks them (a network's host bits unset);
+    `*` trusts every peer."""
+    entries = parse_csv(value)
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network (expected e.g. 10.244.0.0/16)") from None
+    return entries
 
 
 def parse_bool(value: Any) -> Any:
@@ -172,6 +187,9 @@ class Settings(BaseSettings):
     # -- jobs
     job_result_ttl_s: int = Field(default=3600, ge=1)
     job_max_tries: int = Field(default=5, ge=1, le=100)
+    # Per client key, UTF-8 bytes of /analyze documents in jobs not yet ended (`jobs.queued_bytes`): one client cannot
+    # fill Redis. 16 MiB: 16 documents of the largest size in ASCII, 4 in the worst UTF-8; a 64 MB Redis holds three clients at their cap.
+    jobs_max_queued_bytes_per_client: int = Field(default=16 * 1024 * 1024, ge=1)
     # The file `claude-gateway worker` touches from its event loop and `worker --check` reads (the chart: an emptyDir).
     worker_heartbeat_file: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "claude-gateway" / "worker-heartbeat"
@@ -182,6 +200,14 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     graceful_timeout_s: float = Field(default=600.0, ge=0)
+    # `/metrics` and the deep `/health` answer on this port only (404 on PORT, which the Ingress routes); Prometheus's
+    # default port for an exporter. `claude-gateway worker` serves its metrics here too.
+    metrics_port: int = Field(default=9464, ge=1, le=65535)
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (Gunicorn's and uvicorn's `forwarded_allow_ips`):
+    # the ingress controller's addresses. Anyone else could claim any client address or `https`.
+    forwarded_allow_ips: Annotated[list[str], NoDecode, BeforeValidator(parse_forwarded_allow_ips)] = Field(
+        default_factory=lambda: ["127.0.0.1"]
+    )
 
     # -- exposure and telemetry
     expose_docs: Flag = False

@@ -77,7 +77,7 @@ class TestWorkerKilled:
             await load
             after = Tally()
             await asyncio.gather(*(one(after, traffic(i, http)) for i in range(40)))  # type: ignore[arg-type]
-            metrics = await scrape(server.url)
+            metrics = await scrape(server.metrics_url)
         failed = tally.only("200", "stream:done")
         print(
             f"worker killed: {tally.total} requests, {in_flight_at_kill} in flight at the kill, "
@@ -118,16 +118,16 @@ class TestRedisOutage:
             redis_server.stop()
             # Until requests have met the outage (their limit checks failed, and were let through) and it is seen
             # (`redis_up`, the minimum over the workers, drops to 0) ...
-            assert await async_wait_for(lambda: _outage_seen(server.url), timeout_s=EVENT_DEADLINE_S), (
+            assert await async_wait_for(lambda: _outage_seen(server.metrics_url), timeout_s=EVENT_DEADLINE_S), (
                 "Redis's outage was never noticed"
             )
             # ... and readiness says so in its body, still 200 (fail-open serves: traffic should keep coming here).
             ready_during = await async_wait_for(ready_but_redis_down, timeout_s=EVENT_DEADLINE_S)
-            during = await scrape(server.url)
+            during = await scrape(server.metrics_url)
             redis_server.start()
             # Readiness and shared limits come back by themselves, while the traffic goes on.
             assert await async_wait_for(lambda: _is(ready, 200), timeout_s=EVENT_DEADLINE_S)
-            assert await async_wait_for(lambda: _redis_up(server.url, 1), timeout_s=EVENT_DEADLINE_S)
+            assert await async_wait_for(lambda: _redis_up(server.metrics_url, 1), timeout_s=EVENT_DEADLINE_S)
             stop.set()
             await load
         print(f"redis restarted: {tally.total} requests, outcomes {dict(tally.outcomes)}")
@@ -196,7 +196,7 @@ class TestUpstreamFaults:
 
         async with client(server.url) as http:
             await asyncio.gather(*(one(tally, pick(i, http)) for i in range(240)))  # type: ignore[arg-type]
-            metrics = await scrape(server.url)
+            metrics = await scrape(server.metrics_url)
             recovered = Tally()
             await asyncio.gather(*(one(recovered, traffic(i, http)) for i in range(20)))  # type: ignore[arg-type]
         print(f"upstream faults: {tally.total} requests, outcomes {dict(tally.outcomes)}")
@@ -236,7 +236,7 @@ class TestUpstreamFaults:
             own_simulator.start()
             back = Tally()
             await asyncio.gather(*(one(back, traffic(i, http)) for i in range(20)))  # type: ignore[arg-type]
-            metrics = await scrape(server.url)
+            metrics = await scrape(server.metrics_url)
         print(f"upstream died: streams {dict(tally.outcomes)}, while down {dict(down.outcomes)}")
         # Cut streams end with an error event (and [DONE]); calls made while it is down are 503 "unreachable".
         assert tally.outcomes == {"stream:error:api_error": 20}

@@ -107,7 +107,7 @@ class TestLeaks:
         settled = wait_for(lambda: footprint(master)[1] <= fds_before + FD_SLACK, timeout_s=10)
         rss_after, fds_after = footprint(master)
         async with httpx.AsyncClient(base_url=server.url, headers=HEADERS) as http:
-            metrics = (await http.get("/metrics")).text
+            metrics = (await http.get(server.metrics_url + "/metrics")).text
         print(
             f"leaks: {tally.total} requests {dict(tally.outcomes)}; RSS {rss_before / 2**20:.1f} -> "
             f"{rss_after / 2**20:.1f} MiB; worker fds {fds_before} -> {fds_after}"

@@ -72,6 +72,19 @@ class TestAnalyzeInProcess:
         assert response.status_code == 413
         assert fine.status_code == 202
 
+    async def test_a_key_past_its_queued_bytes_gets_429_with_retry_after(self, make_gateway: MakeGateway) -> None:
+        gateway = make_gateway(jobs_max_queued_bytes_per_client=2000, upstream_timeout_s=60)
+        slow = "slow [[sim:ttft_ms=30000]] ".ljust(999, "x")  # still running when the third one comes
+        async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers()) as http:
+            accepted = [await http.post("/analyze", json={"document": slow + str(i)}) for i in range(2)]
+            refused = await http.post("/analyze", json={"document": slow})
+            other = await http.post("/analyze", json={"document": slow}, headers={"X-API-Key": OTHER_KEY})
+        assert [response.status_code for response in accepted] == [202, 202]
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert "queued" in refused.json()["detail"]
+        assert other.status_code == 202
+
     async def test_cancel_a_running_task(self, gateway: Gateway) -> None:
         async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers()) as http:
             task = (await http.post("/analyze", json={"document": "slow [[sim:ttft_ms=5000]]"})).json()

@@ -88,14 +88,14 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-async def settled_metric(http: httpx.AsyncClient, name: str, expected: float, **labels: str) -> float:
+async def settled_metric(http: httpx.AsyncClient, url: str, name: str, expected: float, **labels: str) -> float:
     """The metric once it has reached `expected` (the middleware counts a request after its last byte), or as it
     stands after a few seconds; the caller asserts on it. (The SDK's retries, if any, all ran before it raised.)"""
     deadline = time.monotonic() + 5
-    value = metric((await http.get("/metrics")).text, name, **labels)
+    value = metric((await http.get(url)).text, name, **labels)
     while value < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-        value = metric((await http.get("/metrics")).text, name, **labels)
+        value = metric((await http.get(url)).text, name, **labels)
     return value
 
 
@@ -156,20 +156,18 @@ class TestBudgetRefusal:
         client = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=key, max_retries=2)
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             await client.messages.create(**message())
+            scrape = gateway.metrics_url + "/metrics"
             before = metric(
-                (await http.get("/metrics")).text,
-                "claude_gateway_http_requests_total",
-                route="/v1/messages",
-                status="429",
+                (await http.get(scrape)).text, "claude_gateway_http_requests_total", route="/v1/messages", status="429"
             )
             upstream_before = await sim_requests(simulator)
             with pytest.raises(anthropic.RateLimitError) as refused:
                 await client.messages.create(**message())
             after = await settled_metric(
-                http, "claude_gateway_http_requests_total", before + 1, route="/v1/messages", status="429"
+                http, scrape, "claude_gateway_http_requests_total", before + 1, route="/v1/messages", status="429"
             )
             refusals = metric(
-                (await http.get("/metrics")).text, "claude_gateway_rate_limited_total", client=name, limit="budget"
+                (await http.get(scrape)).text, "claude_gateway_rate_limited_total", client=name, limit="budget"
             )
         await client.close()
         assert "Daily budget of $0.0005 for this key is spent" in refused.value.message
@@ -255,7 +253,7 @@ class TestUsageEndpoint:
             deadline = time.monotonic() + DEADLINE_S
             while True:  # a stream settles just after its last byte
                 usage = (await http.get("/v1/gateway/usage")).json()
-                exposition = (await http.get("/metrics")).text
+                exposition = (await http.get(gateway.metrics_url + "/metrics")).text
                 if usage["windows"]["day"]["total"]["requests"] == 3 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)

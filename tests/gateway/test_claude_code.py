@@ -34,7 +34,9 @@ def dev_gateway() -> Iterator[Process]:
     port = free_port()
     env = {name: "" for name in DEV_ENVIRONMENT if os.environ.get(name)}
     process = start_command(
-        ["dev", "--port", str(port), "--simulator-port", str(free_port())], port=port, env={**env, "LOG_FORMAT": "json"}
+        ["dev", "--port", str(port), "--simulator-port", str(free_port())],
+        port=port,
+        env={**env, "LOG_FORMAT": "json", "METRICS_PORT": str(free_port())},
     )
     yield process
     process.stop()

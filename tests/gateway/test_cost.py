@@ -259,7 +259,7 @@ class TestBoundedModelLabels:
         invented = [f"claude-invented-{uuid.uuid4().hex[:6]}-{index}" for index in range(100)]
         async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers()) as http:
             # The registry is this test process's: labels other gateways (other price tables) left stay allowed.
-            earlier = model_labels((await http.get("/metrics")).text)
+            earlier = model_labels((await http.get(gateway.metrics_url + "/metrics")).text)
             for start in range(0, len(invented), 20):
                 await asyncio.gather(
                     *(
@@ -276,7 +276,7 @@ class TestBoundedModelLabels:
                     json={"model": real, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
                 )
                 assert answer.status_code == 200
-            labels = model_labels((await http.get("/metrics")).text)
+            labels = model_labels((await http.get(gateway.metrics_url + "/metrics")).text)
 
         allowed = set(gateway.settings.price_table.models) | {"other"}
         assert labels, "no series with a model label"

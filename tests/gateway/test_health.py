@@ -97,9 +97,9 @@ class TestHealth:
 
     async def test_deep_check_is_cached(self, gateway: Gateway, simulator: Process) -> None:
         async with httpx.AsyncClient(base_url=gateway.url) as http:
-            first = await http.get("/health")
+            first = await http.get(gateway.metrics_url + "/health")
             requests_after_first = (await sim_stats(simulator))["requests"]
-            second = await http.get("/health")
+            second = await http.get(gateway.metrics_url + "/health")
             requests_after_second = (await sim_stats(simulator))["requests"]
         assert first.status_code == 200
         assert first.json()["status"] == "healthy"
@@ -111,7 +111,7 @@ class TestHealth:
         """Nothing listens where the gateway looks for Anthropic: the deep check says so, as the relay finds."""
         gateway = make_gateway(anthropic_base_url=f"http://127.0.0.1:{free_port()}", upstream_max_retries=1)
         async with httpx.AsyncClient(base_url=gateway.url) as http:
-            deep = await http.get("/health")
+            deep = await http.get(gateway.metrics_url + "/health")
             live = await http.get("/health/live")
         assert deep.status_code == 503
         assert deep.json()["status"] == "degraded"
@@ -137,7 +137,7 @@ class TestHealth:
                     model="claude-sonnet-4-6", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
                 )
             async with httpx.AsyncClient(base_url=gateway.url) as http:
-                deep = await http.get("/health")
+                deep = await http.get(gateway.metrics_url + "/health")
         assert message.content[0].type == "text"
         assert deep.status_code == 200
         assert deep.json()["claude"] == "connected"
@@ -158,7 +158,7 @@ class TestHealth:
         try:
             gateway = make_gateway(anthropic_base_url=strict.url)
             async with httpx.AsyncClient(base_url=gateway.url) as http:
-                deep = await http.get("/health")
+                deep = await http.get(gateway.metrics_url + "/health")
         finally:
             strict.stop()
         assert deep.status_code == 503

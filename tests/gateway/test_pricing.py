@@ -186,7 +186,7 @@ class TestPricesFileOverride:
                 )
                 for model in ("claude-sonnet-4-6", "house-model-latest-build", "claude-haiku-4-5")
             ]
-            text = (await http.get("/metrics")).text
+            text = (await http.get(gateway.metrics_url + "/metrics")).text
         sonnet, house, haiku = answers
         for answer, (price_in, price_out) in ((sonnet, (1000, 2000)), (house, (50, 70))):
             usage = answer.json()["usage"]

@@ -98,10 +98,14 @@ class TestRequestLimits:
         async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers()) as http:
             first = await http.post("/chat", json={"message": "hi"})
             assert first.status_code == 200
-            names = [line for line in (await http.get("/metrics")).text.splitlines() if "rate_limited_total{" in line]
+            names = [
+                line
+                for line in (await http.get(gateway.metrics_url + "/metrics")).text.splitlines()
+                if "rate_limited_total{" in line
+            ]
             before = {line.split(" ")[0]: float(line.split(" ")[1]) for line in names}
             await http.post("/chat", json={"message": "hi"})
-            text = (await http.get("/metrics")).text
+            text = (await http.get(gateway.metrics_url + "/metrics")).text
         assert CLIENT_KEY not in text
         after = [line for line in text.splitlines() if "rate_limited_total{" in line and 'limit="requests"' in line]
         assert any(float(line.split(" ")[1]) == before.get(line.split(" ")[0], 0) + 1 for line in after)

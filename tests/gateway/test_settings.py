@@ -41,6 +41,10 @@ class TestStartupValidation:
             ("BUDGET_USD_DAY", "-5", "BUDGET_USD_DAY: '-5': an amount of USD must be a non-negative number"),
             ("BUDGET_USD_MONTH", "lots", "BUDGET_USD_MONTH: 'lots' is not an amount of USD"),
             ("PRICES_FILE", "/nonexistent/prices.yaml", "PRICES_FILE: cannot read '/nonexistent/prices.yaml'"),
+            ("METRICS_PORT", "70000", "METRICS_PORT: '70000'"),
+            ("METRICS_PORT", "1", "METRICS_PORT: 1 is the app's port too"),
+            ("FORWARDED_ALLOW_IPS", "10.0.0.1/8", "FORWARDED_ALLOW_IPS: '10.0.0.1/8' is not an IP address or network"),
+            ("FORWARDED_ALLOW_IPS", "ingress", "FORWARDED_ALLOW_IPS: 'ingress' is not an IP address or network"),
         ],
     )
     def test_serve_refuses_a_bad_value_in_one_line(self, variable: str, value: str, expected: str) -> None:

@@ -49,7 +49,7 @@ def start_hardened_gateway(
     )
     settings = gateway_settings(simulator_url, **overrides)
     app = create_app(settings)
-    server = ThreadedServer(app)
+    server = ThreadedServer(app, metrics_port=settings.metrics_port)
     # The one difference with `make_gateway`: uvicorn's protocol is the production one.
     server.server.config.http = protocol
     server.server.config.loop = loop

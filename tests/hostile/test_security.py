@@ -160,8 +160,8 @@ class TestNoBanners:
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             responses = [
                 await http.get("/health/live"),
-                await http.get("/health"),
-                await http.get("/metrics"),
+                await http.get(gateway.metrics_url + "/health"),
+                await http.get(gateway.metrics_url + "/metrics"),
                 await http.get("/nowhere"),
                 await http.post("/chat", json={"message": "hi"}),
                 await http.post("/chat", json={"message": f"hi {PROMPT_MARKER}"}, headers=key),
@@ -223,8 +223,8 @@ class TestExposure:
         hidden = make_gateway(metrics_enabled=False)
         shown = make_gateway(metrics_enabled=True)
         async with httpx.AsyncClient() as http:
-            off = await http.get(hidden.url + "/metrics")
-            on = await http.get(shown.url + "/metrics")
+            off = await http.get(hidden.metrics_url + "/metrics")
+            on = await http.get(shown.metrics_url + "/metrics")
         assert off.status_code == 404
         assert on.status_code == 200
         assert "claude_gateway_build_info" in on.text

@@ -132,7 +132,7 @@ async def test_the_worker_serves_its_metrics(
     make_queue: MakeQueue, make_settings: MakeSettings, spawn_worker: SpawnWorker, sim: Sim
 ) -> None:
     port = free_port()
-    worker = spawn_worker(sim.base_url, METRICS_ENABLED="true", HOST="127.0.0.1", PORT=str(port))
+    worker = spawn_worker(sim.base_url, METRICS_ENABLED="true", HOST="127.0.0.1", METRICS_PORT=str(port))
     queue = make_queue(make_settings(max_document_chars=1000))
     view = await queue.submit(client="billing", document="Count me.", idempotency_key=None)
     assert (await wait_for_outcome(lambda: queue.get(client="billing", task_id=view.task_id))).status == "complete"

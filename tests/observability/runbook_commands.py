@@ -41,7 +41,7 @@ KINDS = {
     "pdb": "PodDisruptionBudget",
 }
 # Verbs whose first positional argument is a resource (kind, kind/name or kinds,separated by commas).
-_RESOURCE_VERBS = {"get", "describe", "delete", "logs", "exec", "top", "edit", "scale"}
+_RESOURCE_VERBS = {"get", "describe", "delete", "logs", "exec", "top", "edit", "scale", "port-forward"}
 _ROLLOUT_VERBS = {"restart", "history", "status", "undo"}
 # Flags that take a value (so that the value is not read as a positional argument).
 _VALUED_FLAGS = {"-n", "--namespace", "-l", "--selector", "-c", "--container", "-o", "--output", "--since", "--tail"}
@@ -115,6 +115,8 @@ def parse(runbook: str, text: str) -> Command:
         verb, arguments = f"rollout {arguments[0]}", arguments[1:]
     elif verb not in _RESOURCE_VERBS:
         raise ValueError(f"{runbook}: kubectl verb not understood: {text!r}")
+    if verb == "port-forward":  # `port-forward deployment/<name> 8000:8000`: the rest are ports
+        arguments = arguments[:1]
     kinds: list[str] = []
     names: list[tuple[str, str]] = []
     if verb in {"logs", "exec"} and (not arguments or "/" not in arguments[0]):

@@ -32,7 +32,9 @@ def serve(simulator: Process) -> Iterator[ServeFactory]:
 
     def start(workers: int = 2, **env: str) -> Process:
         port = free_port()
+        metrics_port = free_port()
         environment = {
+            "METRICS_PORT": str(metrics_port),
             "ANTHROPIC_BASE_URL": simulator.url,
             "ANTHROPIC_API_KEY": "sk-ant-test-upstream-0d9c4b",
             "VALID_API_KEYS": f"{CLIENT_KEY},{OTHER_KEY}",
@@ -47,6 +49,7 @@ def serve(simulator: Process) -> Iterator[ServeFactory]:
             port=port,
             env=environment,
         )
+        process.metrics_port = int(environment["METRICS_PORT"])
         started.append(process)
         wait_for_workers(process, workers)
         return process

@@ -139,6 +139,7 @@ def image_server(image_root: Path, simulator: Process) -> Iterator[Process]:
     scratch.mkdir(mode=0o1777)
     scratch.chmod(0o1777)
     port = free_port()
+    metrics_port = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": "/nonexistent",
@@ -149,6 +150,7 @@ def image_server(image_root: Path, simulator: Process) -> Iterator[Process]:
         "ANTHROPIC_API_KEY": "sk-ant-test",
         "VALID_API_KEYS": CLIENT_KEY,
         "PORT": str(port),
+        "METRICS_PORT": str(metrics_port),
         "HOST": "127.0.0.1",
         "WORKERS": "2",
         "GRACEFUL_TIMEOUT_S": "30",
@@ -172,7 +174,7 @@ def image_server(image_root: Path, simulator: Process) -> Iterator[Process]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    process = Process(popen, port, log_path)
+    process = Process(popen, port, log_path, metrics_port=metrics_port)
     try:
         try:
             wait_for_port(port)
@@ -189,7 +191,7 @@ class TestImageCommand:
         async with httpx.AsyncClient(base_url=image_server.url, headers={"X-API-Key": CLIENT_KEY}, timeout=30) as http:
             ready = await http.get("/health/ready")
             chat = await http.post("/chat", json={"message": "hi"})
-            metrics = await http.get("/metrics")
+            metrics = await http.get(image_server.metrics_url + "/metrics")
             async with http.stream(
                 "POST", "/chat/stream", json={"message": "[[sim:tokens=40 tokens_per_s=40]]"}
             ) as response:

@@ -214,7 +214,9 @@ async def empty_after_traffic(
             }
         )
     )
-    api_port, worker_port = free_port(), free_port()
+    # The API's metrics port apart from its app port, as the chart's ServiceMonitor scrapes it; the worker serves
+    # only its metrics, on METRICS_PORT.
+    api_port, api_metrics_port, worker_port = free_port(), free_port(), free_port()
     api = start_command(
         ["serve", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "2"],
         port=api_port,
@@ -224,6 +226,7 @@ async def empty_after_traffic(
             "RATE_LIMIT": "100000/minute",
             "UPSTREAM_MAX_RETRIES": "0",
             "GRACEFUL_TIMEOUT_S": "30",
+            "METRICS_PORT": str(api_metrics_port),
             "REDIS_URL": redis_server.url,
             "API_KEYS_FILE": str(keys),
             "VALID_API_KEYS": "",
@@ -240,13 +243,13 @@ async def empty_after_traffic(
             "ANTHROPIC_BASE_URL": simulator.url,
             "ANTHROPIC_API_KEY": "sk-ant-test",
             "HOST": "127.0.0.1",
-            "PORT": str(worker_port),
+            "METRICS_PORT": str(worker_port),
             "JOB_MAX_TRIES": "1",
         },
     )
     try:
         wait_for_workers(api, 2)
-        url = prometheus({"api": [f"127.0.0.1:{api_port}"], "worker": [f"127.0.0.1:{worker_port}"]})
+        url = prometheus({"api": [f"127.0.0.1:{api_metrics_port}"], "worker": [f"127.0.0.1:{worker_port}"]})
         expected = [(d, p, expr) for d, p, expr in QUERIES if (d, p) not in REQUIREMENTS]
         tally = StreamTally()
         for _ in range(TRAFFIC_ROUNDS):
@@ -263,10 +266,11 @@ async def empty_after_traffic(
         empty |= await empty_queries(url, [query for query in QUERIES if query not in expected])
         # A stream is counted as it closes, which may come just after the client has read its last event.
         deadline = time.monotonic() + STREAMS_SETTLE_S
-        counted = await streams_counted(api.url)
+        metrics_url = f"http://127.0.0.1:{api_metrics_port}"
+        counted = await streams_counted(metrics_url)
         while tally_of(counted) != tally and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-            counted = await streams_counted(api.url)
+            counted = await streams_counted(metrics_url)
         yield LiveRun(empty, tally, counted)
     finally:
         worker.stop()

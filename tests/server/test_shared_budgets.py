@@ -82,7 +82,10 @@ async def test_a_budget_holds_across_two_servers_within_the_reservation_slack(
         deadline = time.monotonic() + DEADLINE_S
         while True:  # the last settlements land just after their answers
             usage = (await clients[1].get("/v1/gateway/usage")).json()["windows"]["day"]
-            expositions = [(await client.get("/metrics")).text for client in clients]
+            expositions = [
+                (await client.get(server.metrics_url + "/metrics")).text
+                for client, server in zip(clients, servers, strict=True)
+            ]
             cost = metric_sum(expositions, "claude_gateway_cost_usd_total", client="capped")
             if abs(usage["spent_usd"] - cost) < 1e-5 or time.monotonic() > deadline:
                 break

@@ -102,10 +102,17 @@ class Process:
     popen: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    # `serve`'s METRICS_PORT, where /metrics and the deep /health answer.
+    metrics_port: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.metrics_port is not None, "started without a metrics port"
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -150,10 +157,15 @@ def start_simulator(*extra: str) -> Process:
 
 class ThreadedServer:
     """An ASGI app served by uvicorn on a free port from a background thread of the test process, with the
-    gateway's own HTTP protocol as its workers have it (`http="httptools"` for uvicorn's own)."""
+    gateway's own HTTP protocol as its workers have it (`http="httptools"` for uvicorn's own); and on
+    `metrics_port` too when given, as `serve` binds METRICS_PORT beside the app's port."""
 
-    def __init__(self, app: Any, *, http: type[asyncio.Protocol] | str = GatewayHttpProtocol) -> None:
+    def __init__(
+        self, app: Any, *, http: type[asyncio.Protocol] | str = GatewayHttpProtocol, metrics_port: int | None = None
+    ) -> None:
         self.port = free_port()
+        self.metrics_port = metrics_port
+        self.sockets = [_listen(port) for port in (self.port, metrics_port) if port is not None]
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -167,11 +179,18 @@ class ThreadedServer:
             timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": self.sockets}, name=f"uvicorn-{self.port}", daemon=True
+        )
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.metrics_port is not None, "started without a metrics port"
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     def start(self) -> None:
         self.thread.start()
@@ -184,6 +203,14 @@ class ThreadedServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+def _listen(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(2048)
+    return sock
 
 
 @contextlib.contextmanager

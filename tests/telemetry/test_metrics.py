@@ -123,6 +123,6 @@ class TestUpstreamMetrics:
                     "messages": [{"role": "user", "content": "hi"}],
                 }
                 await http.post("/v1/messages", json=body)
-            text = (await http.get("/metrics")).text
+            text = (await http.get(gateway.metrics_url + "/metrics")).text
         assert "Not A Model" not in text
         assert 'model="other"' in text

@@ -10,6 +10,7 @@ The API keeps no state of its own, so it can restart, or run in many pods, while
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +32,7 @@ from claude_gateway.jobs.constants import (
 )
 from claude_gateway.jobs.interface import JobsUnavailable, JobView, check_document
 from claude_gateway.jobs.keys import job_id, new_task_id, parts_key
+from claude_gateway.jobs.queued_bytes import RedisQueuedBytes, document_bytes
 from claude_gateway.jobs.spend import JobSpend, refund_unstarted
 from claude_gateway.jobs.summarise import RedisParts
 from claude_gateway.settings import Settings
@@ -85,6 +87,7 @@ class ArqJobQueue:
         self._settings = settings
         self._owns_redis = redis is None
         self._redis = redis if redis is not None else connect(settings)
+        self._queued_bytes = RedisQueuedBytes(self._redis, settings.jobs_max_queued_bytes_per_client)
 
     def _job(self, client: str, task_id: str) -> Job:
         return Job(job_id(client, task_id), self._redis, _queue_name=QUEUE_NAME, _deserializer=deserialize)
@@ -94,16 +97,19 @@ class ArqJobQueue:
     ) -> JobView:
         check_document(document, self._settings)
         task_id = new_task_id(client, idempotency_key)
+        job_key = job_id(client, task_id)
         # Only when there is one: a job without it still runs on a worker of an earlier release.
         wire = spend.to_wire() if spend is not None else None
         extra: dict[str, Any] = {"reservation": wire} if wire is not None else {}
         with _redis_errors():
+            # The client's allowance first (429 past it): reserved here, given back when the job ends.
+            reserved = await self._queued_bytes.reserve(job_key, document_bytes(document))
             try:
                 job = await self._redis.enqueue_job(
                     JOB_FUNCTION,
                     task_id,
                     document,
-                    _job_id=job_id(client, task_id),
+                    _job_id=job_key,
                     _queue_name=QUEUE_NAME,
                     _expires=JOB_EXPIRES_S,
                     client=client,
@@ -111,8 +117,14 @@ class ArqJobQueue:
                     **extra,
                 )
             except SerializationError:  # text JSON cannot carry, such as a lone surrogate
+                await self._unreserve(job_key, reserved)
                 raise InvalidRequest("Document is not valid Unicode text") from None
-        if job is None:  # ARQ keeps one job per id: this Idempotency-Key's task exists already
+            except BaseException:
+                await self._unreserve(job_key, reserved)
+                raise
+            if job is None:  # ARQ keeps one job per id: this Idempotency-Key's task exists (or ended) already
+                await self._unreserve(job_key, reserved)
+        if job is None:
             if spend is not None:
                 await spend.refund()
             return await self.get(client=client, task_id=task_id) or JobView(task_id, "processing")
@@ -154,10 +166,18 @@ class ArqJobQueue:
                 return True
             except JobFailed:  # it failed by itself before the abort landed
                 return False
+            # The abort has landed, so the job has ended: its queued bytes come back now (else at the client's cap).
+            await self._queued_bytes.release_if_ended(job.job_id)
         if aborted and limiter is not None and definition is not None:
             parts = RedisParts(self._redis, parts_key(job_id(client, task_id)))
             await refund_unstarted(limiter, definition.kwargs.get("reservation"), parts)
         return aborted
+
+    async def _unreserve(self, job_key: str, reserved: bool) -> None:
+        """Give back a reservation whose job was not enqueued; if Redis fails here, the cap's reconciliation does."""
+        if reserved:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await self._queued_bytes.release(job_key)
 
     async def queued(self) -> int:
         with _redis_errors():

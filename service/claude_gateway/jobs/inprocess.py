@@ -18,6 +18,7 @@ from claude_gateway.jobs.codec import MESSAGES, JobFailed, describe_failure
 from claude_gateway.jobs.constants import IN_PROCESS_MAX_JOBS, IN_PROCESS_SWEEP_INTERVAL_S
 from claude_gateway.jobs.interface import JobStatus, JobView, check_document
 from claude_gateway.jobs.keys import job_id, new_task_id
+from claude_gateway.jobs.queued_bytes import MemoryQueuedBytes, document_bytes
 from claude_gateway.jobs.spend import JobSpend
 from claude_gateway.jobs.summarise import MemoryParts
 from claude_gateway.jobs.timeouts import job_timeout_s
@@ -37,6 +38,8 @@ class _Task:
     finished_at: float | None = None  # time.monotonic()
     cancelled: bool = False
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
+    client: str = ""
+    size: int = 0  # bytes counted against the client's allowance until the task ends
 
     def view(self) -> JobView:
         return JobView(self.task_id, self.status, result=self.result, error=self.error)
@@ -56,6 +59,7 @@ class InProcessJobQueue:
         self._upstream = upstream
         self._slots = asyncio.Semaphore(max_jobs)
         self._tasks: dict[str, _Task] = {}
+        self._queued_bytes = MemoryQueuedBytes(settings.jobs_max_queued_bytes_per_client)
         # Refunds of jobs cancelled before they started, under way (a reference keeps each alive until done).
         self._refunds: set[asyncio.Future[None]] = set()
         self._last_sweep = time.monotonic()
@@ -72,7 +76,9 @@ class InProcessJobQueue:
             if spend is not None:
                 await spend.refund()
             return existing.view()
-        task = _Task(task_id)
+        size = document_bytes(document)
+        self._queued_bytes.reserve(client, size)
+        task = _Task(task_id, client=client, size=size)
         self._tasks[key] = task
         task.runner = asyncio.create_task(
             self._run(task, document, client=client, trace_context=tracing.inject_context(), spend=spend),
@@ -169,6 +175,8 @@ class InProcessJobQueue:
     def _finish(self, task: _Task, status: JobStatus, *, result: str | None = None, error: str | None = None) -> None:
         task.status, task.result, task.error = status, result, error
         task.finished_at = time.monotonic()
+        self._queued_bytes.release(task.client, task.size)
+        task.size = 0
 
     def _live(self, key: str) -> _Task | None:
         task = self._tasks.get(key)

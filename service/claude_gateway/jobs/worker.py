@@ -37,6 +37,7 @@ from claude_gateway.jobs.constants import (
 )
 from claude_gateway.jobs.heartbeat import check_worker
 from claude_gateway.jobs.keys import health_check_key, parts_key
+from claude_gateway.jobs.queued_bytes import RedisQueuedBytes
 from claude_gateway.jobs.spend import settle_worker_job
 from claude_gateway.jobs.summarise import RedisParts
 from claude_gateway.settings import Settings
@@ -133,6 +134,7 @@ async def _startup(ctx: dict[str, Any], *, settings: Settings, retry_policy: Ret
     pricing.activate(settings.price_table)
     # The worker's one client to Anthropic, as the API process has its own.
     ctx["upstream"] = UpstreamClient(settings, retry_policy=retry_policy)
+    ctx["queued_bytes"] = RedisQueuedBytes(ctx["redis"], settings.jobs_max_queued_bytes_per_client)
     leases = in_progress.InProgressLeases(ctx["redis"])
     ctx["in_progress"] = leases
     ctx["background"] = [
@@ -149,6 +151,18 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
     upstream: UpstreamClient | None = ctx.pop("upstream", None)
     if upstream is not None:
         await upstream.aclose()
+
+
+async def _release_queued_bytes(ctx: dict[str, Any]) -> None:
+    """ARQ's `after_job_end` (the result is recorded by then): the client's queued bytes come back once the job has
+    ended; a try that will be retried keeps them. A Redis failure here is made good at the client's cap."""
+    queued_bytes: RedisQueuedBytes | None = ctx.get("queued_bytes")
+    if queued_bytes is None:
+        return
+    try:
+        await queued_bytes.release_if_ended(ctx["job_id"])
+    except _REDIS_FAILURES as exc:
+        logger.warning("could not give back an ended job's queued bytes: %s", type(exc).__name__)
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -175,6 +189,7 @@ def worker_settings(
         "on_shutdown": _shutdown,
         "on_job_start": in_progress.on_job_start,
         "on_job_end": in_progress.on_job_end,
+        "after_job_end": _release_queued_bytes,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
         "max_jobs": WORKER_MAX_JOBS,
@@ -280,7 +295,7 @@ async def _answers(redis: ArqRedis | None) -> bool:
 
 
 def _serve_metrics(settings: Settings) -> None:
-    """The worker's counters (jobs, upstream calls, tokens) on http://HOST:PORT/metrics, from a thread."""
+    """The worker's counters (jobs, upstream calls, tokens) on http://HOST:METRICS_PORT/metrics, from a thread."""
     from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
     from prometheus_client import multiprocess as prometheus_multiprocess
 
@@ -289,12 +304,13 @@ def _serve_metrics(settings: Settings) -> None:
     if directory is not None:
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    port = settings.metrics_port
     try:
-        start_http_server(settings.port, addr=settings.host, registry=registry)
+        start_http_server(port, addr=settings.host, registry=registry)
     except OSError as exc:
-        logger.warning("worker metrics not served on %s:%d: %s", settings.host, settings.port, exc.strerror)
+        logger.warning("worker metrics not served on %s:%d: %s", settings.host, port, exc.strerror)
     else:
-        logger.info("worker metrics on http://%s:%d/metrics", settings.host, settings.port)
+        logger.info("worker metrics on http://%s:%d/metrics", settings.host, port)
 
 
 class _HideJobArguments(logging.Filter):

@@ -29,6 +29,7 @@ from claude_gateway.web.extensions import Uploads
 from claude_gateway.web.fast_lane import FastLanes, fast_lanes
 from claude_gateway.web.health_check import Drain, HealthCheck
 from claude_gateway.web.middleware import GatewayMiddleware
+from claude_gateway.web.ops_port import OpsPortOnly
 from claude_gateway.web.routes import (
     analyze,
     batches,
@@ -189,7 +190,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/redoc" if settings.expose_docs else None,
         openapi_url="/openapi.json" if settings.expose_docs else None,
     )
-    # The server sets it on SIGTERM (`app.state.drain.start()`): readiness answers 503 from then on.
+    # The server starts it on SIGTERM (`app.state.drain.start()`): readiness answers 503 from then on, and the server
+    # waits for the requests it counts (`GatewayMiddleware`) before it shuts down.
     app.state.drain = Drain()
     handlers.install(app)
     chat_routes = chat.build_routes(settings)
@@ -223,12 +225,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title=app.title, version=app.version, routes=chat.openapi_router(settings, chat_routes).routes
     )
     _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}, {"paths": count_tokens.OPENAPI_PATHS}])
+    app.add_middleware(OpsPortOnly, metrics_port=settings.metrics_port)
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
     app.add_middleware(
         GatewayMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
         self_bounded=files.SELF_BOUNDED,
+        drain=app.state.drain,
     )
     return app
 

@@ -25,6 +25,7 @@ import orjson
 from claude_gateway.errors import GatewayError, UpstreamMisconfigured, classify
 from claude_gateway.telemetry import metrics
 from claude_gateway.upstream.client import HTTPClientError, UpstreamClient
+from claude_gateway.web.drain import Drain
 
 # Probes every 10 s from several load balancers would otherwise spend a call each; 30 s keeps it to two a minute.
 HEALTH_CACHE_TTL_S = 30.0
@@ -38,24 +39,7 @@ READY_REDIS_WAIT_S = 0.5
 
 RedisState = Literal["up", "down", "not_configured"]
 
-
-class Drain:
-    """Whether this server process is draining: set once, on SIGTERM, by the server; never cleared.
-
-    From then on readiness answers 503 (`{"status": "draining"}`), so that load balancers stop sending new requests
-    while the ones in flight finish. `create_app` puts one on `app.state.drain`; the server calls
-    `app.state.drain.start()` when it begins its graceful shutdown.
-    """
-
-    def __init__(self) -> None:
-        self._active = False
-
-    def start(self) -> None:
-        self._active = True
-
-    @property
-    def active(self) -> bool:
-        return self._active
+__all__ = ["Drain", "HealthCheck", "HealthResult"]
 
 
 @dataclass(frozen=True, slots=True)

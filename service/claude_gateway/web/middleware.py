@@ -24,6 +24,7 @@ from claude_gateway.telemetry import metrics, tracing
 from claude_gateway.telemetry.logs import get_logger
 from claude_gateway.upstream.usage import cost_usd
 from claude_gateway.web.anthropic_request import bounded_attribution
+from claude_gateway.web.drain import Drain
 from claude_gateway.web.exception_handlers import error_body
 from claude_gateway.web.extensions import BODY_TIMEOUT, disconnect_extension
 
@@ -69,6 +70,7 @@ class GatewayMiddleware:
         max_body_bytes: int,
         body_timeout_s: float | None = None,
         self_bounded: frozenset[tuple[str, str]] = frozenset(),
+        drain: Drain | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -76,6 +78,8 @@ class GatewayMiddleware:
         self.self_bounded = self_bounded
         # Looked up first: one hash of a string per request, rather than of a tuple.
         self.self_bounded_paths = frozenset(path for _, path in self_bounded)
+        # Counts the requests in flight, which the server waits for when it drains (`drain.Drain`).
+        self.drain = drain if drain is not None else Drain()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,6 +131,9 @@ class GatewayMiddleware:
                     encoded = name.lower().encode()
                     if encoded not in present:
                         headers.append((encoded, value.encode()))
+                if self.drain.active and b"connection" not in present:
+                    # Draining: a keep-alive client (an ingress) takes its next request elsewhere.
+                    headers.append((b"connection", b"close"))
                 message["headers"] = headers
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 # The request span (OpenTelemetry's ASGI middleware, outside this one) ends with the last byte:
@@ -134,6 +141,7 @@ class GatewayMiddleware:
                 _settle_cost(context)
             await send(message)
 
+        self.drain.request_started()
         try:
             path = scope["path"]
             if path in self.self_bounded_paths and (scope["method"], path) in self.self_bounded:
@@ -147,6 +155,7 @@ class GatewayMiddleware:
                 scope, self._bounded(scope, receive, context) if scope["method"] != "GET" else receive, send_wrapper
             )
         finally:
+            self.drain.request_finished()
             self._record(scope, context, status_code if response_started else 500)
 
     def _bounded(self, scope: Scope, receive: Receive, context: RequestContext) -> Receive:
@@ -215,6 +224,8 @@ class GatewayMiddleware:
             extra={
                 "method": scope["method"],
                 "path": path,
+                # The peer's address, or X-Forwarded-For's when the peer is trusted (FORWARDED_ALLOW_IPS).
+                "remote_addr": peer[0] if (peer := scope.get("client")) else None,
                 "route": template,
                 "status_code": status_code,
                 "duration_ms": round(duration * 1000, 2),

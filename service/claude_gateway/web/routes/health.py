@@ -26,6 +26,6 @@ async def ready(health: Health) -> JSONResponse:
 
 @router.get("/health")
 async def deep(health: Health) -> JSONResponse:
-    """The deep check: a real call to `HEALTH_MODEL`, cached so that probes do not spend."""
+    """The deep check: a real call to `HEALTH_MODEL`, cached so that probes do not spend; on METRICS_PORT only."""
     result = await health.deep()
     return JSONResponse(result.body, status_code=200 if result.healthy else 503)

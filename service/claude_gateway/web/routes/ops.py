@@ -1,4 +1,4 @@
-"""`/metrics`: the Prometheus exposition, summed over every worker process of the pod."""
+"""`/metrics`: the Prometheus exposition, summed over every worker process of the pod; on METRICS_PORT only (`ops_port`)."""
 
 from __future__ import annotations
 
