@@ -43,6 +43,7 @@ from claude_gateway.web.routes import (
     root,
     usage,
 )
+from claude_gateway.web.routes.plain import documentation_routes
 
 log = get_logger("claude_gateway.web.app")
 
@@ -194,8 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # waits for the requests it counts (`GatewayMiddleware`) before it shuts down.
     app.state.drain = Drain()
     handlers.install(app)
-    chat_routes = chat.build_routes(settings)
-    app.router.routes.extend(chat_routes)
+    app.router.routes.extend(chat.build_routes(settings))
     app.router.routes.extend(messages.routes)
     app.include_router(usage.router)
     app.include_router(batches.router)
@@ -221,10 +221,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         excluded_urls=TRACING_EXCLUDED_URLS,
         exclude_spans=TRACING_EXCLUDED_SPANS,  # type: ignore[arg-type]
     )
-    chat_doc = get_openapi(
-        title=app.title, version=app.version, routes=chat.openapi_router(settings, chat_routes).routes
-    )
-    _document_plain_routes(app, [chat_doc, {"paths": messages.OPENAPI_PATHS}, {"paths": count_tokens.OPENAPI_PATHS}])
+    plain_doc = get_openapi(title=app.title, version=app.version, routes=documentation_routes(app.router.routes))
+    _document_plain_routes(app, [plain_doc, {"paths": messages.OPENAPI_PATHS}, {"paths": count_tokens.OPENAPI_PATHS}])
     app.add_middleware(OpsPortOnly, metrics_port=settings.metrics_port)
     # Outermost: it must see every request, including those CORS or the instrumentation answer themselves.
     app.add_middleware(

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,7 +21,7 @@ from claude_gateway.upstream.usage import cost_header
 from claude_gateway.web.deps import RelayCall, relay_call
 from claude_gateway.web.event_stream import DONE, EventStreamResponse, data_event
 from claude_gateway.web.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
-from claude_gateway.web.routes.plain import PlainRoute, read_json_body, validate_body
+from claude_gateway.web.routes.plain import Documented, PlainRoute, read_json_body, validate_body
 from claude_gateway.web.streaming import overhead_header, start_stream, stream_response
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -120,35 +119,17 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
         )
         return stream_response(stream, lease, translate(stream))
 
-    return [PlainRoute("/chat", chat, methods=["POST"]), PlainRoute("/chat/stream", chat_stream, methods=["POST"])]
-
-
-def openapi_router(settings: Settings, served: list[PlainRoute]) -> APIRouter:
-    """The `served` routes (`build_routes`) declared as FastAPI routes, for the OpenAPI document only: FastAPI writes
-    their operations (the bounded body schema, the 422, the responses) exactly as it would if it served them."""
-    router = APIRouter(tags=["chat"])
-    bounded = bounded_chat_request(settings.max_message_chars, settings.max_tokens_limit)
-    docs = {route.path: route.endpoint.__doc__ for route in served}
-
-    async def chat(body: ChatRequest) -> Response:
-        raise NotImplementedError  # documentation only
-
-    async def chat_stream(body: ChatRequest) -> Response:
-        raise NotImplementedError  # documentation only
-
-    for handler, path in ((chat, "/chat"), (chat_stream, "/chat/stream")):
-        handler.__annotations__["body"] = bounded
-        handler.__doc__ = docs[path]
-    router.add_api_route("/chat", chat, methods=["POST"], response_model=ChatResponse, responses=ERROR_RESPONSES)
-    router.add_api_route(
-        "/chat/stream",
-        chat_stream,
-        methods=["POST"],
-        responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
+    answer = Documented(bounded, ERROR_RESPONSES, response_model=ChatResponse, tags=("chat",))
+    events = Documented(
+        bounded,
+        {200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
         response_class=Response,
-        response_model=None,
+        tags=("chat",),
     )
-    return router
+    return [
+        PlainRoute("/chat", chat, methods=["POST"], documented=answer),
+        PlainRoute("/chat/stream", chat_stream, methods=["POST"], documented=events),
+    ]
 
 
 async def translate(stream: AnthropicStream) -> AsyncIterator[bytes]:

@@ -10,24 +10,80 @@ from __future__ import annotations
 
 import email.message
 import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.routing import Match, Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
 M = TypeVar("M", bound=BaseModel)
 
 
+@dataclass(frozen=True, slots=True)
+class Documented:
+    """How a plain route that reads a body model appears in the OpenAPI document: written by FastAPI itself from
+    these (the body's bounded schema and the 422 included), as if FastAPI served the route (`documentation_routes`)."""
+
+    body: type[BaseModel]
+    responses: dict[int | str, dict[str, Any]]
+    response_model: type[BaseModel] | None = None
+    response_class: type[Response] = JSONResponse
+    tags: tuple[str, ...] = ()
+
+
 class PlainRoute(Route):
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[[Request], Awaitable[Response]],
+        *,
+        methods: list[str],
+        documented: Documented | None = None,
+    ) -> None:
+        super().__init__(path, endpoint, methods=methods)
+        self.documented = documented
+
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)
         if match is not Match.NONE:
             child_scope["route"] = self
         return match, child_scope
+
+
+def documentation_routes(routes: Iterable[BaseRoute]) -> list[APIRoute]:
+    """The documented plain routes among `routes` as the FastAPI routes that would serve them: for the OpenAPI
+    document only (never mounted), so that each route is declared once, where it is served."""
+    documented: list[APIRoute] = []
+    for route in routes:
+        if not isinstance(route, PlainRoute) or route.documented is None:
+            continue
+        doc = route.documented
+
+        async def endpoint(body: Any) -> Response:
+            raise NotImplementedError  # documentation only
+
+        endpoint.__annotations__["body"] = doc.body
+        endpoint.__doc__ = route.endpoint.__doc__
+        documented.append(
+            APIRoute(
+                route.path,
+                endpoint,
+                methods=sorted(route.methods or ()),
+                name=route.name,
+                response_model=doc.response_model,
+                responses=doc.responses,
+                response_class=doc.response_class,
+                tags=list(doc.tags),
+            )
+        )
+    return documented
 
 
 # A body FastAPI would have read, as FastAPI reads it: the same content types taken for JSON, the same parser (so
