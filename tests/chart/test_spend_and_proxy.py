@@ -70,10 +70,20 @@ class TestLimitsAndBudgets:
         assert data["BUDGET_USD_MONTH"] == "400"
         assert data["TOKEN_RESERVE_OUTPUT"] == "4096"
         assert data["COUNT_TOKENS_RATE_LIMIT"] == "100/minute"
+        assert data["MODELS_RATE_LIMIT"] == "100/minute"
+        assert data["JOBS_MAX_QUEUED_BYTES_PER_CLIENT"] == "8388608"
 
     def test_unset_values_leave_the_gateway_defaults(self, default_render: Manifests) -> None:
         data = default_render.get("ConfigMap")["data"]
-        for name in ("BUDGET_USD_DAY", "BUDGET_USD_MONTH", "TOKEN_RESERVE_OUTPUT", "COUNT_TOKENS_RATE_LIMIT"):
+        unset = (
+            "BUDGET_USD_DAY",
+            "BUDGET_USD_MONTH",
+            "TOKEN_RESERVE_OUTPUT",
+            "COUNT_TOKENS_RATE_LIMIT",
+            "MODELS_RATE_LIMIT",
+            "JOBS_MAX_QUEUED_BYTES_PER_CLIENT",
+        )
+        for name in unset:
             assert name not in data, name
 
     def test_a_fractional_budget_is_kept(self, helm: Helm) -> None:

@@ -56,8 +56,8 @@ def test_reads_redis_and_the_settings_but_not_the_keys_file(helm: Helm) -> None:
 def test_exposes_its_metrics_port(default_render: Manifests) -> None:
     worker = container(default_render.get("Deployment", "worker"))
     assert worker["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
-    # Whichever of PORT and METRICS_PORT the worker reads, it serves on the metrics port.
-    assert env_of(worker)["PORT"] == "9464"
+    # The worker serves its metrics on METRICS_PORT (it reads no PORT).
+    assert "PORT" not in env_of(worker)
     assert default_render.get("ConfigMap")["data"]["METRICS_PORT"] == "9464"
     service = default_render.get("Service", "worker")
     assert service["spec"]["clusterIP"] == "None"

@@ -396,6 +396,28 @@ class TestTheGatewayBehindAProxy:
         assert answer.json()["type"] == "message"
         assert proxy.wait_for_requests(1) == [f"POST {simulator.url}/v1/messages"]
 
+    async def test_the_deep_health_check_and_the_relay_go_through_the_same_proxy(
+        self,
+        make_proxy: MakeProxy,
+        make_gateway: Callable[..., Gateway],
+        simulator: Process,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """One client for every call to Anthropic (issue 12): the deep `/health` check cannot say "connected" by a
+        path the relay does not take. The proxy sees both calls, each with the gateway's credentials for it."""
+        proxy = make_proxy(basic_auth=(PROXY_USER, PROXY_PASSWORD))
+        monkeypatch.setenv("HTTP_PROXY", proxy.url(ENCODED_CREDENTIALS))
+        gateway = make_gateway()
+        async with httpx.AsyncClient(headers={"x-api-key": CLIENT_KEY}, trust_env=False) as client:
+            message = await client.post(
+                gateway.url + "/v1/messages", content=MESSAGE, headers={"content-type": "application/json"}
+            )
+            health = await client.get(gateway.metrics_url + "/health")
+        assert message.status_code == 200, message.text
+        assert health.status_code == 200, health.text
+        assert health.json()["claude"] == "connected"
+        assert proxy.wait_for_requests(2) == [f"POST {simulator.url}/v1/messages"] * 2
+
     async def test_v1_messages_goes_through_a_connect_tunnel(
         self,
         pool_class: PoolClass,

@@ -190,10 +190,6 @@ env:
   - name: PROMETHEUS_MULTIPROC_DIR
     value: /tmp/metrics
   {{- else }}
-  # The worker serves no HTTP but its metrics: whether it reads PORT or METRICS_PORT, they land on the `metrics`
-  # port the Service and the ServiceMonitor name.
-  - name: PORT
-    value: {{ include "claude-gateway.int" $root.Values.metrics.port }}
   # The liveness probe's evidence: the worker's loop touches this file on the /tmp emptyDir, and
   # `claude-gateway worker --check` reads its age. Local, so a Redis outage never restarts a worker.
   - name: WORKER_HEARTBEAT_FILE
