@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -66,3 +66,19 @@ class TaskStatus(BaseModel):
 
 class ErrorDetail(BaseModel):
     detail: str
+
+
+# Anthropic's error object, as every /v1/ route answers errors (the gateway's own and Anthropic's relayed), for the
+# OpenAPI document of the routes that read their bodies raw.
+ANTHROPIC_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}

@@ -32,28 +32,17 @@ from claude_gateway.upstream.usage import cost_header
 from claude_gateway.web.anthropic_request import MODEL_NAME_MAX_CHARS, read_messages_request
 from claude_gateway.web.deps import relay_call
 from claude_gateway.web.event_stream import named_event
+from claude_gateway.web.models import ANTHROPIC_ERROR_SCHEMA
 from claude_gateway.web.routes.plain import PlainRoute
 from claude_gateway.web.streaming import overhead_header, start_stream, stream_response
 
 # Errors here render in Anthropic's shape: the middleware sets that for everything under /v1/.
 PATH = "/v1/messages"
 
-_ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "error"],
-    "properties": {
-        "type": {"const": "error"},
-        "error": {
-            "type": "object",
-            "required": ["type", "message"],
-            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
-        },
-    },
-}
 # Every status a `/v1/*` relay may answer with an error: the gateway's own refusals and Anthropic's, relayed (529
 # is Anthropic's overloaded).
 ERROR_RESPONSES: dict[str, Any] = {
-    str(status): {"description": "Error", "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    str(status): {"description": "Error", "content": {"application/json": {"schema": ANTHROPIC_ERROR_SCHEMA}}}
     for status in (400, 401, 403, 404, 408, 413, 429, 500, 502, 503, 504, 529)
 }
 # Documentation only (the body is relayed, and Anthropic judges it, betas widening what it accepts): enough for a

@@ -29,6 +29,7 @@ from claude_gateway.admission.ownership import Kind, Ownership, owner
 from claude_gateway.errors import NotFound
 from claude_gateway.web.deps import RelayCall, relay_call
 from claude_gateway.web.event_stream import EventStreamResponse
+from claude_gateway.web.models import ANTHROPIC_ERROR_SCHEMA
 
 # Anthropic's default `limit` on its lists, and its largest.
 DEFAULT_LIMIT = 20
@@ -41,18 +42,6 @@ MAX_ID_CHARS = 256
 
 # -- OpenAPI: the routes read their bodies and queries raw (Anthropic judges them), so each documents them here.
 
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "error"],
-    "properties": {
-        "type": {"const": "error"},
-        "error": {
-            "type": "object",
-            "required": ["type", "message"],
-            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
-        },
-    },
-}
 # Every status an answer here may have: the gateway's own refusals, and Anthropic's answers relayed.
 ERROR_STATUSES = (400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 502, 503, 504, 529)
 JSON_OBJECT: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
@@ -64,7 +53,10 @@ def responses(description: str, content: dict[str, Any] | None = None) -> dict[i
         200: {"description": description, "content": JSON_OBJECT if content is None else content}
     }
     for status in ERROR_STATUSES:
-        documented[status] = {"description": "Error", "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+        documented[status] = {
+            "description": "Error",
+            "content": {"application/json": {"schema": ANTHROPIC_ERROR_SCHEMA}},
+        }
     return documented
 
 

@@ -39,6 +39,7 @@ from claude_gateway.admission.ratelimit.spend import (
 from claude_gateway.context import request_context
 from claude_gateway.errors import ClientError
 from claude_gateway.web.deps import authenticate
+from claude_gateway.web.models import ANTHROPIC_ERROR_SCHEMA
 from claude_gateway.web.responses import JSONResponse
 
 PATH = "/v1/gateway/usage"
@@ -58,20 +59,8 @@ _FIELD_NAMES = {
 router = APIRouter(tags=["gateway"])
 
 # Errors here take Anthropic's shape, as everywhere under /v1/ (the middleware decides by path).
-_ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "error"],
-    "properties": {
-        "type": {"const": "error"},
-        "error": {
-            "type": "object",
-            "required": ["type", "message"],
-            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
-        },
-    },
-}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"description": "Error", "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    status: {"description": "Error", "content": {"application/json": {"schema": ANTHROPIC_ERROR_SCHEMA}}}
     for status in (400, 401, 403, 422, 503)
 }
 
