@@ -33,20 +33,18 @@ from claude_gateway import pricing
 from claude_gateway.admission.lease import NOTHING_RESERVED
 from claude_gateway.admission.ownership import OwnershipUnavailable
 from claude_gateway.admission.policy import ALLOW_ALL, Policy, PolicyDenied
-from claude_gateway.context import request_context
-from claude_gateway.errors import classify
+from claude_gateway.context import RequestContext
 from claude_gateway.telemetry.logs import get_logger
 from claude_gateway.upstream.batch_usage import ResultsUsage
-from claude_gateway.upstream.client import HTTPClientError
 from claude_gateway.upstream.passthrough import call, json_answer, raise_error, read_json, relayed_headers
 from claude_gateway.web.routes.owned import (
     Owners,
     Relayed,
-    RelayedStream,
     api_path,
     gateway_base_url,
     owned_page,
     query_parameters,
+    relay_owned_body,
     require_owner,
     responses,
 )
@@ -226,46 +224,24 @@ async def delete_batch(batch_id: str, request: Request, relayed: Relayed, owners
     responses=responses("The results, one JSON object a line", _JSON_LINES),
 )
 async def batch_results(batch_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    lease = relayed.lease(RESULTS, NOTHING_RESERVED)
-    await lease.acquire()
-    try:
-        await require_owner(ownership, "batch", batch_id, relayed.client, not_found(batch_id))
-        response = await call(
-            relayed.upstream, "GET", api_path(RESULTS, batch_id=batch_id), route=RESULTS, client_headers=request.headers
-        )
-        if response.status >= 300:
-            await raise_error(response)
-    except BaseException:
-        await lease.release()
-        raise
+    """Streamed through as they come; their usage is read from each line as it passes, and counted (at the Batches
+    price) the first time the results go through whole."""
     usage = ResultsUsage()
-    ended = False
 
-    async def chunks() -> Any:
-        nonlocal ended
-        try:
-            async for chunk in response.chunks():
-                usage.feed(chunk)
-                yield chunk
-        except (TimeoutError, HTTPClientError) as exc:
-            # Cut off mid-way: the client's connection is cut too, rather than its body ended as if whole.
-            raise classify(exc) from exc
-        usage.finish()
-        ended = True
+    async def count_usage(context: RequestContext) -> None:
+        context.usage = usage.total
+        if usage.by_model and await ownership.first_count(batch_id):
+            usage.record(relayed.client.name)
 
-    async def on_close(disconnected: bool) -> None:
-        response.release()
-        await lease.release()
-        context = request_context(request)
-        context.disconnected = disconnected and not ended
-        if ended:
-            context.usage = usage.total
-            if usage.by_model and await ownership.first_count(batch_id):
-                usage.record(relayed.client.name)
-
-    return RelayedStream(
-        chunks(),
-        on_close=on_close,
-        headers=relayed_headers(response, body=True),
-        content_length=response.content_length,
+    return await relay_owned_body(
+        request,
+        relayed,
+        ownership,
+        kind="batch",
+        resource_id=batch_id,
+        missing=not_found(batch_id),
+        route=RESULTS,
+        path=api_path(RESULTS, batch_id=batch_id),
+        watcher=usage,
+        on_whole=count_usage,
     )

@@ -25,20 +25,18 @@ from starlette.responses import Response
 
 from claude_gateway.admission.lease import NOTHING_RESERVED
 from claude_gateway.admission.ownership import OwnershipUnavailable
-from claude_gateway.context import request_context
-from claude_gateway.errors import InvalidRequest, classify
+from claude_gateway.errors import InvalidRequest
 from claude_gateway.telemetry.logs import get_logger
-from claude_gateway.upstream.client import HTTPClientError
 from claude_gateway.upstream.http_client import StreamedBody
 from claude_gateway.upstream.passthrough import call, raise_error, read_json, relayed_headers, verbatim
 from claude_gateway.web.middleware import BodyTimeout, BodyTooLarge
 from claude_gateway.web.routes.owned import (
     Owners,
     Relayed,
-    RelayedStream,
     api_path,
     owned_page,
     query_parameters,
+    relay_owned_body,
     require_owner,
     responses,
 )
@@ -207,37 +205,13 @@ async def delete_file(file_id: str, request: Request, relayed: Relayed, ownershi
     responses=responses("The file's bytes, with its content type", _ANY_CONTENT),
 )
 async def file_content(file_id: str, request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    lease = relayed.lease(CONTENT, NOTHING_RESERVED)
-    await lease.acquire()
-    try:
-        await require_owner(ownership, "file", file_id, relayed.client, not_found(file_id))
-        response = await call(
-            relayed.upstream, "GET", api_path(CONTENT, file_id=file_id), route=CONTENT, client_headers=request.headers
-        )
-        if response.status >= 300:
-            await raise_error(response)
-    except BaseException:
-        await lease.release()
-        raise
-    ended = False
-
-    async def chunks() -> AsyncIterator[bytes]:
-        nonlocal ended
-        try:
-            async for chunk in response.chunks():
-                yield chunk
-        except (TimeoutError, HTTPClientError) as exc:
-            raise classify(exc) from exc  # the client's connection is cut, not its body ended as if whole
-        ended = True
-
-    async def on_close(disconnected: bool) -> None:
-        response.release()
-        await lease.release()
-        request_context(request).disconnected = disconnected and not ended
-
-    return RelayedStream(
-        chunks(),
-        on_close=on_close,
-        headers=relayed_headers(response, body=True),
-        content_length=response.content_length,
+    return await relay_owned_body(
+        request,
+        relayed,
+        ownership,
+        kind="file",
+        resource_id=file_id,
+        missing=not_found(file_id),
+        route=CONTENT,
+        path=api_path(CONTENT, file_id=file_id),
     )

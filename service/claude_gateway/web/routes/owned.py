@@ -18,15 +18,19 @@ per request, not a full scan. A `page` cursor is Anthropic's own, passed through
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import Depends, Request
 from starlette.responses import Response
 
 from claude_gateway.admission.keys import ClientKey
+from claude_gateway.admission.lease import NOTHING_RESERVED
 from claude_gateway.admission.ownership import Kind, Ownership, owner
-from claude_gateway.errors import NotFound
+from claude_gateway.context import RequestContext, request_context
+from claude_gateway.errors import NotFound, classify
+from claude_gateway.upstream.client import HTTPClientError
+from claude_gateway.upstream.passthrough import call, raise_error, relayed_headers
 from claude_gateway.web.deps import RelayCall, relay_call
 from claude_gateway.web.event_stream import EventStreamResponse
 from claude_gateway.web.models import ANTHROPIC_ERROR_SCHEMA
@@ -168,6 +172,73 @@ class RelayedStream(EventStreamResponse):
         if content_length is not None:
             raw.append((b"content-length", b"%d" % content_length))
         self.raw_headers = raw
+
+
+class BodyWatcher(Protocol):
+    """What reads a relayed body as it passes (a batch's results, for their usage)."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+async def relay_owned_body(
+    request: Request,
+    relayed: RelayCall,
+    ownership: Ownership,
+    *,
+    kind: Kind,
+    resource_id: str,
+    missing: str,
+    route: str,
+    path: str,
+    watcher: BodyWatcher | None = None,
+    on_whole: Callable[[RequestContext], Awaitable[None]] | None = None,
+) -> RelayedStream:
+    """The body of the caller's own batch or file (`path`), streamed through as it comes, never held whole.
+
+    The lease comes first (a request for another key's object counts against the limits like any other) and is held
+    until the body ends; Anthropic's refusal is relayed as it came. A body cut off mid-way cuts the client's connection
+    too, rather than ending it as if whole; `on_whole` runs once a body went through to its end."""
+    lease = relayed.lease(route, NOTHING_RESERVED)
+    await lease.acquire()
+    try:
+        await require_owner(ownership, kind, resource_id, relayed.client, missing)
+        response = await call(relayed.upstream, "GET", path, route=route, client_headers=request.headers)
+        if response.status >= 300:
+            await raise_error(response)
+    except BaseException:
+        await lease.release()
+        raise
+    ended = False
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal ended
+        try:
+            async for chunk in response.chunks():
+                if watcher is not None:
+                    watcher.feed(chunk)
+                yield chunk
+        except (TimeoutError, HTTPClientError) as exc:
+            raise classify(exc) from exc
+        if watcher is not None:
+            watcher.finish()
+        ended = True
+
+    async def on_close(disconnected: bool) -> None:
+        response.release()
+        await lease.release()
+        context = request_context(request)
+        context.disconnected = disconnected and not ended
+        if ended and on_whole is not None:
+            await on_whole(context)
+
+    return RelayedStream(
+        chunks(),
+        on_close=on_close,
+        headers=relayed_headers(response, body=True),
+        content_length=response.content_length,
+    )
 
 
 def gateway_base_url(request: Request) -> str:
