@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -116,7 +117,11 @@ class TestBudgetRefusal:
         gateway = start(make_gateway, keys, backend, request)
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             first = await http.post("/v1/messages", json=message(), headers={"x-api-key": spender})
+            # The reset is the next UTC midnight: Retry-After counts the whole seconds to it from when it was
+            # written, some instant between these two readings.
+            left_before = seconds_to_midnight()
             refused = await http.post("/v1/messages", json=message(), headers={"x-api-key": spender})
+            left_after = seconds_to_midnight()
             served = await http.post("/v1/messages", json=message(), headers={"x-api-key": other})
         assert first.status_code == 200
         assert served.status_code == 200
@@ -128,7 +133,7 @@ class TestBudgetRefusal:
             "message": f"Daily budget of $0.0005 for this key is spent; it resets at {day.resets_at_text}",
         }
         assert refused.headers["x-should-retry"] == "false"
-        assert seconds_to_midnight() - 5 <= int(refused.headers["retry-after"]) <= seconds_to_midnight() + 1
+        assert math.floor(left_after) <= int(refused.headers["retry-after"]) <= math.ceil(left_before) + 1
 
     async def test_chat_refuses_in_the_seed_shape(
         self, make_gateway: MakeGateway, keys: Keys, backend: str, request: pytest.FixtureRequest
