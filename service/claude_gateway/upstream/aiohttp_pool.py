@@ -48,8 +48,8 @@ from claude_gateway.upstream.http_client import (
     ReadTimeout,
     ResponseHeadTimeout,
     ResponseHeadTooLarge,
-    ResponseTooLarge,
     StreamedBody,
+    read_bounded,
     tls_context,
 )
 
@@ -134,22 +134,8 @@ class AiohttpResponse:
             raise self._pool.translate(exc, self._attempt, answered=True) from exc
 
     async def read(self, limit: int = MAX_RESPONSE_BODY_BYTES) -> bytes:
-        """The whole body; `ResponseTooLarge` (and the connection closed) past `limit` bytes, or at once when the
-        declared length is over it."""
-        if self.content_length is not None and self.content_length > limit:
-            self._too_large(limit)
-        chunks = []
-        size = 0
-        async for chunk in self.chunks():
-            size += len(chunk)
-            if size > limit:
-                self._too_large(limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, limit: int) -> None:
-        self._response.close()
-        raise ResponseTooLarge(f"the upstream's answer is over {limit} bytes")
+        """The whole body, bounded as the builtin client bounds it (`read_bounded`)."""
+        return await read_bounded(self.chunks(), self.content_length, limit, self._response.close)
 
     def release(self) -> None:
         """Back to the pool if the body was read to its end (and the request sent whole), else closed."""

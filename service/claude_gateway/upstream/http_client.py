@@ -38,7 +38,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -124,6 +124,25 @@ class ResponseTooLarge(HTTPClientError):
     """A body read whole exceeds its bound (`MAX_RESPONSE_BODY_BYTES`); its connection is closed."""
 
 
+async def read_bounded(
+    chunks: AsyncIterator[bytes], declared: int | None, limit: int, close: Callable[[], object]
+) -> bytes:
+    """A whole body of at most `limit` bytes: past it, `ResponseTooLarge`, the connection closed first (`close`) so
+    that the rest is never read, at once when the declared length is over it, else as the count passes it."""
+    if declared is not None and declared > limit:
+        close()
+        raise ResponseTooLarge(f"the upstream's answer is over {limit} bytes")
+    body = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            close()
+            raise ResponseTooLarge(f"the upstream's answer is over {limit} bytes")
+        body.append(chunk)
+    return b"".join(body)
+
+
 class StreamedBody:
     """A request body sent as it is produced: `chunks` (an async iterable of bytes), with `length` bytes in all as
     its `Content-Length`, or chunked when the length is None. It can be sent once: `started` says whether any of it
@@ -191,22 +210,8 @@ class Response:
                 await self._wait()
 
     async def read(self, limit: int = MAX_RESPONSE_BODY_BYTES) -> bytes:
-        """The whole body; `ResponseTooLarge` (and the connection closed) past `limit` bytes, or at once when the
-        declared length is over it."""
-        if self.content_length is not None and self.content_length > limit:
-            self._too_large(limit)
-        chunks = []
-        size = 0
-        async for chunk in self.chunks():
-            size += len(chunk)
-            if size > limit:
-                self._too_large(limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, limit: int) -> None:
-        self._connection.close()
-        raise ResponseTooLarge(f"the upstream's answer is over {limit} bytes")
+        """The whole body, bounded (`read_bounded`)."""
+        return await read_bounded(self.chunks(), self.content_length, limit, self._connection.close)
 
     def release(self) -> None:
         self._connection.finished(self)
