@@ -26,7 +26,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 from types import SimpleNamespace
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import hdrs
@@ -43,6 +42,7 @@ from claude_gateway.upstream.http_client import (
     ConnectTimeout,
     HTTPClientError,
     MalformedResponse,
+    Origin,
     ProxyError,
     ProxyRefused,
     ReadTimeout,
@@ -160,16 +160,11 @@ class AiohttpPool:
         head_timeout_s: float | None = None,
         proxies: EgressProxies | None = None,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        default_port = self.port == (443 if parts.scheme == "https" else 80)
-        self.authority = self.host if default_port else f"{self.host}:{self.port}"
+        origin = Origin.of(url)
+        self.host, self.port, self.authority = origin.host, origin.port, origin.authority
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self._origin = f"{parts.scheme}://{host}" + ("" if default_port else f":{self.port}")
-        self.ssl = tls_context() if parts.scheme == "https" else None
+        self._origin = f"{origin.scheme}://{host}" + origin.authority.removeprefix(origin.host)
+        self.ssl = tls_context() if origin.tls else None
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.head_timeout_s = read_timeout_s if head_timeout_s is None else head_timeout_s

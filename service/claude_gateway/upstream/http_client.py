@@ -39,6 +39,7 @@ import logging
 import socket
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -154,6 +155,30 @@ class StreamedBody:
         self.chunks = chunks
         self.length = length
         self.started = False
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The upstream's scheme, host and port, from its base URL, as both pools address it."""
+
+    scheme: str
+    host: str
+    port: int
+    authority: str  # the Host header's value: the port only when it is not the scheme's own
+
+    @classmethod
+    def of(cls, url: str) -> Origin:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        default = 443 if parts.scheme == "https" else 80
+        port = parts.port or default
+        authority = parts.hostname if port == default else f"{parts.hostname}:{port}"
+        return cls(parts.scheme, parts.hostname, port, authority)
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
 
 
 def tls_context() -> ssl.SSLContext:
@@ -545,15 +570,10 @@ class ConnectionPool:
         head_timeout_s: float | None = None,
         proxies: EgressProxies | None = None,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+        origin = Origin.of(url)
         self.loop = asyncio.get_running_loop()
-        self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        default_port = self.port == (443 if parts.scheme == "https" else 80)
-        self.authority = self.host if default_port else f"{self.host}:{self.port}"
-        self.ssl = tls_context() if parts.scheme == "https" else None
+        self.host, self.port, self.authority = origin.host, origin.port, origin.authority
+        self.ssl = tls_context() if origin.tls else None
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.head_timeout_s = read_timeout_s if head_timeout_s is None else head_timeout_s

@@ -31,10 +31,8 @@ from starlette.responses import Response
 
 from claude_gateway import pricing
 from claude_gateway.admission.lease import NOTHING_RESERVED
-from claude_gateway.admission.ownership import OwnershipUnavailable
 from claude_gateway.admission.policy import ALLOW_ALL, Policy, PolicyDenied
 from claude_gateway.context import RequestContext
-from claude_gateway.telemetry.logs import get_logger
 from claude_gateway.upstream.batch_usage import ResultsUsage
 from claude_gateway.upstream.passthrough import call, json_answer, raise_error, read_json, relayed_headers
 from claude_gateway.web.routes.owned import (
@@ -44,12 +42,11 @@ from claude_gateway.web.routes.owned import (
     gateway_base_url,
     owned_page,
     query_parameters,
+    record_creator,
     relay_owned_body,
     require_owner,
     responses,
 )
-
-log = get_logger("claude_gateway.batches")
 
 BATCHES = "/v1/messages/batches"
 BATCH = "/v1/messages/batches/{batch_id}"
@@ -155,13 +152,7 @@ async def create_batch(request: Request, relayed: Relayed, ownership: Owners) ->
         if response.status >= 300:
             await raise_error(response)
         _, batch = await read_json(response)
-    batch_id = batch.get("id")
-    if isinstance(batch_id, str):
-        try:
-            await ownership.record("batch", batch_id, relayed.client.name)
-        except OwnershipUnavailable:
-            # The batch exists and is being paid for: answering an error would have the SDK create it again.
-            log.error("batch created but its owner not recorded: nobody can reach it", extra={"batch_id": batch_id})
+    await record_creator(ownership, "batch", batch, relayed.client)
     return json_answer(point_at_gateway(batch, gateway_base_url(request)), response)
 
 

@@ -24,9 +24,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from claude_gateway.admission.lease import NOTHING_RESERVED
-from claude_gateway.admission.ownership import OwnershipUnavailable
 from claude_gateway.errors import InvalidRequest
-from claude_gateway.telemetry.logs import get_logger
 from claude_gateway.upstream.http_client import StreamedBody
 from claude_gateway.upstream.passthrough import call, raise_error, read_json, relayed_headers, verbatim
 from claude_gateway.web.middleware import BodyTimeout, BodyTooLarge
@@ -36,12 +34,11 @@ from claude_gateway.web.routes.owned import (
     api_path,
     owned_page,
     query_parameters,
+    record_creator,
     relay_owned_body,
     require_owner,
     responses,
 )
-
-log = get_logger("claude_gateway.files")
 
 FILES = "/v1/files"
 FILE = "/v1/files/{file_id}"
@@ -137,12 +134,7 @@ async def upload_file(request: Request, relayed: Relayed, ownership: Owners) -> 
             # Anthropic may answer before the body was all sent: the middleware then ends the connection.
             await raise_error(response)
         raw, metadata = await read_json(response)
-    file_id = metadata.get("id")
-    if isinstance(file_id, str):
-        try:
-            await ownership.record("file", file_id, relayed.client.name)
-        except OwnershipUnavailable:
-            log.error("file uploaded but its owner not recorded: nobody can reach it", extra={"file_id": file_id})
+    await record_creator(ownership, "file", metadata, relayed.client)
     return verbatim(raw, response)
 
 

@@ -26,9 +26,10 @@ from starlette.responses import Response
 
 from claude_gateway.admission.keys import ClientKey
 from claude_gateway.admission.lease import NOTHING_RESERVED
-from claude_gateway.admission.ownership import Kind, Ownership, owner
+from claude_gateway.admission.ownership import Kind, Ownership, OwnershipUnavailable, owner
 from claude_gateway.context import RequestContext, request_context
 from claude_gateway.errors import NotFound, classify
+from claude_gateway.telemetry.logs import get_logger
 from claude_gateway.upstream.client import HTTPClientError
 from claude_gateway.upstream.passthrough import call, raise_error, relayed_headers
 from claude_gateway.web.deps import RelayCall, relay_call
@@ -42,6 +43,9 @@ SCAN_LIMIT = 1000
 MAX_SCAN_PAGES = 10
 # An id longer than any Anthropic issues is nobody's: answered 404 without a lookup.
 MAX_ID_CHARS = 256
+
+
+log = get_logger("claude_gateway.web.routes.owned")
 
 
 # -- OpenAPI: the routes read their bodies and queries raw (Anthropic judges them), so each documents them here.
@@ -239,6 +243,19 @@ async def relay_owned_body(
         headers=relayed_headers(response, body=True),
         content_length=response.content_length,
     )
+
+
+async def record_creator(ownership: Ownership, kind: Kind, created: dict[str, Any], client: ClientKey) -> None:
+    """Record the caller as the owner of the batch or file Anthropic just created (`created`, its object). When
+    that fails the object still exists (and is paid for): the creation is still answered, since an error would have
+    the SDK create it again, and the orphan is logged."""
+    resource_id = created.get("id")
+    if not isinstance(resource_id, str):
+        return
+    try:
+        await ownership.record(kind, resource_id, client.name)
+    except OwnershipUnavailable:
+        log.error(f"{kind} created but its owner not recorded: nobody can reach it", extra={"resource_id": resource_id})
 
 
 def gateway_base_url(request: Request) -> str:
