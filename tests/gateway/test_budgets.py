@@ -287,6 +287,21 @@ class TestUsageEndpoint:
         assert day["remaining_usd"] == pytest.approx(5 - day["spent_usd"], abs=2e-6)
         assert day["resets_at"] == current_windows()[0].resets_at_text
 
+    async def test_each_whole_answer_is_in_the_next_read_of_usage(
+        self, make_gateway: MakeGateway, keys: Keys, backend: str, request: pytest.FixtureRequest
+    ) -> None:
+        """A whole answer settles as it is sent, not before: still, a keep-alive client's read of its usage right
+        after each answer finds it, every time."""
+        _, key = keys.add(budget_usd={"day": 5})
+        gateway = start(make_gateway, keys, backend, request)
+        found = []
+        async with httpx.AsyncClient(base_url=gateway.url, headers={"x-api-key": key}) as http:
+            for i in range(1, 21):
+                route, body = ("/chat", {"message": "hi [[sim:tokens=3]]"}) if i % 2 else ("/v1/messages", message())
+                assert (await http.post(route, json=body)).status_code == 200
+                found.append((await http.get("/v1/gateway/usage")).json()["windows"]["day"]["total"]["requests"])
+        assert found == list(range(1, 21))
+
     async def test_the_admin_view_needs_an_admin_key(
         self, make_gateway: MakeGateway, keys: Keys, backend: str, request: pytest.FixtureRequest
     ) -> None:

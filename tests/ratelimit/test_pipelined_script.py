@@ -1,5 +1,6 @@
 """`ScriptPipeline`: concurrent calls of its scripts share round trips, yet each runs alone in a real Redis and gets its
-own reply or error; a script Redis forgot is loaded again; closing drains what is queued."""
+own reply or error; a script Redis forgot is loaded again; `sent()` lets a read see every call made before it; closing
+drains what is queued."""
 
 from __future__ import annotations
 
@@ -126,6 +127,29 @@ async def test_drain_waits_for_calls_nobody_awaits(redis: Redis, redis_url: str)
     await scripted.aclose()
     assert all(reply.done() for reply in submitted)
     assert int(await redis.get("h") or 0) == 50
+
+
+async def test_sent_lets_a_read_on_another_connection_see_every_call_made_before_it(
+    redis: Redis, redis_url: str
+) -> None:
+    """A call nobody awaits (a whole answer's settlement, made as the answer goes out), then a read of what it writes
+    on another connection (the usage endpoint's): after `sent()` the read sees the call, both the call in flight and
+    the one queued behind it. Without it the read goes out first: the batch leaves on the next turn of the loop."""
+    scripted = Redis.from_url(redis_url)
+    pipeline = ScriptPipeline(scripted)
+    add = pipeline.script(INCRBY)
+    await asyncio.gather(add(["warm"], [1]), redis.ping())  # both connected, and the script loaded
+    add.submit(["i"], [1])
+    assert int(await redis.get("i") or 0) == 0  # the read overtook the call made before it
+    await pipeline.sent()
+    assert int(await redis.get("i") or 0) == 1
+    add.submit(["j"], [1])
+    await asyncio.sleep(0)  # that batch is in flight: the next call queues behind it
+    add.submit(["j"], [2])
+    await pipeline.sent()
+    assert int(await redis.get("j") or 0) == 3
+    await pipeline.sent()  # nothing under way: returns at once
+    await scripted.aclose()
 
 
 async def test_concurrent_settlements_share_round_trips(

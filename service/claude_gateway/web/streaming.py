@@ -1,4 +1,5 @@
-"""A relayed answer's life on the web side: the overhead header of a whole answer, and a stream's set-up and end.
+"""A relayed answer's life on the web side: the overhead header and settlement of a whole answer, and a stream's
+set-up and end.
 
 A streamed answer outlives its route's handler: `start_stream` holds the lease and opens the upstream call,
 `stream_response` is the SSE response relaying it, and `finish_stream`, however the stream ends, settles the call,
@@ -7,8 +8,11 @@ frees its connection and gives back the lease (slot and unused tokens).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
+
+from starlette.background import BackgroundTask
 
 from claude_gateway.admission.lease import UpstreamLease
 from claude_gateway.context import RequestContext
@@ -17,6 +21,17 @@ from claude_gateway.upstream.call import UpstreamCall
 from claude_gateway.upstream.client import UpstreamClient
 from claude_gateway.upstream.relay import NO_HEADERS, AnthropicStream, open_stream
 from claude_gateway.web.event_stream import EventStreamResponse
+
+
+def after_answer(settlement: asyncio.Future[None]) -> BackgroundTask:
+    """What a whole answer runs once it is sent (`Response(background=...)`): waiting for its lease's settlement
+    (`UpstreamLease.release_in_background`), so that the request ends, and a draining server stops, only once it is
+    applied. Shielded: a cancelled request does not cancel the settlement."""
+    return BackgroundTask(_shielded, settlement)
+
+
+async def _shielded(settlement: asyncio.Future[None]) -> None:
+    await asyncio.shield(settlement)
 
 
 def overhead_header(context: RequestContext) -> dict[str, str]:

@@ -14,6 +14,7 @@ scripts were flushed) the scripts are loaded and only the calls that got NOSCRIP
     acquire, adjust = pipeline.script(ACQUIRE_LUA), pipeline.script(ADJUST_LUA)
     reply = await acquire(keys, args)        # queued, sent with the next batch, its reply awaited
     applied = adjust.submit(keys, args)      # queued now; sent even if nobody awaits the future
+    await pipeline.sent()                    # every call made so far answered: a read after it sees them
     await pipeline.drain()                   # at shutdown: every queued call sent and answered
 """
 
@@ -54,6 +55,8 @@ class ScriptPipeline:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._queued: list[_Call] = []
+        # The batch in flight: `sent()` waits for it as well as for the queue.
+        self._in_flight: list[_Call] = []
         self._sender: asyncio.Task[None] | None = None
 
     def script(self, source: str) -> PipelinedScript:
@@ -66,6 +69,14 @@ class ScriptPipeline:
             self._sender = asyncio.ensure_future(self._send())
         return reply
 
+    async def sent(self) -> None:
+        """Return once every call made so far has been answered (or failed), whatever is queued after it: a read of
+        what they write, made afterwards on another connection, then sees it (a settlement whose answer was sent
+        before its Redis reply came, `UpstreamLease.release_in_background`)."""
+        replies = [call[3] for call in (*self._in_flight, *self._queued) if not call[3].done()]
+        if replies:
+            await asyncio.wait(replies)
+
     async def drain(self) -> None:
         """Return once every call queued so far has been sent and answered (or failed)."""
         while self._sender is not None and not self._sender.done():
@@ -73,7 +84,7 @@ class ScriptPipeline:
 
     async def _send(self) -> None:
         while self._queued:
-            batch = [call for call in self._queued if not call[3].done()]
+            batch = self._in_flight = [call for call in self._queued if not call[3].done()]
             self._queued = []
             if not batch:
                 continue

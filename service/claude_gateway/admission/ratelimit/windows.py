@@ -311,6 +311,7 @@ class RedisWindows:
         return self._settle.submit(keys, args)
 
     async def read_usage(self, window: CalendarWindow, client: str | None) -> WindowUsage:
+        await self._scripts.sent()  # this worker's settlements first: a client reads back what it just spent
         if client is not None:
             clients = [client]
         else:
@@ -331,6 +332,7 @@ class RedisWindows:
         return found
 
     async def count(self, key: str) -> int:
+        await self._scripts.sent()
         return int(await self.redis.get(key) or 0)
 
     async def ping(self) -> None:

@@ -22,7 +22,7 @@ from claude_gateway.web.deps import RelayCall, relay_call
 from claude_gateway.web.event_stream import DONE, EventStreamResponse, data_event
 from claude_gateway.web.models import ChatRequest, ChatResponse, ErrorDetail, bounded_chat_request
 from claude_gateway.web.routes.plain import Documented, PlainRoute, read_json_body, validate_body
-from claude_gateway.web.streaming import overhead_header, start_stream, stream_response
+from claude_gateway.web.streaming import after_answer, overhead_header, start_stream, stream_response
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorDetail} for status in (400, 401, 403, 413, 429, 500, 502, 503, 504)
@@ -78,6 +78,7 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
             body_bytes = upstream_body(body, model, stream=False)
             completion = await complete(relayed.upstream, body_bytes, NO_HEADERS, call)
             lease.usage = call.usage
+            settlement = lease.release_in_background()
         text = completion.text()
         if text is None:
             raise UpstreamFailed("No text in response")
@@ -94,7 +95,9 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
             "id": message.get("id", ""),
         }
         headers = {**overhead_header(context), **cost_header(model, usage)}
-        return Response(orjson.dumps(answer), media_type="application/json", headers=headers)
+        return Response(
+            orjson.dumps(answer), media_type="application/json", headers=headers, background=after_answer(settlement)
+        )
 
     async def chat_stream(request: Request) -> EventStreamResponse:
         """Server-sent events: `{"text": ...}` per delta, then `{"done": true, "usage": ...}`, then `[DONE]`."""

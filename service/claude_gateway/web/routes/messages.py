@@ -34,7 +34,7 @@ from claude_gateway.web.deps import relay_call
 from claude_gateway.web.event_stream import named_event
 from claude_gateway.web.models import ANTHROPIC_ERROR_SCHEMA
 from claude_gateway.web.routes.plain import PlainRoute
-from claude_gateway.web.streaming import overhead_header, start_stream, stream_response
+from claude_gateway.web.streaming import after_answer, overhead_header, start_stream, stream_response
 
 # Errors here render in Anthropic's shape: the middleware sets that for everything under /v1/.
 PATH = "/v1/messages"
@@ -106,6 +106,7 @@ async def create_message(request: Request) -> Response:
             call = UpstreamCall(model=model, max_tokens=max_tokens, client=client.name, stream=False)
             completion = await complete(upstream, body, headers, call)
             lease.usage = call.usage
+            settlement = lease.release_in_background()
         return Response(
             completion.raw,
             media_type="application/json",
@@ -114,6 +115,7 @@ async def create_message(request: Request) -> Response:
                 **overhead_header(context),
                 **cost_header(model, call.usage),
             },
+            background=after_answer(settlement),
         )
 
     stream = await start_stream(
