@@ -51,6 +51,10 @@ class BenchConfig:
     streams: tuple[StreamScenario, ...]
     # Idle time between two stream scenarios: lets the servers close what the last one left.
     settle_s: float
+    # The added time to first token in the steady scenario is the difference of two p99s of 200 streams each: one
+    # stream late by a scheduling hiccup moves either. So each gateway route's steady measurement is paired with one
+    # of the simulator's taken just before it, this many times, and the median pair's difference is the figure.
+    steady_ttft_pairs: int
     rss_sample_every_s: float
     request_timeout_s: float
     profile_duration_s: float
@@ -81,6 +85,7 @@ FULL = BenchConfig(
         StreamScenario("steady-2000", "many", count=2000, ramp_s=4.0, tokens=15, tokens_per_s=1.0),
     ),
     settle_s=1.0,
+    steady_ttft_pairs=3,
     rss_sample_every_s=0.1,
     request_timeout_s=30.0,
     profile_duration_s=8.0,
@@ -100,5 +105,6 @@ SMOKE = replace(
         StreamScenario("steady-50", "many", count=50, ramp_s=0.5, tokens=10, tokens_per_s=10.0),
     ),
     settle_s=0.2,
+    steady_ttft_pairs=2,
     profile_duration_s=2.0,
 )

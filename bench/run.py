@@ -433,37 +433,70 @@ class Run:
         return self._server(name)
 
     async def _streams(self) -> list[dict[str, Any]]:
-        config = self.config
         rows = []
         for name, make in self._stream_plan():
-            server = await self._fresh(name)
-            warmup = make(server, WARMUP)
-            await run_streams(
-                warmup,
-                targets.stream_format(warmup),
-                starts_s=WARMUP.starts(),
-                timeout_s=config.request_timeout_s,
-                sample_rss=lambda: 0,
-                sample_every_s=1.0,
-            )
-            await asyncio.sleep(config.settle_s)
-            idle_rss = server.tree.rss()
-            for scenario in config.streams:
-                target = make(server, scenario)
-                self._log(f"streams: {target.name}, {scenario.name}")
-                rows.append(
-                    await measure.streams(
-                        target,
-                        name,
-                        self._trees(),
-                        scenario,
-                        idle_rss=idle_rss,
-                        sample_every_s=config.rss_sample_every_s,
-                        timeout_s=config.request_timeout_s,
-                    )
-                )
-                await asyncio.sleep(config.settle_s)
+            if name != "gateway":
+                server, idle_rss = await self._fresh_and_warm(name, make)
+                rows += [
+                    await self._stream_row(name, make(server, scenario), scenario, idle_rss)
+                    for scenario in self.config.streams
+                ]
+                continue
+            # The steady scenario in pairs (the simulator's, then the gateway's, freshly started each time as for a
+            # single measurement); the last gateway goes on to the other scenarios.
+            pairs = []
+            for _ in range(max(1, self.config.steady_ttft_pairs)):
+                server, idle_rss = await self._fresh_and_warm(name, make)
+                pair = []
+                for scenario in self.config.streams:
+                    if scenario.role == "steady":
+                        simulator = self._server("simulator")
+                        sim_target = targets.simulator(
+                            simulator.port, scenario.tokens, scenario.tokens_per_s, stream=True
+                        )
+                        pair.append(await self._stream_row("simulator", sim_target, scenario, None))
+                        pair.append(await self._stream_row(name, make(server, scenario), scenario, idle_rss))
+                pairs.append(pair)
+            rows += _median_pair(pairs)
+            rows += [
+                await self._stream_row(name, make(server, scenario), scenario, idle_rss)
+                for scenario in self.config.streams
+                if scenario.role != "steady"
+            ]
         return rows
+
+    async def _fresh_and_warm(self, name: str, make: MakeTarget) -> tuple[Server, int]:
+        """The server (re)started and warmed up with a few streams, and its idle RSS then."""
+        config = self.config
+        server = await self._fresh(name)
+        warmup = make(server, WARMUP)
+        await run_streams(
+            warmup,
+            targets.stream_format(warmup),
+            starts_s=WARMUP.starts(),
+            timeout_s=config.request_timeout_s,
+            sample_rss=lambda: 0,
+            sample_every_s=1.0,
+        )
+        await asyncio.sleep(config.settle_s)
+        return server, server.tree.rss()
+
+    async def _stream_row(
+        self, name: str, target: Target, scenario: StreamScenario, idle_rss: int | None
+    ) -> dict[str, Any]:
+        """One scenario's streams against `target` (`idle_rss` None: the simulator's, which is never restarted)."""
+        self._log(f"streams: {target.name}, {scenario.name}")
+        row = await measure.streams(
+            target,
+            name,
+            self._trees(),
+            scenario,
+            idle_rss=self._server(name).tree.rss() if idle_rss is None else idle_rss,
+            sample_every_s=self.config.rss_sample_every_s,
+            timeout_s=self.config.request_timeout_s,
+        )
+        await asyncio.sleep(self.config.settle_s)
+        return row
 
     # -- phase 4: the upstream HTTP clients compared ------------------------------------------------------------------
 
@@ -729,6 +762,23 @@ class Run:
             sample_rss=lambda: 0,
             sample_every_s=1.0,
         )
+
+
+def _median_pair(pairs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Of (simulator, gateway) rows of the steady scenario, the pair whose added TTFT p99 is the median, with every
+    pair's figures on its gateway row (`ttft_pairs`); [] when there are none. The check reads the median pair."""
+    measured = [pair for pair in pairs if len(pair) == 2]
+    if not measured:
+        return []
+    added = [(_minus(gw["ttft_ms"]["p99"], sim["ttft_ms"]["p99"]), i) for i, (sim, gw) in enumerate(measured)]
+    ranked = sorted(added, key=lambda item: float("inf") if item[0] is None else item[0])
+    simulator, gateway = measured[ranked[(len(ranked) - 1) // 2][1]]
+    gateway["ttft_pairs"] = [
+        {"simulator_p99_ms": sim["ttft_ms"]["p99"], "gateway_p99_ms": gw["ttft_ms"]["p99"], "added_p99_ms": value}
+        for (sim, gw), (value, _) in zip(measured, added, strict=True)
+    ]
+    gateway["paired_simulator"] = {"ttft_ms": simulator["ttft_ms"]}
+    return [gateway]
 
 
 def _minus(a: float | None, b: float | None) -> float | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.config import SMOKE
 
 from tests.support.programs import in_ci, require_program
 
@@ -150,6 +151,22 @@ def test_streams_have_ttft_memory_and_cpu_for_every_server(smoke_run: tuple[dict
         assert row["peak_open"] > 0
         assert row["kib_per_stream"] is not None
         assert row["cost"]["cpu_ms_per_unit"] is not None
+
+
+def test_the_steady_ttft_check_reads_the_median_of_adjacent_pairs(smoke_run: tuple[dict[str, Any], str]) -> None:
+    """Each gateway route's steady scenario is measured in pairs with the simulator just before it; the row kept,
+    and the check, are the median pair's."""
+    results, printed = smoke_run
+    for route in ("/chat/stream", "/v1/messages"):
+        (row,) = [
+            r for r in results["streams"] if r["server"] == "gateway" and r["route"] == route and r["role"] == "steady"
+        ]
+        pairs = row["ttft_pairs"]
+        assert len(pairs) == SMOKE.steady_ttft_pairs
+        added = sorted(pair["added_p99_ms"] for pair in pairs)
+        median = added[(len(added) - 1) // 2]
+        assert row["ttft_ms"]["p99"] - row["paired_simulator"]["ttft_ms"]["p99"] == pytest.approx(median)
+        assert f"the median of {len(pairs)} pairs" in printed
 
 
 def test_the_upstream_http_clients_are_compared_side_by_side(smoke_run: tuple[dict[str, Any], str]) -> None:
