@@ -25,10 +25,25 @@ from tests.support.programs import require_program
 START_TIMEOUT_S = 20.0
 
 
+# Ports this process has handed out: a server's port and its METRICS_PORT, taken one after the other, must differ,
+# and the kernel may offer the same free port twice in a row (it did, on a busy machine).
+_GIVEN_PORTS: set[int] = set()
+_GIVEN_PORTS_LOCK = threading.Lock()
+_GIVEN_PORTS_MAX = 20_000
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, and never one this process was given before."""
+    with _GIVEN_PORTS_LOCK:
+        if len(_GIVEN_PORTS) > _GIVEN_PORTS_MAX:
+            _GIVEN_PORTS.clear()
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _GIVEN_PORTS:
+                _GIVEN_PORTS.add(port)
+                return port
 
 
 def wait_for_port(port: int, timeout_s: float = START_TIMEOUT_S, host: str = "127.0.0.1") -> None:

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import httpx
@@ -19,6 +20,7 @@ from tests.gateway.sse_client import collect
 
 MODEL = "claude-sonnet-4-6"
 PROMPT_MARKER = "zebra-quartz-prompt-8812"
+LOG_LINE_DEADLINE_S = 10.0
 
 
 async def finished_spans(spans: InMemorySpanExporter, name: str, count: int = 1) -> Sequence[ReadableSpan]:
@@ -153,10 +155,15 @@ class TestLogs:
             async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers()) as http:
                 await http.post("/chat", json={"message": "hi"})
             request = await server_span(spans, "/chat")
+            # The line is written once the request ends, after its answer's last byte (and its settlement).
+            deadline = time.monotonic() + LOG_LINE_DEADLINE_S
+            while not (lines := [text for text in stream.getvalue().splitlines() if '"path":"/chat"' in text]):
+                assert time.monotonic() < deadline, "no access log line for /chat"
+                await asyncio.sleep(0.01)
         finally:
             access.removeHandler(handler)
             access.setLevel(previous)
-        line = next(json.loads(text) for text in stream.getvalue().splitlines() if '"path":"/chat"' in text)
+        line = json.loads(lines[0])
         assert line["trace_id"] == format(request.context.trace_id, "032x")
         assert line["span_id"] == format(request.context.span_id, "016x")
         assert line["client"].startswith("key-")
