@@ -467,25 +467,28 @@ class Run:
 
     async def _fresh_and_warm(self, name: str, make: MakeTarget) -> tuple[Server, int]:
         """The server (re)started and warmed up with a few streams, and its idle RSS then."""
-        config = self.config
         server = await self._fresh(name)
+        return server, await self._warm(server, make)
+
+    async def _warm(self, server: Server, make: MakeTarget) -> int:
+        """A few streams through `server`, then a pause for it to close them: its idle RSS after."""
         warmup = make(server, WARMUP)
         await run_streams(
             warmup,
             targets.stream_format(warmup),
             starts_s=WARMUP.starts(),
-            timeout_s=config.request_timeout_s,
+            timeout_s=self.config.request_timeout_s,
             sample_rss=lambda: 0,
             sample_every_s=1.0,
         )
-        await asyncio.sleep(config.settle_s)
-        return server, server.tree.rss()
+        await asyncio.sleep(self.config.settle_s)
+        return server.tree.rss()
 
     async def _stream_row(
-        self, name: str, target: Target, scenario: StreamScenario, idle_rss: int | None
+        self, name: str, target: Target, scenario: StreamScenario, idle_rss: int | None, phase: str = ""
     ) -> dict[str, Any]:
         """One scenario's streams against `target` (`idle_rss` None: the simulator's, which is never restarted)."""
-        self._log(f"streams: {target.name}, {scenario.name}")
+        self._log(f"{phase}streams: {target.name}, {scenario.name}")
         row = await measure.streams(
             target,
             name,
@@ -637,36 +640,12 @@ class Run:
 
     async def _stream_rows(self, name: str, make: MakeTarget, scenarios: list[StreamScenario]) -> list[dict[str, Any]]:
         """`scenarios` against the server `name` (as it runs now: restart it first for a fresh heap), after a warm-up."""
-        config = self.config
         server = self._server_named(name)
-        warmup = make(server, WARMUP)
-        await run_streams(
-            warmup,
-            targets.stream_format(warmup),
-            starts_s=WARMUP.starts(),
-            timeout_s=config.request_timeout_s,
-            sample_rss=lambda: 0,
-            sample_every_s=1.0,
-        )
-        await asyncio.sleep(config.settle_s)
-        idle_rss = server.tree.rss()
-        rows = []
-        for scenario in scenarios:
-            target = make(server, scenario)
-            self._log(f"clients: streams, {name} {scenario.name}")
-            rows.append(
-                await measure.streams(
-                    target,
-                    name,
-                    self._trees(),
-                    scenario,
-                    idle_rss=idle_rss,
-                    sample_every_s=config.rss_sample_every_s,
-                    timeout_s=config.request_timeout_s,
-                )
-            )
-            await asyncio.sleep(config.settle_s)
-        return rows
+        idle_rss = await self._warm(server, make)
+        return [
+            await self._stream_row(name, make(server, scenario), scenario, idle_rss, phase="clients: ")
+            for scenario in scenarios
+        ]
 
     def _server_named(self, name: str) -> Server:
         for server in self.client_gateways.values():
