@@ -78,10 +78,10 @@ def build_routes(settings: Settings) -> list[PlainRoute]:
             body_bytes = upstream_body(body, model, stream=False)
             completion = await complete(relayed.upstream, body_bytes, NO_HEADERS, call)
             lease.usage = call.usage
+            text = completion.text()
+            if text is None:  # refused here, the lease is released before the error is answered
+                raise UpstreamFailed("No text in response")
             settlement = lease.release_in_background()
-        text = completion.text()
-        if text is None:
-            raise UpstreamFailed("No text in response")
         message = completion.message
         usage = call.usage
         answer = {
