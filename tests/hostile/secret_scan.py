@@ -5,12 +5,14 @@ Enabled for the whole suite by `pytest_plugins = ["tests.hostile.secret_scan"]` 
 - every log record emitted in the test process (all of it: message, `extra` fields, exception text), as the
   gateway's JSON formatter would write it, failing the test during which a leak was logged;
 - every span that ends once an SDK tracer provider is installed (name, attributes, events), except the GenAI content
-  attributes an operator turns on with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`;
+  attributes an operator turns on with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`, and with the URL a
+  request was sent to read for keys only (its path and query are the client's own choice);
 - at the end of the session, the in-process `/metrics` text and the output of every subprocess the tests started
   (`claude-gateway serve`, workers, simulators: their `cgw-proc-*.log` files).
 
-What counts as a secret: the test keys (`SECRET_LITERALS`, `SECRET_PATTERNS`) and prompt markers: the simulator's
-`[[sim:` directive, which most test prompts carry, and `PROMPT_MARKER`, for tests to put in prompts they send.
+What counts as a secret: the test keys (`KEY_LITERALS`, `SECRET_PATTERNS`) and prompt markers: the simulator's
+`[[sim:` directive, which most test prompts carry, and `PROMPT_MARKER`, for tests to put in prompts they send
+(`PROMPT_LITERALS`).
 The simulator is exempt: it stands in for Anthropic, which does see prompts. A failure names the secret's kind and
 where it was seen, never the secret.
 """
@@ -37,10 +39,12 @@ from tests.conftest import CLIENT_KEY, OTHER_KEY
 # Put this in a prompt to have the scan prove it never reaches a log, span or metric.
 PROMPT_MARKER = "canary-prompt-5e1f0b"
 UPSTREAM_TEST_KEY = "sk-ant-test-upstream-0d9c4b"
-SECRET_LITERALS: dict[str, str] = {
+KEY_LITERALS: dict[str, str] = {
     CLIENT_KEY: "a client key",
     OTHER_KEY: "a client key",
     UPSTREAM_TEST_KEY: "the upstream key",
+}
+PROMPT_LITERALS: dict[str, str] = {
     PROMPT_MARKER: "prompt text (PROMPT_MARKER)",
     "[[sim:": "prompt text (a simulator directive)",
 }
@@ -56,12 +60,16 @@ EXEMPT_LOGGERS = ("claude_gateway.simulator",)
 QUIETED_LOGGERS = ("anthropic", "httpx", "httpx2", "httpcore", "httpcore2")
 # Opt-in content capture: these attributes carry prompt and completion text on purpose.
 CONTENT_ATTRIBUTES = frozenset({"gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions"})
+# The URL a request was sent to, as its client wrote it (an id in a path is whatever the client chose, and the fuzzer
+# draws strings from the package's own constants, the simulator's `[[sim:` among them): read for keys, not prompts.
+URL_ATTRIBUTES = frozenset({"http.target", "http.url", "url.path", "url.query", "url.full"})
 SUBPROCESS_LOGS = os.path.join(tempfile.gettempdir(), "cgw-proc-*.log")
 
 
-def find_secret(text: str) -> str | None:
-    """The kind of the first secret in `text`, or None."""
-    for literal, kind in SECRET_LITERALS.items():
+def find_secret(text: str, *, prompts: bool = True) -> str | None:
+    """The kind of the first secret in `text`, or None; prompt markers only with `prompts`."""
+    literals = {**KEY_LITERALS, **PROMPT_LITERALS} if prompts else KEY_LITERALS
+    for literal, kind in literals.items():
         if literal in text:
             return kind
     for pattern, kind in SECRET_PATTERNS.items():
@@ -113,13 +121,16 @@ class ScanningSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         texts = [span.name]
-        texts += [
-            key + "=" + repr(value) for key, value in (span.attributes or {}).items() if key not in CONTENT_ATTRIBUTES
-        ]
+        urls: list[str] = []
+        for key, value in (span.attributes or {}).items():
+            if key in URL_ATTRIBUTES:
+                urls.append(f"{key}={value!r}")
+            elif key not in CONTENT_ATTRIBUTES:
+                texts.append(f"{key}={value!r}")
         for event in span.events:
             texts.append(event.name)
             texts += [key + "=" + repr(value) for key, value in (event.attributes or {}).items()]
-        kind = find_secret("\n".join(texts))
+        kind = find_secret("\n".join(texts)) or find_secret("\n".join(urls), prompts=False)
         if kind is not None:
             self.findings.add(kind, f"the span {span.name!r}")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -23,7 +24,7 @@ from claude_gateway.errors import MissingKey, UnknownKey
 from claude_gateway.settings import load_settings
 from tests.conftest import CLIENT_KEY, OTHER_KEY, Gateway
 from tests.hostile.conftest import MakeHardenedGateway, raw_request
-from tests.hostile.secret_scan import PROMPT_MARKER, Findings, ScanningHandler, find_secret
+from tests.hostile.secret_scan import PROMPT_MARKER, Findings, ScanningHandler, ScanningSpanProcessor, find_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 FILE_KEY = "cgw-sec-file-0c7d2e"
@@ -273,6 +274,24 @@ class TestSecretScan:
         assert find_secret(f"prompt: {PROMPT_MARKER}") is not None
         assert find_secret("message [[sim:tokens=3]]") is not None
         assert find_secret('{"client": "key-1a2b3c4d", "path": "/chat", "status_code": 200}') is None
+
+    def test_it_reads_a_spans_url_for_keys_but_not_for_prompt_markers(self) -> None:
+        findings = Findings()
+        provider = TracerProvider()
+        provider.add_span_processor(ScanningSpanProcessor(findings))
+        tracer = provider.get_tracer("tests.hostile.scan-self-test")
+        # An id a client (or the fuzzer) chose is not a prompt, even when it looks like one.
+        with tracer.start_as_current_span("GET /v1/files/{file_id}", attributes={"http.target": "/v1/files/[[sim:x"}):
+            pass
+        assert findings.take() == []
+        with tracer.start_as_current_span(
+            "GET /v1/files/{file_id}", attributes={"http.url": f"/v1/files?k={CLIENT_KEY}"}
+        ):
+            pass
+        assert findings.take() == ["a client key in the span 'GET /v1/files/{file_id}'"]
+        with tracer.start_as_current_span("chat", attributes={"gateway.note": "[[sim:tokens=3]]"}):
+            pass
+        assert findings.take() == ["prompt text (a simulator directive) in the span 'chat'"]
 
     def test_its_handler_reads_extra_fields_too(self) -> None:
         findings = Findings()
