@@ -51,7 +51,8 @@ PROMPT_LITERALS: dict[str, str] = {
 SECRET_PATTERNS: dict[re.Pattern[str], str] = {
     # The shape of every client key the tests make up: cgw-test-alpha-7f3a9c, cgw-file-key-3b8e1f, ...
     re.compile(r"\bcgw-[a-z]+(?:-[a-z]+)?-[0-9a-f]{6}\b"): "a test client key",
-    re.compile(r"\bsk-ant-[A-Za-z0-9_-]{2,}"): "an Anthropic key",
+    # Any but the client's placeholder (`PLACEHOLDER_KEY`), which is a package constant the fuzzer may draw.
+    re.compile(r"\bsk-ant-(?!unset\b)[A-Za-z0-9_-]{2,}"): "an Anthropic key",
 }
 # The simulator plays Anthropic, which sees prompts by definition.
 EXEMPT_LOGGERS = ("claude_gateway.simulator",)

@@ -22,6 +22,7 @@ from claude_gateway import __version__
 from claude_gateway.admission.keys import KeyStore
 from claude_gateway.errors import MissingKey, UnknownKey
 from claude_gateway.settings import load_settings
+from claude_gateway.upstream.client import PLACEHOLDER_KEY
 from tests.conftest import CLIENT_KEY, OTHER_KEY, Gateway
 from tests.hostile.conftest import MakeHardenedGateway, raw_request
 from tests.hostile.secret_scan import PROMPT_MARKER, Findings, ScanningHandler, ScanningSpanProcessor, find_secret
@@ -271,6 +272,8 @@ class TestSecretScan:
         assert find_secret(f'{{"client": "{CLIENT_KEY}"}}') == "a client key"
         assert find_secret("Bearer cgw-file-key-3b8e1f") == "a test client key"
         assert find_secret("upstream said sk-ant-api03-abcdef") == "an Anthropic key"
+        assert find_secret("upstream said sk-ant-unsettled") == "an Anthropic key"
+        assert find_secret(f"/v1/files/{PLACEHOLDER_KEY}") is None
         assert find_secret(f"prompt: {PROMPT_MARKER}") is not None
         assert find_secret("message [[sim:tokens=3]]") is not None
         assert find_secret('{"client": "key-1a2b3c4d", "path": "/chat", "status_code": 200}') is None
