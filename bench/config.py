@@ -1,4 +1,4 @@
-"""What a run measures and for how long: the full run (`make bench`, under ten minutes on two cores) and the smoke
+"""What a run measures and for how long: the full run (`make bench`, about 16 minutes on two cores) and the smoke
 run (`--smoke`, seconds: checks the harness end to end, its figures mean nothing)."""
 
 from __future__ import annotations
@@ -44,10 +44,17 @@ class BenchConfig:
     wrk_warmup_s: float
     wrk_duration_s: float
     wrk_threads: int
+    # The unpaced throughput the ratios to the reference are read from, measured again this many times, the
+    # gateway's routes and the reference side by side in each round: the machine's speed drifts over the minutes
+    # between the sweep's rows, and a ratio of two rows measured apart moves with it. The median round is the figure.
+    unpaced_rounds: int
     # Open loop at this fraction of the gateway's peak throughput.
     open_loop_fraction: float
     open_loop_warmup_s: float
     open_loop_duration_s: float
+    # Each route's added latency is the difference of two runs (the simulator's, then the gateway's): measured in
+    # this many such pairs, and each quantile's figure is the median of the pairs' differences.
+    open_loop_pairs: int
     streams: tuple[StreamScenario, ...]
     # Idle time between two stream scenarios: lets the servers close what the last one left.
     settle_s: float
@@ -73,9 +80,11 @@ FULL = BenchConfig(
     wrk_warmup_s=2.0,
     wrk_duration_s=8.0,
     wrk_threads=1,
+    unpaced_rounds=3,
     open_loop_fraction=0.5,
     open_loop_warmup_s=1.0,
     open_loop_duration_s=8.0,
+    open_loop_pairs=3,
     streams=(
         # Opened at a steady 50 a second for 4 s, each 5 s long: 200 open at the end of the ramp.
         StreamScenario("steady-200", "steady", count=200, ramp_s=4.0, tokens=250, tokens_per_s=50.0),
@@ -99,6 +108,8 @@ SMOKE = replace(
     wrk_duration_s=1.0,
     open_loop_warmup_s=0.2,
     open_loop_duration_s=1.0,
+    unpaced_rounds=2,
+    open_loop_pairs=2,
     streams=(
         StreamScenario("steady-20", "steady", count=20, ramp_s=0.5, tokens=20, tokens_per_s=50.0),
         StreamScenario("burst-20", "burst", count=20, ramp_s=0.0, tokens=10, tokens_per_s=50.0),

@@ -47,6 +47,7 @@ from bench.servers import (
     start_reference,
     start_sim,
 )
+from bench.stats import lower_median
 from bench.wrk import run_wrk
 
 READY_TIMEOUT_S = 60.0
@@ -268,7 +269,7 @@ class Run:
         try:
             self.sim = start_sim(config.sim_ttft_ms, config.sim_tokens_per_s)
             if self.profile_only or self.clients_only:
-                self.results.update(nonstreaming=[], open_loop=[], streams=[], reference_installs={})
+                self.results.update(nonstreaming=[], unpaced_rounds=[], open_loop=[], streams=[], reference_installs={})
                 self.results["reference_choice"] = {
                     "upstream": "unpaced",
                     "connections": None,
@@ -285,6 +286,7 @@ class Run:
             else:
                 await self._start_gateway()
                 self.results["nonstreaming"] = await self._nonstreaming()
+                self.results["unpaced_rounds"] = await self._unpaced_rounds()
                 self.results["open_loop"] = await self._open_loop()
                 self.results["streams"] = await self._streams()
                 self.results["clients"] = await self._clients()
@@ -368,6 +370,29 @@ class Run:
         self.results["reference_installs"] = by_install
         return by_install[chosen]
 
+    async def _unpaced_rounds(self) -> list[dict[str, float]]:
+        """The throughputs the ratios to the reference are read from, measured again in rounds, the gateway's two
+        routes and the reference one after the other in each (each round starting one further along, so that no
+        server always goes first): a ratio of two measurements taken seconds apart, not minutes."""
+        config = self.config
+        tokens = config.answer_tokens
+        gateway, reference = self._server("gateway"), self._server("reference")
+        jobs = [
+            ("gateway /chat", "gateway", targets.chat("gateway", gateway.port, tokens, unpaced=True)),
+            ("gateway /v1/messages", "gateway", targets.gateway_messages(gateway.port, tokens, unpaced=True)),
+            ("reference /chat", "reference", targets.chat("reference", reference.port, tokens, unpaced=True)),
+        ]
+        rounds = []
+        for number in range(config.unpaced_rounds):
+            shift = number % len(jobs)
+            measured = {}
+            for key, server, target in jobs[shift:] + jobs[:shift]:
+                self._log(f"unpaced round {number + 1}: {target.name} at {config.unpaced_connections} clients")
+                row = await self._one_closed_loop(target, server, config.unpaced_connections, None)
+                measured[key] = row["throughput_rps"]
+            rounds.append({key: measured[key] for key, _, _ in jobs})
+        return rounds
+
     # -- phase 2: non-streaming, open loop --------------------------------------------------------------------------
 
     async def _open_loop(self) -> list[dict[str, Any]]:
@@ -383,34 +408,22 @@ class Run:
         ):
             peak = max(row["throughput_rps"] for row in rows if row["server"] == "gateway" and row["route"] == route)
             rate = max(1.0, peak * config.open_loop_fraction)
-            measured = {}
-            for server, target in (("simulator", targets.simulator(sim.port, tokens)), ("gateway", gateway_target)):
-                self._log(f"open loop: {target.name} at {rate:.0f} req/s")
-                measured[server] = await measure.open_loop(
-                    target,
-                    server,
-                    self._trees(),
-                    rate_per_s=rate,
-                    warmup_s=config.open_loop_warmup_s,
-                    duration_s=config.open_loop_duration_s,
-                    timeout_s=config.request_timeout_s,
-                )
-            added = {
-                quantile: _minus(
-                    measured["gateway"]["latency_ms"][quantile], measured["simulator"]["latency_ms"][quantile]
-                )
-                for quantile in ("p50", "p90", "p99")
-            }
-            pairs.append(
-                {
-                    "route": route,
-                    "gateway_peak_rps": peak,
-                    "rate_rps": round(rate, 1),
-                    "gateway": measured["gateway"],
-                    "simulator": measured["simulator"],
-                    "added_ms": added,
-                }
-            )
+            runs = []
+            for _ in range(max(1, config.open_loop_pairs)):
+                measured = {}
+                for server, target in (("simulator", targets.simulator(sim.port, tokens)), ("gateway", gateway_target)):
+                    self._log(f"open loop: {target.name} at {rate:.0f} req/s")
+                    measured[server] = await measure.open_loop(
+                        target,
+                        server,
+                        self._trees(),
+                        rate_per_s=rate,
+                        warmup_s=config.open_loop_warmup_s,
+                        duration_s=config.open_loop_duration_s,
+                        timeout_s=config.request_timeout_s,
+                    )
+                runs.append(measured)
+            pairs.append({"route": route, "gateway_peak_rps": peak, "rate_rps": round(rate, 1), **_median_runs(runs)})
         return pairs
 
     # -- phase 3: streams -------------------------------------------------------------------------------------------
@@ -749,15 +762,43 @@ def _median_pair(pairs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     measured = [pair for pair in pairs if len(pair) == 2]
     if not measured:
         return []
-    added = [(_minus(gw["ttft_ms"]["p99"], sim["ttft_ms"]["p99"]), i) for i, (sim, gw) in enumerate(measured)]
-    ranked = sorted(added, key=lambda item: float("inf") if item[0] is None else item[0])
-    simulator, gateway = measured[ranked[(len(ranked) - 1) // 2][1]]
+    added = [_minus(gw["ttft_ms"]["p99"], sim["ttft_ms"]["p99"]) for sim, gw in measured]
+    simulator, gateway = measured[added.index(lower_median(added))]
     gateway["ttft_pairs"] = [
         {"simulator_p99_ms": sim["ttft_ms"]["p99"], "gateway_p99_ms": gw["ttft_ms"]["p99"], "added_p99_ms": value}
-        for (sim, gw), (value, _) in zip(measured, added, strict=True)
+        for (sim, gw), value in zip(measured, added, strict=True)
     ]
     gateway["paired_simulator"] = {"ttft_ms": simulator["ttft_ms"]}
     return [gateway]
+
+
+OPEN_LOOP_QUANTILES = ("p50", "p90", "p99")
+
+
+def _median_runs(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Of an open loop's (simulator, gateway) pairs of runs: each quantile's added latency, the median of the pairs'
+    differences (the lower one of an even count); the runs of the pair whose added p50 is the median, for the table;
+    and every pair's figures (`pairs`)."""
+    added = [
+        {q: _minus(run["gateway"]["latency_ms"][q], run["simulator"]["latency_ms"][q]) for q in OPEN_LOOP_QUANTILES}
+        for run in runs
+    ]
+
+    p50s = [each["p50"] for each in added]
+    shown = runs[p50s.index(lower_median(p50s))]
+    return {
+        "gateway": shown["gateway"],
+        "simulator": shown["simulator"],
+        "added_ms": {q: lower_median([each[q] for each in added]) for q in OPEN_LOOP_QUANTILES},
+        "pairs": [
+            {
+                "simulator_ms": {q: run["simulator"]["latency_ms"][q] for q in OPEN_LOOP_QUANTILES},
+                "gateway_ms": {q: run["gateway"]["latency_ms"][q] for q in OPEN_LOOP_QUANTILES},
+                "added_ms": each,
+            }
+            for run, each in zip(runs, added, strict=True)
+        ],
+    }
 
 
 def _minus(a: float | None, b: float | None) -> float | None:

@@ -32,3 +32,11 @@ def summary_ms(values_s: Sequence[float]) -> dict[str, float | None]:
         "max": round(ordered[-1] * MS_PER_S, 3),
         "mean": round(sum(ordered) / len(ordered) * MS_PER_S, 3),
     }
+
+
+def lower_median(values: list[float | None]) -> float | None:
+    """The median (the lower of the middle two of an even count), None sorting last; None when there is nothing."""
+    if not values:
+        return None
+    ranked = sorted(values, key=lambda value: float("inf") if value is None else value)
+    return ranked[(len(ranked) - 1) // 2]

@@ -23,6 +23,7 @@ SECTIONS = (
     "nonstreaming",
     "reference_choice",
     "reference_installs",
+    "unpaced_rounds",
     "open_loop",
     "streams",
     "profile",
@@ -124,6 +125,23 @@ def test_throughput_targets_compare_unpaced_rows(smoke_run: tuple[dict[str, Any]
             assert check["status"] in {"PASS", "FAIL"}
 
 
+def test_throughput_ratios_are_the_median_of_side_by_side_rounds(smoke_run: tuple[dict[str, Any], str]) -> None:
+    """The ratios to the reference are read from rounds in which the gateway's routes and the reference are measured
+    one after the other, not from the sweep's rows measured minutes apart."""
+    results, printed = smoke_run
+    rounds = results["unpaced_rounds"]
+    assert len(rounds) == SMOKE.unpaced_rounds
+    for measured in rounds:
+        assert set(measured) == {"gateway /chat", "gateway /v1/messages", "reference /chat"}
+        assert all(rps > 0 for rps in measured.values())
+    for route in ("/chat", "/v1/messages"):
+        (check,) = [c for c in results["targets"] if c["name"].startswith(f"gateway {route} vs reference")]
+        by_round = sorted(r[f"gateway {route}"] / r["reference /chat"] for r in rounds)
+        assert check["measured"] == pytest.approx(by_round[(len(by_round) - 1) // 2], abs=1e-3)
+        assert f"the median of {len(rounds)} rounds" in check["detail"]
+    assert "unpaced round 1" in printed
+
+
 def test_open_loop_pairs_the_gateway_with_the_simulator(smoke_run: tuple[dict[str, Any], str]) -> None:
     results, _ = smoke_run
     assert [pair["route"] for pair in results["open_loop"]] == ["/chat", "/v1/messages"]
@@ -133,6 +151,11 @@ def test_open_loop_pairs_the_gateway_with_the_simulator(smoke_run: tuple[dict[st
         assert pair["added_ms"]["p50"] is not None
         # The gateway reports its own overhead on every non-streaming answer.
         assert pair["gateway"]["gateway_reported_overhead_ms"]["n"] > 0
+        # Each quantile's figure is the median of the pairs' differences.
+        assert len(pair["pairs"]) == SMOKE.open_loop_pairs
+        for quantile in ("p50", "p99"):
+            differences = sorted(one["added_ms"][quantile] for one in pair["pairs"])
+            assert pair["added_ms"][quantile] == differences[(len(differences) - 1) // 2]
 
 
 def test_streams_have_ttft_memory_and_cpu_for_every_server(smoke_run: tuple[dict[str, Any], str]) -> None:
