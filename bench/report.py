@@ -185,6 +185,12 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             gateway = _throughput(rows, "gateway", route, connections, upstream)
             out["throughput"][f"gateway {route} / reference /chat {at}"] = _round(_ratio(gateway, reference))
             out["throughput"][f"gateway {route} / simulator {at}"] = _round(_ratio(gateway, simulator))
+    rounds: list[dict[str, float]] = results.get("unpaced_rounds") or []
+    if rounds:
+        at = f"@{max(_clients(rows, 'unpaced'), default=0)} unpaced, the median of {len(rounds)} side-by-side rounds"
+        for route in ("/chat", "/v1/messages"):
+            by_round = [_ratio(r[f"gateway {route}"], r["reference /chat"]) for r in rounds]
+            out["throughput"][f"gateway {route} / reference /chat {at}"] = _round(lower_median(by_round))
     streams: list[dict[str, Any]] = results["streams"]
     for scenario in dict.fromkeys(row["scenario"] for row in streams):
         reference_row = find(streams, server="reference", scenario=scenario)
