@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import anyio.lowlevel
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -107,6 +108,9 @@ def _startup_notes(settings: Settings, keys: KeyStore) -> None:
 def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        # anyio loads its asyncio backend on first use: 13 modules, about 27 ms of imports on the event loop, which
+        # would otherwise stall the first request of every new worker and everything it serves meanwhile.
+        await anyio.lowlevel.checkpoint()
         keys = KeyStore(settings)
         keys.load_file_now()
         # The one client to Anthropic: the routes, in-process jobs and the deep health check all call through it.
