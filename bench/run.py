@@ -308,19 +308,8 @@ class Run:
         for connections, unpaced in loads:
             target = make(unpaced)
             self._log(f"closed loop: {target.name} at {connections} clients")
-            rows.append(
-                await measure.closed_loop(
-                    target,
-                    server,
-                    self._trees(),
-                    connections=connections,
-                    warmup_s=config.wrk_warmup_s,
-                    duration_s=config.wrk_duration_s,
-                    threads=config.wrk_threads,
-                    timeout_s=config.request_timeout_s,
-                    upstream_latency_s=None if unpaced else self.upstream_latency_s,
-                )
-            )
+            latency = None if unpaced else self.upstream_latency_s
+            rows.append(await self._one_closed_loop(target, server, connections, latency))
         return rows
 
     async def _nonstreaming(self) -> list[dict[str, Any]]:
@@ -413,15 +402,7 @@ class Run:
                 measured = {}
                 for server, target in (("simulator", targets.simulator(sim.port, tokens)), ("gateway", gateway_target)):
                     self._log(f"open loop: {target.name} at {rate:.0f} req/s")
-                    measured[server] = await measure.open_loop(
-                        target,
-                        server,
-                        self._trees(),
-                        rate_per_s=rate,
-                        warmup_s=config.open_loop_warmup_s,
-                        duration_s=config.open_loop_duration_s,
-                        timeout_s=config.request_timeout_s,
-                    )
+                    measured[server] = await self._one_open_loop(target, server, rate)
                 runs.append(measured)
             pairs.append({"route": route, "gateway_peak_rps": peak, "rate_rps": round(rate, 1), **_median_runs(runs)})
         return pairs
@@ -572,17 +553,7 @@ class Run:
         for name, target in jobs:
             server_name = "simulator" if name == "simulator" else self.client_gateways[name].name
             self._log(f"clients: open loop, {server_name} at {rate:.0f} req/s")
-            open_loop[name].append(
-                await measure.open_loop(
-                    target,
-                    server_name,
-                    self._trees(),
-                    rate_per_s=rate,
-                    warmup_s=config.open_loop_warmup_s,
-                    duration_s=config.open_loop_duration_s,
-                    timeout_s=config.request_timeout_s,
-                )
-            )
+            open_loop[name].append(await self._one_open_loop(target, server_name, rate))
 
         simulator_ttft = self._simulator_ttft_p99_ms(steady.role)
         if simulator_ttft is None:
@@ -649,6 +620,18 @@ class Run:
             threads=config.wrk_threads,
             timeout_s=config.request_timeout_s,
             upstream_latency_s=upstream_latency_s,
+        )
+
+    async def _one_open_loop(self, target: Target, server: str, rate_per_s: float) -> dict[str, Any]:
+        config = self.config
+        return await measure.open_loop(
+            target,
+            server,
+            self._trees(),
+            rate_per_s=rate_per_s,
+            warmup_s=config.open_loop_warmup_s,
+            duration_s=config.open_loop_duration_s,
+            timeout_s=config.request_timeout_s,
         )
 
     async def _stream_rows(self, name: str, make: MakeTarget, scenarios: list[StreamScenario]) -> list[dict[str, Any]]:
