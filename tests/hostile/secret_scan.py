@@ -3,7 +3,8 @@
 Enabled for the whole suite by `pytest_plugins = ["tests.hostile.secret_scan"]` in tests/conftest.py. It scans:
 
 - every log record emitted in the test process (all of it: message, `extra` fields, exception text), as the
-  gateway's JSON formatter would write it, failing the test during which a leak was logged;
+  gateway's JSON formatter would write it, failing the test during which a leak was logged (the access log's `path`
+  is read for keys only, like a span's URL below);
 - every span that ends once an SDK tracer provider is installed (name, attributes, events), except the GenAI content
   attributes an operator turns on with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`, and with the URL a
   request was sent to read for keys only (its path and query are the client's own choice);
@@ -19,6 +20,7 @@ where it was seen, never the secret.
 
 from __future__ import annotations
 
+import copy
 import glob
 import logging
 import os
@@ -104,11 +106,16 @@ class ScanningHandler(logging.Handler):
             return
         if record.name.split(".", 1)[0] in QUIETED_LOGGERS and record.levelno < logging.WARNING:
             return
+        # The access log's `path` is the URL path as the client wrote it: read for keys only, as a span's URL is.
+        path = getattr(record, "path", None)
+        if isinstance(path, str):
+            record = copy.copy(record)
+            record.path = ""
         try:
             line = self.formatter_.format(record)
         except Exception:
             line = repr(record.__dict__)
-        kind = find_secret(line)
+        kind = find_secret(line) or (find_secret(path, prompts=False) if isinstance(path, str) else None)
         if kind is not None:
             self.findings.add(kind, f"a log record of {record.name!r} ({record.levelname.lower()}: {record.msg!r})")
 

@@ -307,6 +307,11 @@ class TestSecretScan:
             assert findings.take() == []
             logger.warning("request", extra={"authorization": f"Bearer {OTHER_KEY}"})
             leaks = findings.take()
+            # A path is the client's choice: a marker in it is no prompt, a key in it still a leak.
+            logger.warning("request", extra={"path": "/v1/files/[[sim:x"})
+            assert findings.take() == []
+            logger.warning("request", extra={"path": f"/v1/files/{CLIENT_KEY}"})
+            assert len(findings.take()) == 1
         finally:
             logger.removeHandler(handler)
         assert leaks
