@@ -59,6 +59,11 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def round_ratios(rounds: list[dict[str, float]], route: str) -> list[float | None]:
+    """Each unpaced round's gateway `route` / reference `/chat` throughput (`Run._unpaced_rounds`)."""
+    return [_ratio(measured[f"gateway {route}"], measured["reference /chat"]) for measured in rounds]
+
+
 def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
@@ -71,7 +76,7 @@ def evaluate(results: dict[str, Any]) -> list[Check]:
     for route, minimum in (("/chat", CHAT_VS_REFERENCE_MIN), ("/v1/messages", MESSAGES_VS_REFERENCE_MIN)):
         if rounds:
             # Each round's ratio, of measurements taken side by side; the median round's is the figure.
-            by_round = [_ratio(r[f"gateway {route}"], r["reference /chat"]) for r in rounds]
+            by_round = round_ratios(rounds, route)
             ratio = lower_median(by_round)
             detail = f"the median of {len(by_round)} rounds: " + ", ".join(
                 "-" if value is None else f"{value:.2f}x" for value in by_round
@@ -189,8 +194,9 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     if rounds:
         at = f"@{max(_clients(rows, 'unpaced'), default=0)} unpaced, the median of {len(rounds)} side-by-side rounds"
         for route in ("/chat", "/v1/messages"):
-            by_round = [_ratio(r[f"gateway {route}"], r["reference /chat"]) for r in rounds]
-            out["throughput"][f"gateway {route} / reference /chat {at}"] = _round(lower_median(by_round))
+            out["throughput"][f"gateway {route} / reference /chat {at}"] = _round(
+                lower_median(round_ratios(rounds, route))
+            )
     streams: list[dict[str, Any]] = results["streams"]
     for scenario in dict.fromkeys(row["scenario"] for row in streams):
         reference_row = find(streams, server="reference", scenario=scenario)
