@@ -4,6 +4,10 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV ?= .venv
+# `make test` runs this many pytest processes (pytest-xdist), each taking whole test files (module fixtures start
+# once). Two halves the suite's time on two cores; more oversubscribes them: most tests start servers of their own.
+# TEST_PROCESSES=0 runs it in this one process.
+TEST_PROCESSES ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOOLS := $(CURDIR)/.tools
@@ -28,7 +32,7 @@ run: $(STAMP) ## serve the gateway on http://127.0.0.1:8000 (the bundled simulat
 	$(BIN)/claude-gateway dev --host 127.0.0.1 --port 8000
 
 test: $(STAMP) ## run every test (starts its own redis-server, simulator, ... on free ports)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff + mypy (and promtool on the alert rules, when it is installed; always under CI=true)
 	$(BIN)/ruff check service tests bench

@@ -148,6 +148,12 @@ main() {
     if [ "${#parts[@]}" -eq 0 ]; then
         parts=(all)
     fi
+    # One fetcher at a time: the test suite runs in parallel processes, and each may ask for the same tool first.
+    mkdir -p "$TOOLS"
+    if command -v flock >/dev/null 2>&1; then
+        exec 9>"$TOOLS/.fetch.lock"
+        flock 9
+    fi
     for part in "${parts[@]}"; do
         case "$part" in
             kube) fetch_kube ;;
