@@ -38,15 +38,40 @@ class Upstream:
         self.port = 0
         self.connections = 0
         self.heads: list[bytes] = []
+        self._serving: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._closing = False
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        this = asyncio.current_task()
+        assert this is not None
+        self._serving.add(this)
+        self._writers.append(writer)
         try:
             await self.handler(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # Ended by `close`: the task ends normally, or asyncio's streams log its cancellation as an error.
         finally:
+            self._serving.discard(this)
             writer.close()
+
+    async def close(self) -> None:
+        """End every handler still running and cut every connection: a test's event loop then closes with no
+        transport left on it (uvloop refuses to close a loop that has one, and a TLS close may still be waiting for
+        the peer's close_notify)."""
+        self._closing = True
+        serving = list(self._serving)
+        for task in serving:
+            task.cancel()
+        await asyncio.gather(*serving, return_exceptions=True)
+        for writer in self._writers:
+            writer.transport.abort()
+        await asyncio.sleep(0)  # the transports' connection_lost callbacks run
 
     def keep_alive(self, body: bytes, *headers: bytes) -> Handler:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -68,4 +93,5 @@ async def upstream(handler: Handler | None = None, tls: ssl.SSLContext | None = 
         yield server_state
     finally:
         server.close()
+        await server_state.close()
         await server.wait_closed()
