@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from claude_gateway.admission.ratelimit import RateLimiter
 from claude_gateway.errors import InvalidRequest
+from claude_gateway.jobs import redis_pipeline
 from claude_gateway.jobs.codec import JobFailed, deserialize, failure_of, serialize
 from claude_gateway.jobs.constants import (
     CANCEL_POLL_S,
@@ -53,6 +54,7 @@ def connect(settings: Settings, *, timeout_s: float | None = None, client_name: 
     """
     if settings.redis_url is None:
         raise ValueError("REDIS_URL is not set")
+    redis_pipeline.install()
     timeout = settings.redis_timeout_s if timeout_s is None else timeout_s
     pool = ConnectionPool.from_url(
         settings.redis_url.get_secret_value(),

@@ -24,7 +24,7 @@ from arq.worker import Retry, Worker, create_worker, func
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 
 from claude_gateway import pricing
-from claude_gateway.jobs import heartbeat, in_progress, timeouts
+from claude_gateway.jobs import heartbeat, in_progress, redis_pipeline, timeouts
 from claude_gateway.jobs.attempt import RetryLater, run_attempt
 from claude_gateway.jobs.codec import JobFailed, deserialize, serialize
 from claude_gateway.jobs.constants import (
@@ -181,6 +181,7 @@ def worker_settings(
     `retry_policy` (the worker's client's) and `job_timeout_s` are there for tests, which need short waits.
     """
     _hide_job_arguments()
+    redis_pipeline.install()
     return {
         "functions": [func(analyze_document, name=JOB_FUNCTION)],
         "queue_name": QUEUE_NAME,
