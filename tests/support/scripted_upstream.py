@@ -4,11 +4,15 @@ keeping the request heads it read. For the HTTP client's tests, hostile upstream
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+# How long a closing connection may take to close when the upstream stops (a peer may hold it open) before it is cut.
+CLOSE_WAIT_S = 1.0
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -58,20 +62,26 @@ class Upstream:
             # Ended by `close`: the task ends normally, or asyncio's streams log its cancellation as an error.
         finally:
             self._serving.discard(this)
-            writer.close()
+            if not self._closing:
+                writer.close()
+            elif not writer.transport.is_closing():
+                writer.transport.abort()
 
     async def close(self) -> None:
-        """End every handler still running and cut every connection: a test's event loop then closes with no
-        transport left on it (uvloop refuses to close a loop that has one, and a TLS close may still be waiting for
-        the peer's close_notify)."""
+        """End every handler still running, cutting its connection, and wait for every connection to be closed: a
+        test's event loop then closes with no transport left on it (uvloop refuses to close a loop that has one, and
+        a TLS close waits for the peer's close_notify)."""
         self._closing = True
         serving = list(self._serving)
         for task in serving:
             task.cancel()
         await asyncio.gather(*serving, return_exceptions=True)
         for writer in self._writers:
-            writer.transport.abort()
-        await asyncio.sleep(0)  # the transports' connection_lost callbacks run
+            with contextlib.suppress(OSError):  # it ended in an error: closed all the same
+                try:
+                    await asyncio.wait_for(writer.wait_closed(), CLOSE_WAIT_S)
+                except TimeoutError:  # still closing (a peer that neither reads nor answers close_notify): cut it
+                    writer.transport.abort()
 
     def keep_alive(self, body: bytes, *headers: bytes) -> Handler:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
