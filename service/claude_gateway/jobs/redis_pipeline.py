@@ -9,8 +9,9 @@ flight, so a worker stopped by cancellation (as ARQ stops it) or a Redis slow en
 
 `install()` wraps `Pipeline.reset` so that, when it raises before releasing, the connection is closed (its UNWATCH
 reply may be unread) and released, shielded from a second cancellation. Nothing changes when `reset()` succeeds.
-It is the only place the gateway changes a library's behaviour: `tests/canary/test_redis_pipeline.py` reproduces the
-leak against a real Redis and fails when redis-py moves past the pin, so that this module is dropped then.
+It is the only place the gateway changes a library's own class (rather than subclassing it):
+`tests/canary/test_redis_pipeline.py` reproduces the leak against a real Redis and fails when redis-py moves past the
+pin, so that this module is dropped then.
 """
 
 from __future__ import annotations
@@ -24,16 +25,16 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 # The redis-py major version whose `Pipeline.reset` this wraps; the pin in pyproject.toml keeps it (`redis<6`).
 PATCHED_MAJOR = 5
 
-_original_reset: Callable[[Pipeline], Awaitable[None]] | None = None
+_installed = False
 
 
 def install() -> None:
     """Wrap `Pipeline.reset`, once per process: `arq_queue.connect` (the API's pool) and `worker.worker_settings` call it."""
-    global _original_reset
-    if _original_reset is not None:
+    global _installed
+    if _installed:
         return
+    _installed = True
     original: Callable[[Pipeline], Awaitable[None]] = Pipeline.reset
-    _original_reset = original
 
     async def reset(self: Pipeline) -> None:
         connection = self.connection
@@ -50,7 +51,7 @@ def install() -> None:
 
 
 def installed() -> bool:
-    return _original_reset is not None
+    return _installed
 
 
 async def _discard(pool: ConnectionPool, connection: AbstractConnection) -> None:
