@@ -4,10 +4,9 @@ keeping the request heads it read. For the HTTP client's tests, hostile upstream
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -77,7 +76,7 @@ class Upstream:
             task.cancel()
         await asyncio.gather(*serving, return_exceptions=True)
         for writer in self._writers:
-            with contextlib.suppress(OSError):  # it ended in an error: closed all the same
+            with suppress(OSError):  # it ended in an error: closed all the same
                 try:
                     await asyncio.wait_for(writer.wait_closed(), CLOSE_WAIT_S)
                 except TimeoutError:  # still closing (a peer that neither reads nor answers close_notify): cut it
