@@ -106,14 +106,18 @@ def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
     return make_gateway()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One SDK tracer provider for the session (OpenTelemetry allows setting it once), before any app is made: an
+    app instruments itself only when spans are recorded (`tracing.recording`), as a gateway with an endpoint does."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+
+
 @pytest.fixture(scope="session")
 def _span_exporter() -> InMemorySpanExporter:
-    """One SDK tracer provider for the session (OpenTelemetry allows setting it once), exporting to memory."""
+    """The session's tracer provider, exporting to memory."""
     exporter = InMemorySpanExporter()
     provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider), "another kind of tracer provider is installed"
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return exporter

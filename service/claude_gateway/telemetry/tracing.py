@@ -1,8 +1,9 @@
 """OpenTelemetry: the tracer provider from the standard `OTEL_*` variables, and the `chat {model}` span.
 
-With no `OTEL_EXPORTER_OTLP_ENDPOINT` (nor `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) nothing is exported and no span
-processor runs, so tracing costs next to nothing. Spans carry the OpenTelemetry GenAI attributes and never the
-prompt or completion text unless `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` is on.
+With no `OTEL_EXPORTER_OTLP_ENDPOINT` (nor `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) nothing is exported, no span
+processor runs and the app is not instrumented (`recording`), so tracing costs next to nothing. Spans carry the
+OpenTelemetry GenAI attributes and never the prompt or completion text unless
+`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` is on.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def record_output(span: Span, text: str | None) -> None:
 
 def exporting() -> bool:
     return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def recording() -> bool:
+    """Whether spans are recorded at all: an SDK tracer provider is installed (`setup_tracing` installs one only when
+    an endpoint is set; tests install their own). Without one every span is a no-op."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
 def setup_tracing(service_name: str = "claude-gateway") -> None:

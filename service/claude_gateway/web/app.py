@@ -220,11 +220,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
         )
-    FastAPIInstrumentor.instrument_app(
-        app,
-        excluded_urls=TRACING_EXCLUDED_URLS,
-        exclude_spans=TRACING_EXCLUDED_SPANS,  # type: ignore[arg-type]
-    )
+    # Without a recording tracer provider (no OTLP endpoint) the instrumentation's middleware only makes no-op spans,
+    # at about 10% of a proxied request's CPU (0.28 of 2.18 ms, measured): left out then.
+    if tracing.recording():
+        FastAPIInstrumentor.instrument_app(
+            app,
+            excluded_urls=TRACING_EXCLUDED_URLS,
+            exclude_spans=TRACING_EXCLUDED_SPANS,  # type: ignore[arg-type]
+        )
     plain_doc = get_openapi(title=app.title, version=app.version, routes=documentation_routes(app.router.routes))
     _document_plain_routes(app, [plain_doc, {"paths": messages.OPENAPI_PATHS}, {"paths": count_tokens.OPENAPI_PATHS}])
     app.add_middleware(OpsPortOnly, metrics_port=settings.metrics_port)
