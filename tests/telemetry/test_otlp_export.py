@@ -1,10 +1,11 @@
 """Traces leave a real `claude-gateway serve` over OTLP/HTTP: the production path (`setup_tracing` in each worker,
 a batch span processor, the OTLP exporter), received here by a small OTLP/HTTP receiver that decodes what a
 collector would. An app instruments itself only when spans are recorded, so this is also the test that a worker
-with an endpoint has its request spans."""
+with an endpoint has its request spans, and that one without still names its caller's trace in its logs."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -130,3 +131,31 @@ def test_a_served_request_exports_its_span_and_the_chat_span_with_tokens(
     assert chat_attributes["gen_ai.response.id"] == answer["id"]
     assert chat_attributes["gen_ai.usage.output_tokens"] == answer["usage"]["output_tokens"] == 7
     assert chat_attributes["gen_ai.usage.input_tokens"] == answer["usage"]["input_tokens"]
+
+
+def test_without_an_endpoint_log_lines_still_carry_the_callers_trace(serve: ServeFactory) -> None:
+    """No span is recorded (nor the app instrumented) without an endpoint, but a caller's `traceparent` (a mesh's,
+    an upstream service's) still names the trace on the request's log lines."""
+    gateway = serve(workers=1, LOG_FORMAT="json")
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    response = httpx.post(
+        f"{gateway.url}/v1/messages",
+        headers={
+            "x-api-key": CLIENT_KEY,
+            "anthropic-version": "2023-06-01",
+            "x-request-id": "traced-request-1",
+            "traceparent": f"00-{trace_id}-{parent_id}-01",
+        },
+        json={"model": MODEL, "max_tokens": 40, "messages": [{"role": "user", "content": "hi [[sim:tokens=3]]"}]},
+        timeout=30.0,
+    )
+    assert response.status_code == 200
+    deadline = time.monotonic() + SPANS_DEADLINE_S
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in gateway.output().splitlines() if "traced-request-1" in line]
+        if lines:
+            break
+        time.sleep(0.05)
+    (line,) = lines
+    assert line["message"] == "request"
+    assert line["trace_id"] == trace_id

@@ -212,6 +212,15 @@ def record_user(user_id: str | None) -> None:
             span.set_attribute(USER_ID_ATTRIBUTE, user_id)
 
 
+def caller_context(traceparent: bytes, tracestate: bytes | None) -> Context:
+    """The caller's W3C trace context, for a gateway that records no spans of its own (`recording`): its log lines
+    and the jobs it enqueues still carry the caller's trace, as they would under the instrumentation."""
+    carrier = {"traceparent": traceparent.decode("latin-1")}
+    if tracestate is not None:
+        carrier["tracestate"] = tracestate.decode("latin-1")
+    return propagate.extract(carrier)
+
+
 def inject_context() -> dict[str, str]:
     """The current trace context as W3C headers, for a job to continue the enqueuing request's trace."""
     carrier: dict[str, str] = {}

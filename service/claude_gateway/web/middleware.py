@@ -12,6 +12,7 @@ import time
 import uuid
 from decimal import Decimal
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -80,6 +81,8 @@ class GatewayMiddleware:
         self.self_bounded_paths = frozenset(path for _, path in self_bounded)
         # Counts the requests in flight, which the server waits for when it drains (`drain.Drain`).
         self.drain = drain if drain is not None else Drain()
+        # Without the instrumentation (nothing records spans) the caller's trace context is taken up here instead.
+        self.records_spans = tracing.recording()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,6 +93,8 @@ class GatewayMiddleware:
         content_length = -1
         session_id: str | None = None
         betas: list[str] = []
+        traceparent: bytes | None = None
+        tracestate: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
@@ -104,6 +109,10 @@ class GatewayMiddleware:
                 session_id = bounded_attribution(value.decode("latin-1"))
             elif name == b"anthropic-beta":
                 betas.append(value.decode("latin-1"))
+            elif name == b"traceparent":
+                traceparent = value
+            elif name == b"tracestate":
+                tracestate = value
         context = RequestContext(
             request_id=request_id or uuid.uuid4().hex,
             # Anthropic's API lives under /v1/: every answer there, 404 and 405 included (which no route sees),
@@ -141,6 +150,9 @@ class GatewayMiddleware:
                 _settle_cost(context)
             await send(message)
 
+        token = None
+        if traceparent is not None and not self.records_spans:
+            token = otel_context.attach(tracing.caller_context(traceparent, tracestate))
         self.drain.request_started()
         try:
             path = scope["path"]
@@ -157,6 +169,8 @@ class GatewayMiddleware:
         finally:
             self.drain.request_finished()
             self._record(scope, context, status_code if response_started else 500)
+            if token is not None:
+                otel_context.detach(token)
 
     def _bounded(self, scope: Scope, receive: Receive, context: RequestContext) -> Receive:
         """Count body bytes as they are read; past the bound, the read fails with 413 (chunked bodies too).
