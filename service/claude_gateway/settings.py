@@ -173,13 +173,14 @@ class Settings(BaseSettings):
     max_document_chars: int = Field(default=1_000_000, ge=1)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # The largest `POST /v1/files` body, streamed to Anthropic (MAX_BODY_BYTES does not apply): Anthropic's own
-    # 500 MB file limit, plus a MiB for the multipart framing, so that Anthropic is the judge of any real file.
+    # 500 MB file limit, plus a MiB for the multipart framing, so that Anthropic is the judge of any real file. It
+    # bounds a batch's creation body too, streamed the same way (Anthropic takes batches of up to 256 MB).
     files_max_bytes: int = Field(default=501 * 1024 * 1024, ge=1024)
     # From the end of a request's head to the end of its body, whether or not the app reads it (408 past it): a
     # client trickling its body would otherwise hold a connection and its memory for ever. 10 MB at 1 MB/s fits.
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    # A whole `POST /v1/files` upload (FILES_MAX_BYTES) must arrive within this, from the end of its head: 501 MiB at
-    # about 1 MiB/s. BODY_TIMEOUT_S is for the other routes' bodies, which are at most MAX_BODY_BYTES.
+    # A whole `POST /v1/files` upload or batch creation (FILES_MAX_BYTES) must arrive within this, from the end of its
+    # head: 501 MiB at about 1 MiB/s. BODY_TIMEOUT_S is for the other routes' bodies, at most MAX_BODY_BYTES.
     files_upload_timeout_s: float = Field(default=600.0, gt=0, le=7200)
     max_inflight_upstream: int = Field(default=256, ge=1)
     backpressure_wait_s: float = Field(default=1.0, ge=0)

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from claude_gateway.admission.keys import short_name
 from claude_gateway.admission.ownership import BATCH_OWNER_TTL_S
-from claude_gateway.web.routes import files
+from claude_gateway.web import upload_body
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.test_files import read_until_closed
 from tests.support.scripted_upstream import read_request, upstream
@@ -118,7 +118,7 @@ class TestUploadIdleTimeout:
     def test_a_body_that_stops_coming_is_a_408(
         self, make_gateway: Callable[..., Gateway], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(files, "UPLOAD_IDLE_TIMEOUT_S", 0.3)
+        monkeypatch.setattr(upload_body, "UPLOAD_IDLE_TIMEOUT_S", 0.3)
         gateway = make_gateway()
         host, port = gateway.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:

@@ -74,6 +74,8 @@ CORS_EXPOSED_HEADERS = [
 ]
 # Spans for every ASGI send/receive would add one span per SSE chunk; the request span is the one that matters.
 TRACING_EXCLUDED_SPANS = ["receive", "send"]
+# The requests whose routes stream their bodies on to Anthropic, bounding them themselves (`web.upload_body`).
+STREAMED_BODIES = files.SELF_BOUNDED | batches.SELF_BOUNDED
 TRACING_EXCLUDED_URLS = "health,metrics"
 
 
@@ -140,7 +142,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
                 health=health_check,
                 ownership=RedisOwnership(redis) if redis is not None else LocalOwnership(),
                 uploads=Uploads(
-                    frozenset((method.encode(), path.encode()) for method, path in files.SELF_BOUNDED),
+                    frozenset((method.encode(), path.encode()) for method, path in STREAMED_BODIES),
                     settings.files_max_bytes,
                     settings.files_upload_timeout_s,
                 ),
@@ -236,7 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         GatewayMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
-        self_bounded=files.SELF_BOUNDED,
+        self_bounded=STREAMED_BODIES,
         drain=app.state.drain,
     )
     return app

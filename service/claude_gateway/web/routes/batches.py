@@ -13,12 +13,13 @@
   back unsettled; the tokens are accounted when the results pass through instead (`claude_gateway_tokens_total`,
   the access log line of the download), and not charged to the key's `TOKEN_RATE_LIMIT` window, a per-minute
   budget for interactive calls. Spend budgets are where batch spending is bounded.
-- A batch's creation body is read whole, within `MAX_BODY_BYTES` (Anthropic takes up to 256 MB: raise the bound
-  where bigger batches are sent).
+- A batch's creation body is streamed to Anthropic as it arrives, as a file upload is (`upload_body`): Anthropic
+  takes batches of up to 256 MB, so `MAX_BODY_BYTES` does not apply; `FILES_MAX_BYTES` (501 MiB) and
+  `FILES_UPLOAD_TIMEOUT_S` bound it, leaving Anthropic the judge of any real batch.
 - The key's policy (`policy`) holds for a batch as for `/v1/messages`: each request's model, `max_tokens` and
   costlier features, and the `anthropic-beta` header, checked before anything reaches Anthropic (403
-  `permission_error` naming the request). Only a key with a policy has its body parsed; the rest of the body is
-  Anthropic's to judge.
+  `permission_error` naming the request). Only a key with a policy has its body parsed, so only its body is held
+  whole, within `MAX_BODY_BYTES`; the rest of the body is Anthropic's to judge.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from claude_gateway.admission.lease import NOTHING_RESERVED
 from claude_gateway.admission.policy import ALLOW_ALL, Policy, PolicyDenied
 from claude_gateway.context import RequestContext
 from claude_gateway.upstream.batch_usage import ResultsUsage
+from claude_gateway.upstream.http_client import StreamedBody
 from claude_gateway.upstream.passthrough import call, json_answer, raise_error, read_json, relayed_headers
 from claude_gateway.web.routes.owned import (
     Owners,
@@ -47,11 +49,14 @@ from claude_gateway.web.routes.owned import (
     require_owner,
     responses,
 )
+from claude_gateway.web.upload_body import UploadBody
 
 BATCHES = "/v1/messages/batches"
 BATCH = "/v1/messages/batches/{batch_id}"
 CANCEL = "/v1/messages/batches/{batch_id}/cancel"
 RESULTS = "/v1/messages/batches/{batch_id}/results"
+# The requests whose bodies this module bounds itself, as it streams them (the middleware leaves them alone).
+SELF_BOUNDED = frozenset({("POST", BATCHES)})
 
 router = APIRouter(tags=["anthropic"])
 
@@ -142,9 +147,14 @@ def check_policy(body: bytes, policy: Policy, beta_header: str | None) -> None:
     openapi_extra=_CREATE_BODY,
 )
 async def create_batch(request: Request, relayed: Relayed, ownership: Owners) -> Response:
-    body = await request.body()
+    settings = relayed.settings
+    body: bytes | StreamedBody
     if relayed.client.policy != ALLOW_ALL:
+        body = await UploadBody(request, min(settings.max_body_bytes, settings.files_max_bytes)).read()
         check_policy(body, relayed.client.policy, request.headers.get("anthropic-beta"))
+    else:
+        upload = UploadBody(request, settings.files_max_bytes)
+        body = StreamedBody(upload.chunks(), length=upload.length)
     async with relayed.lease(BATCHES, NOTHING_RESERVED):
         response = await call(
             relayed.upstream, "POST", BATCHES, route=BATCHES, client_headers=request.headers, body=body

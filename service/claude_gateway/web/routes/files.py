@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -24,10 +22,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from claude_gateway.admission.lease import NOTHING_RESERVED
-from claude_gateway.errors import InvalidRequest
 from claude_gateway.upstream.http_client import StreamedBody
 from claude_gateway.upstream.passthrough import call, raise_error, read_json, relayed_headers, verbatim
-from claude_gateway.web.middleware import BodyTimeout, BodyTooLarge
 from claude_gateway.web.routes.owned import (
     Owners,
     Relayed,
@@ -39,54 +35,19 @@ from claude_gateway.web.routes.owned import (
     require_owner,
     responses,
 )
+from claude_gateway.web.upload_body import UploadBody
 
 FILES = "/v1/files"
 FILE = "/v1/files/{file_id}"
 CONTENT = "/v1/files/{file_id}/content"
 # The requests whose bodies this module bounds itself, as it streams them (the middleware leaves them alone).
 SELF_BOUNDED = frozenset({("POST", FILES)})
-# Longest wait for the next piece of an upload's body: long enough for a slow link, short enough that a client
-# that stopped sending does not hold a connection to Anthropic and an upstream slot.
-UPLOAD_IDLE_TIMEOUT_S = 30.0
 
 router = APIRouter(tags=["anthropic"])
 
 
 def not_found(file_id: str) -> str:
     return f"File not found: {file_id}"
-
-
-def declared_length(request: Request) -> int | None:
-    value = request.headers.get("content-length")
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise InvalidRequest("Content-Length: not a number of bytes")
-    return int(value)
-
-
-class UploadBody:
-    """The client's body as it arrives, bounded in size and in the wait for each piece."""
-
-    def __init__(self, request: Request, limit: int) -> None:
-        self.request = request
-        self.limit = limit
-        self.received = 0
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        stream = self.request.stream()
-        while True:
-            try:
-                async with asyncio.timeout(UPLOAD_IDLE_TIMEOUT_S):
-                    chunk = await anext(stream)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise BodyTimeout() from None
-            self.received += len(chunk)
-            if self.received > self.limit:
-                raise BodyTooLarge()
-            yield chunk
 
 
 _UPLOAD_BODY: dict[str, Any] = {
@@ -115,11 +76,7 @@ _ANY_CONTENT = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 )
 async def upload_file(request: Request, relayed: Relayed, ownership: Owners) -> Response:
     relayed.client.policy.check_betas(request.headers.get("anthropic-beta"))
-    limit = relayed.settings.files_max_bytes
-    length = declared_length(request)
-    if length is not None and length > limit:
-        raise BodyTooLarge()  # refused from its Content-Length: not one byte read
-    body = UploadBody(request, limit)
+    body = UploadBody(request, relayed.settings.files_max_bytes)
     async with relayed.lease(FILES, NOTHING_RESERVED):
         response = await call(
             relayed.upstream,
@@ -127,7 +84,7 @@ async def upload_file(request: Request, relayed: Relayed, ownership: Owners) -> 
             FILES,
             route=FILES,
             client_headers=request.headers,
-            body=StreamedBody(body.chunks(), length=length),
+            body=StreamedBody(body.chunks(), length=body.length),
             content_type=request.headers.get("content-type", "application/octet-stream"),
         )
         if response.status >= 300:
