@@ -5,9 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 # `make test` runs this many pytest processes (pytest-xdist), each taking whole test files (module fixtures start
-# once). Two halves the suite's time on two cores; more oversubscribes them: most tests start servers of their own.
-# TEST_PROCESSES=0 runs it in this one process.
-TEST_PROCESSES ?= 2
+# once). On two cores: one process 860 s; here two took 685 to 723 s and three 470 to 526 s (much of a
+# test's time is waiting on the servers it starts). TEST_PROCESSES=0 runs it in this one process.
+TEST_PROCESSES ?= 3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOOLS := $(CURDIR)/.tools
