@@ -199,8 +199,9 @@ class UpstreamClient:
         `return_errors`, returned unread (for a relay that passes Anthropic's errors on as they came). A connection
         that cannot be made or read is always a `GatewayError` (`UpstreamUnreachable`, `UpstreamTimeout`).
 
-        A `StreamedBody` (a file upload, a batch's creation) is sent as it is read, and so only once: a call whose body was started is
-        not retried, whatever the policy says (its failure, or Anthropic's answer, goes back to the caller).
+        A `StreamedBody` (a file upload, a batch's creation) is sent as it is read, and so only once: a call whose
+        body was started is not retried, whatever the policy says (its failure, or Anthropic's answer, goes back to
+        the caller).
         """
         if not path.startswith("/"):
             raise ValueError(f"an API path starts with '/': {path!r}")

@@ -74,9 +74,9 @@ CORS_EXPOSED_HEADERS = [
 ]
 # Spans for every ASGI send/receive would add one span per SSE chunk; the request span is the one that matters.
 TRACING_EXCLUDED_SPANS = ["receive", "send"]
+TRACING_EXCLUDED_URLS = "health,metrics"
 # The requests whose routes stream their bodies on to Anthropic, bounding them themselves (`web.upload_body`).
 STREAMED_BODIES = files.SELF_BOUNDED | batches.SELF_BOUNDED
-TRACING_EXCLUDED_URLS = "health,metrics"
 
 
 class GatewayApp(FastAPI):

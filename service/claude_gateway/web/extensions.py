@@ -35,8 +35,8 @@ def disconnect_extension(scope: Scope) -> DisconnectExtension | None:
 @dataclass(frozen=True, slots=True)
 class Uploads:
     """Requests whose body their route streams on to Anthropic (`POST /v1/files`, `POST /v1/messages/batches`):
-    bounded by their own size and deadline rather than MAX_BODY_BYTES and BODY_TIMEOUT_S. The app's lifespan state names them
-    (`uploads`), as it holds the settings, so that this module imports no route."""
+    bounded by their own size and deadline rather than MAX_BODY_BYTES and BODY_TIMEOUT_S. The app's lifespan state
+    names them (`uploads`), as it holds the settings, so that this module imports no route."""
 
     routes: frozenset[tuple[bytes, bytes]]
     max_bytes: int

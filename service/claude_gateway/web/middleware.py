@@ -60,9 +60,9 @@ class BodyTimeout(HTTPException):
 
 class GatewayMiddleware:
     """`self_bounded`: the (method, path) of requests whose route bounds its own body as it streams it (a file
-    upload, a batch's creation: `web.upload_body`): neither `max_body_bytes` nor the body deadline applies to them here. An answer to one
-    that comes before its body was read to the end (a refusal, or Anthropic's early answer) closes the connection,
-    rather than the server reading and dropping up to `FILES_MAX_BYTES` of it."""
+    upload, a batch's creation: `web.upload_body`): neither `max_body_bytes` nor the body deadline applies to them
+    here. An answer to one that comes before its body was read to the end (a refusal, or Anthropic's early answer)
+    closes the connection, rather than the server reading and dropping up to `FILES_MAX_BYTES` of it."""
 
     def __init__(
         self,

@@ -150,6 +150,7 @@ async def create_batch(request: Request, relayed: Relayed, ownership: Owners) ->
     settings = relayed.settings
     body: bytes | StreamedBody
     if relayed.client.policy != ALLOW_ALL:
+        # The policy reads the batch: held whole, so within MAX_BODY_BYTES, and before the lease is taken.
         body = await UploadBody(request, min(settings.max_body_bytes, settings.files_max_bytes)).read()
         check_policy(body, relayed.client.policy, request.headers.get("anthropic-beta"))
     else:
