@@ -4,7 +4,7 @@ bound rather than `MAX_BODY_BYTES`; held whole, within `MAX_BODY_BYTES`, only fo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def test_past_the_upload_bound_it_is_refused_and_the_connection_closed(
     gateway = make_gateway(max_body_bytes=MAX_BODY_BYTES, files_max_bytes=4 * MAX_BODY_BYTES)
     before = sim_requests(simulator)
 
-    def chunks() -> Any:  # chunked: the bound is found while streaming, not from a Content-Length
+    def chunks() -> Iterator[bytes]:  # chunked: the bound is found while streaming, not from a Content-Length
         body = batch_body(4000)
         for start in range(0, len(body), 16 * 1024):
             yield body[start : start + 16 * 1024]

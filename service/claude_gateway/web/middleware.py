@@ -62,7 +62,10 @@ class GatewayMiddleware:
     """`self_bounded`: the (method, path) of requests whose route bounds its own body as it streams it (a file
     upload, a batch's creation: `web.upload_body`): neither `max_body_bytes` nor the body deadline applies to them
     here. An answer to one that comes before its body was read to the end (a refusal, or Anthropic's early answer)
-    closes the connection, rather than the server reading and dropping up to `FILES_MAX_BYTES` of it."""
+    closes the connection, rather than the server reading and dropping up to `FILES_MAX_BYTES` of it.
+
+    `takes_caller_trace`: the app is not instrumented (nothing records spans), so the caller's `traceparent` is made
+    the current context here, for the request's log lines and the jobs it enqueues."""
 
     def __init__(
         self,
@@ -72,6 +75,7 @@ class GatewayMiddleware:
         body_timeout_s: float | None = None,
         self_bounded: frozenset[tuple[str, str]] = frozenset(),
         drain: Drain | None = None,
+        takes_caller_trace: bool = False,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -81,8 +85,7 @@ class GatewayMiddleware:
         self.self_bounded_paths = frozenset(path for _, path in self_bounded)
         # Counts the requests in flight, which the server waits for when it drains (`drain.Drain`).
         self.drain = drain if drain is not None else Drain()
-        # Without the instrumentation (nothing records spans) the caller's trace context is taken up here instead.
-        self.records_spans = tracing.recording()
+        self.takes_caller_trace = takes_caller_trace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -151,7 +154,7 @@ class GatewayMiddleware:
             await send(message)
 
         token = None
-        if traceparent is not None and not self.records_spans:
+        if traceparent is not None and self.takes_caller_trace:
             token = otel_context.attach(tracing.caller_context(traceparent, tracestate))
         self.drain.request_started()
         try:

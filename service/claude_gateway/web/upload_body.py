@@ -17,7 +17,7 @@ from claude_gateway.web.middleware import BodyTimeout, BodyTooLarge
 UPLOAD_IDLE_TIMEOUT_S = 30.0
 
 
-def declared_length(request: Request) -> int | None:
+def _declared_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     if value is None:
         return None
@@ -33,7 +33,7 @@ class UploadBody:
         self.request = request
         self.limit = limit
         self.received = 0
-        length = declared_length(request)
+        length = _declared_length(request)
         if length is not None and length > limit:
             raise BodyTooLarge()  # refused from its Content-Length: not one byte read
         self.length = length
