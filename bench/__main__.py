@@ -4,7 +4,9 @@ bench/README.md."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         profile_only=args.profile_only,
         clients_only=args.clients_only,
     )
-    results = uvloop.run(run.execute())
+    try:
+        results = uvloop.run(run.execute())
+    except asyncio.CancelledError:  # SIGTERM: `Run.execute` stopped its servers on the way out
+        print("bench: stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
     results["ratios"] = ratios(results)
     results["load_generator"] = _load_generator(results)
     checks = evaluate(results)

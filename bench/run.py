@@ -23,6 +23,7 @@ import importlib.metadata
 import os
 import platform
 import resource
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -259,6 +260,11 @@ class Run:
 
     async def execute(self) -> dict[str, Any]:
         config = self.config
+        # `kill` (SIGTERM) ends the run as Ctrl-C does: cancelled, so the `finally` below stops every server it
+        # started. Left to the default action, the servers would outlive it and disturb the next run.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         open_files = raise_open_files_limit()
         busy = await machine_busy_pct(IDLE_CHECK_S)
         if busy > BUSY_MACHINE_PCT:

@@ -86,9 +86,15 @@ async def run_wrk(target: Target, *, connections: int, duration_s: float, thread
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    stdout, stderr = await process.communicate()
+    try:
+        stdout, stderr = await process.communicate()
+    except asyncio.CancelledError:  # the run was stopped: so is its load
+        process.kill()
+        await process.wait()
+        raise
+    finally:
+        Path(body_file.name).unlink(missing_ok=True)
     client_cpu = _children_cpu_s() - cpu_before
-    Path(body_file.name).unlink(missing_ok=True)
     lines = [line for line in stdout.decode().splitlines() if line.startswith(_MARKER)]
     if process.returncode != 0 or not lines:
         raise RuntimeError(f"wrk failed ({process.returncode}): {stderr.decode().strip() or stdout.decode().strip()}")
