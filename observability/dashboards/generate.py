@@ -522,7 +522,8 @@ def overview() -> Json:
         ),
         timeseries(
             "Gateway overhead (p50, p99)",
-            "Time spent in the gateway outside the upstream call: auth, rate limits, Redis, waiting for a slot.",
+            "Time spent in the gateway outside the upstream call: auth, rate limits, Redis, waiting for a slot "
+            "(ClaudeGatewayOverheadHigh fires when the p99 stays above 100 ms).",
             quantiles("claude_gateway_overhead_seconds", *SCOPE, levels=(0.5, 0.99)),
             "s",
         ),

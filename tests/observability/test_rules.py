@@ -66,6 +66,7 @@ REQUIRED_ALERTS = {
     "ClaudeGatewayJobBacklogGrowing",
     "ClaudeGatewayRedisDown",
     "ClaudeGatewayTargetDown",
+    "ClaudeGatewayOverheadHigh",
 }
 _DURATION = re.compile(r"(\d+)([smhd])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

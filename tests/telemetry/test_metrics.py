@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
+import pytest
 from prometheus_client import REGISTRY
 
 from claude_gateway.admission.keys import short_name
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.sse_client import collect, data_events
+from tests.gateway.test_cost import access_record, logged
 
 MODEL = "claude-sonnet-4-6"
 CLIENT = short_name(CLIENT_KEY)
@@ -57,6 +60,24 @@ class TestRequestMetrics:
         assert (
             await settled_value("claude_gateway_overhead_seconds_count", before + 1, route="/v1/messages") == before + 1
         )
+
+    async def test_the_access_log_line_carries_the_overhead(
+        self, gateway: Gateway, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """`overhead_ms` is the request's time less its 300 ms with Anthropic; a request refused before any call
+        has none."""
+        body = {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hi [[sim:ttft_ms=300]]"}]}
+        with caplog.at_level(logging.INFO, logger="claude_gateway.access"):
+            async with httpx.AsyncClient(base_url=gateway.url) as http:
+                answered = await http.post("/v1/messages", json=body, headers=gateway.headers())
+                refused = await http.post("/v1/messages", json=body, headers={"x-api-key": "not-a-key"})
+            answered_line, refused_line = await access_record(caplog, "/v1/messages", count=2)
+        assert (answered.status_code, refused.status_code) == (200, 403)
+        assert logged(answered_line, "status_code") == 200
+        duration_ms, overhead_ms = logged(answered_line, "duration_ms"), logged(answered_line, "overhead_ms")
+        assert 0 < overhead_ms <= duration_ms - 300
+        assert logged(refused_line, "status_code") == 403
+        assert logged(refused_line, "overhead_ms") is None
 
 
 class TestUpstreamMetrics:

@@ -222,12 +222,14 @@ class GatewayMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", None) or UNMATCHED_ROUTE
         quiet = path.startswith(QUIET_PREFIXES)
+        # Only a request that called Anthropic has an overhead apart from its duration.
+        overhead = context.overhead_s(now) if context.upstream_s > 0 else None
         if not quiet:
             method = scope["method"]
             metrics.http_requests(template, method, str(status_code)).inc()
             metrics.http_duration(template, method).observe(duration)
-            if context.upstream_s > 0:
-                metrics.overhead(template).observe(context.overhead_s(now))
+            if overhead is not None:
+                metrics.overhead(template).observe(overhead)
             if context.disconnected:
                 metrics.client_disconnects(template).inc()
         usage = context.usage
@@ -246,6 +248,7 @@ class GatewayMiddleware:
                 "route": template,
                 "status_code": status_code,
                 "duration_ms": round(duration * 1000, 2),
+                "overhead_ms": round(overhead * 1000, 2) if overhead is not None else None,
                 "client": context.client,
                 "model": context.model,
                 "input_tokens": usage.input if usage else None,
