@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         results = uvloop.run(run.execute())
-    except asyncio.CancelledError:  # SIGTERM: `Run.execute` stopped its servers on the way out
-        print("bench: stopped by SIGTERM", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except asyncio.CancelledError:  # Ctrl-C or `kill`: `Run.execute` stopped its servers on the way out
+        if run.stopped_by is None:
+            raise
+        print(f"bench: stopped by {run.stopped_by.name}", file=sys.stderr)
+        return 128 + run.stopped_by
     results["ratios"] = ratios(results)
     results["load_generator"] = _load_generator(results)
     checks = evaluate(results)

@@ -57,7 +57,6 @@ LAYERS = {
     "prometheus_client": "metrics (prometheus_client)",
     "logging": "logging",
     "redis": "Redis client (redis-py)",
-    "hiredis": "Redis client (redis-py)",
     "limits": "rate limit parsing (limits)",
     "anthropic": UPSTREAM_LAYER,
     "httpx2": UPSTREAM_LAYER,

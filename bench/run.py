@@ -63,6 +63,7 @@ IDLE_CHECK_S = 1.0
 VERSIONED = ("fastapi", "starlette", "uvicorn", "gunicorn", "uvloop", "httptools", "anthropic", "httpx2", "pydantic")
 SECRET_SETTINGS = ("ANTHROPIC_API_KEY", "VALID_API_KEYS", "REDIS_URL")
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MakeTarget = Callable[[Server, StreamScenario], Target]
 # A closed-loop target, paced (False) or unpaced (True).
 MakeClosedLoopTarget = Callable[[bool], Target]
@@ -187,6 +188,8 @@ class Run:
         self.reference: Server | None = None
         self.reference_install = REFERENCE_INSTALLS[0]
         self.gateway_logs: list[Server] = []
+        # The signal that stopped the run before its end, if one did.
+        self.stopped_by: signal.Signals | None = None
 
     # -- helpers ----------------------------------------------------------------------------------------------------
 
@@ -247,6 +250,10 @@ class Run:
         await wait_ready(server, self.config.workers, None, "/health/ready")
         return server
 
+    def _stop(self, task: asyncio.Task[dict[str, Any]], signum: signal.Signals) -> None:
+        self.stopped_by = signum
+        task.cancel()
+
     def _stop_all(self) -> None:
         for client_gateway in self.client_gateways.values():
             client_gateway.stop()
@@ -260,11 +267,13 @@ class Run:
 
     async def execute(self) -> dict[str, Any]:
         config = self.config
-        # `kill` (SIGTERM) ends the run as Ctrl-C does: cancelled, so the `finally` below stops every server it
-        # started. Left to the default action, the servers would outlive it and disturb the next run.
+        # Ctrl-C or `kill` cancels the run, so that the `finally` below stops every server it started. Left to
+        # their default actions (under uvloop, SIGINT did not even stop the run), the servers would outlive it and
+        # disturb the next run.
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        for signum in STOP_SIGNALS:
+            asyncio.get_running_loop().add_signal_handler(signum, self._stop, task, signum)
         open_files = raise_open_files_limit()
         busy = await machine_busy_pct(IDLE_CHECK_S)
         if busy > BUSY_MACHINE_PCT:

@@ -1,5 +1,5 @@
-"""`kill` on a running `python -m bench` stops the servers it started (Redis, the simulator, the gateway and its
-workers) before it exits, as Ctrl-C does: left running, they would disturb the next run's figures."""
+"""Ctrl-C or `kill` on a running `python -m bench` stops the servers it started (Redis, the simulator, the gateway
+and its workers) before it exits: left running, they would disturb the next run's figures."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_sigterm_stops_every_server_the_run_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda signum: signum.name)
+def test_a_signal_stops_every_server_the_run_started(tmp_path: Path, signum: signal.Signals) -> None:
     require_program("wrk", "the bench's closed-loop load generator")
     require_program("redis-server", "the gateway's limits live in Redis")
     bench = subprocess.Popen(
@@ -60,11 +61,11 @@ def test_sigterm_stops_every_server_the_run_started(tmp_path: Path) -> None:
         # redis-server, the simulator, the gateway's arbiter and its two workers at least.
         assert len(servers) >= 5, servers
 
-        bench.send_signal(signal.SIGTERM)
+        bench.send_signal(signum)
         rest, _ = bench.communicate(timeout=EXIT_TIMEOUT_S)
 
-        assert bench.returncode == 128 + signal.SIGTERM, "".join(seen) + rest
-        assert "stopped by SIGTERM" in rest
+        assert bench.returncode == 128 + signum, "".join(seen) + rest
+        assert f"stopped by {signum.name}" in rest
         assert "Traceback" not in rest, rest
         assert [pid for pid in servers if _alive(pid)] == []
     finally:  # whatever the assertions found: the servers run in sessions of their own
