@@ -9,6 +9,7 @@ could silently fall back to a watcher task per stream (memory) or lose the head 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import re
 import socket
@@ -26,7 +27,7 @@ from claude_gateway.server.http_protocol import GatewayHttpProtocol
 from claude_gateway.web.app import create_app
 from claude_gateway.web.extensions import DISCONNECT_EXTENSION, disconnect_extension
 from tests.conftest import CLIENT_KEY, gateway_settings
-from tests.gateway.sse_client import data_events
+from tests.gateway.sse_client import data_events, raw_chunks
 from tests.support.servers import Process, ThreadedServer
 
 # Generous: these wait for something that happens within milliseconds on a quiet machine; under load it may take
@@ -249,8 +250,12 @@ async def test_a_raw_stream_is_told_its_client_left() -> None:
     server = ThreadedServer(endless_stream)
     server.start()
     try:
-        async with httpx.AsyncClient(base_url=server.url) as http, http.stream("GET", "/") as response:
-            assert await anext(response.aiter_raw()) == b"first"
+        async with (
+            httpx.AsyncClient(base_url=server.url) as http,
+            http.stream("GET", "/") as response,
+            contextlib.aclosing(raw_chunks(response)) as chunks,
+        ):
+            assert await anext(chunks) == b"first"
         deadline = time.monotonic() + EVENT_DEADLINE_S
         while not told.is_set():
             assert time.monotonic() < deadline, "the stream was never told its client left"
@@ -285,8 +290,8 @@ async def test_a_gateway_stream_learns_its_client_left_without_a_watcher_task(
         async with (
             httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": CLIENT_KEY}) as client,
             client.stream("POST", "/chat/stream", json=body) as response,
+            contextlib.aclosing(data_events(response)) as events,
         ):
-            events = data_events(response)
             assert "text" in await anext(events)
             assert recorder.loop is not None
             assert _watchers(recorder.loop) == watchers

@@ -11,6 +11,7 @@ for tasks left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -55,8 +56,11 @@ def mixed_request(http: httpx.AsyncClient, index: int) -> Callable[[], Awaitable
                 await response.aread()
                 return "stream:done" if response.content.endswith(b"data: [DONE]\n\n") else "stream:truncated"
         if kind == 6:
-            async with http.stream("POST", "/chat/stream", json={"message": "[[sim:tokens=500]]"}) as response:
-                await anext(data_events(response))
+            async with (
+                http.stream("POST", "/chat/stream", json={"message": "[[sim:tokens=500]]"}) as response,
+                contextlib.aclosing(data_events(response)) as events,
+            ):
+                await anext(events)
             return "stream:cancelled"
         if kind == 7:
             return str((await http.post("/chat", json={"message": "x"}, headers={"X-API-Key": "wrong"})).status_code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -120,8 +121,10 @@ class TestClientDisconnect:
         before = await sim_stats(simulator)
         body = {"message": "[[sim:tokens=2000 tokens_per_s=50]]"}  # 40 s if nobody stopped it
         async with httpx.AsyncClient(base_url=gateway.url) as http:
-            async with http.stream("POST", "/chat/stream", json=body, headers=gateway.headers()) as response:
-                events = data_events(response)
+            async with (
+                http.stream("POST", "/chat/stream", json=body, headers=gateway.headers()) as response,
+                contextlib.aclosing(data_events(response)) as events,
+            ):
                 await anext(events)
                 await anext(events)
         left_at = time.monotonic()
@@ -171,8 +174,8 @@ class TestClientDisconnect:
             async with (
                 httpx.AsyncClient(base_url=gateway.url) as http,
                 http.stream("POST", "/chat/stream", json=body, headers=gateway.headers()) as response,
+                contextlib.aclosing(data_events(response)) as events,
             ):
-                events = data_events(response)
                 for _ in range(3):
                     await anext(events)
             record = await _wait_for_access_record(caplog, "/chat/stream")

@@ -143,8 +143,10 @@ class TestSlowBodies:
         gateway = make_hardened_gateway(head_timeout_s=30, body_timeout_s=TEST_BODY_TIMEOUT_S)
         body = {"message": "[[sim:tokens=2000 tokens_per_s=50]]"}
         async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers(), timeout=30) as http:
-            async with http.stream("POST", "/chat/stream", json=body) as response:
-                events = data_events(response)
+            async with (
+                http.stream("POST", "/chat/stream", json=body) as response,
+                contextlib.aclosing(data_events(response)) as events,
+            ):
                 await anext(events)
                 # Reading on until the body deadline is well past (the stream sends 50 events a second).
                 past_the_deadline = time.monotonic() + TEST_BODY_TIMEOUT_S * 1.5

@@ -8,6 +8,7 @@ empty panel fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -143,7 +144,8 @@ async def traffic(gateway: str, redis_server: RedisServer, tally: StreamTally) -
         # Alone, so that backpressure never refuses it: a client that hangs up mid-stream.
         async with http.stream("POST", "/chat/stream", json={"message": "[[sim:tokens=500 tokens_per_s=50]]"}) as r:
             assert r.status_code == 200
-            await anext(data_events(r))
+            async with contextlib.aclosing(data_events(r)) as events:
+                await anext(events)
     redis_server.pause()
     try:
         async with httpx.AsyncClient(base_url=gateway, headers={"X-API-Key": CLIENT_KEY}, timeout=30) as http:
