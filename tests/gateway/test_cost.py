@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from claude_gateway.admission.keys import short_name
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.sse_client import collect
+from tests.support.access_log import access_lines, logged
 from tests.telemetry.test_tracing import finished_spans, server_span
 
 MODEL = "claude-sonnet-4-6"
@@ -56,25 +57,6 @@ def cached_system(ttl: Literal["5m", "1h"], marker: str) -> list[Any]:
     return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": ttl}}]
 
 
-async def access_record(caplog: pytest.LogCaptureFixture, path: str, count: int = 1) -> list[logging.LogRecord]:
-    """The access log lines for `path`; a stream's is written just after its last byte, so wait for it."""
-    for _ in range(200):
-        found = [
-            record
-            for record in caplog.records
-            if record.name == "claude_gateway.access" and getattr(record, "path", None) == path
-        ]
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no access log line for {path}")
-
-
-def logged(record: logging.LogRecord, name: str) -> Any:
-    """A field of an access log line (or any record's `extra`)."""
-    return record.__dict__.get(name)
-
-
 def cost_total(client: str, model: str) -> float:
     return REGISTRY.get_sample_value("claude_gateway_cost_usd_total", {"client": client, "model": model}) or 0.0
 
@@ -108,7 +90,7 @@ class TestMessagesCost:
                 )
                 usage = orjson.loads(await raw.read())["usage"]
                 answers.append((raw.headers["x-gateway-cost-usd"], usage))
-            records = await access_record(caplog, "/v1/messages", len(requests))
+            records = await access_lines(caplog, path="/v1/messages", count=len(requests))
 
         (written_1h, read, written_5m) = (usage for _, usage in answers)
         assert written_1h["cache_creation"]["ephemeral_1h_input_tokens"] > 0
@@ -145,7 +127,7 @@ class TestMessagesCost:
                 messages=[{"role": "user", "content": "Stream it [[sim:tokens=30]]"}],
             ) as stream:
                 final = await stream.get_final_message()
-            (record,) = await access_record(caplog, "/v1/messages")
+            (record,) = await access_lines(caplog, path="/v1/messages")
         request = await server_span(spans, "/v1/messages")
         (call,) = await finished_spans(spans, f"chat {MODEL}")
 
@@ -175,7 +157,7 @@ class TestMessagesCost:
                 http.stream("POST", "/v1/messages", json=body) as response,
             ):
                 raw = b"".join([chunk async for chunk in response.aiter_raw()])
-            (record,) = await access_record(caplog, "/v1/messages")
+            (record,) = await access_lines(caplog, path="/v1/messages")
 
         events = [orjson.loads(line[6:]) for line in raw.splitlines() if line.startswith(b"data: ")]
         start = next(event for event in events if event["type"] == "message_start")["message"]["usage"]
@@ -195,7 +177,7 @@ class TestChatCost:
         with caplog.at_level(logging.INFO, logger="claude_gateway.access"):
             async with httpx.AsyncClient(base_url=gateway.url, headers=gateway.headers()) as http:
                 response = await http.post("/chat", json={"message": "Hi there [[sim:tokens=25]]", "max_tokens": 64})
-            (record,) = await access_record(caplog, "/chat")
+            (record,) = await access_lines(caplog, path="/chat")
         request = await server_span(spans, "/chat")
         answer = response.json()
         expected = hand_cost({"input_tokens": answer["input_tokens"], "output_tokens": answer["output_tokens"]})
@@ -210,7 +192,7 @@ class TestChatCost:
                 http.stream("POST", "/chat/stream", json={"message": "Stream [[sim:tokens=15]]"}) as response,
             ):
                 events = await collect(response)
-            (record,) = await access_record(caplog, "/chat/stream")
+            (record,) = await access_lines(caplog, path="/chat/stream")
         assert "x-gateway-cost-usd" not in response.headers
         usage = next(event for event in events if isinstance(event, dict) and event.get("done"))["usage"]
         expected = hand_cost({"input_tokens": usage["input"], "output_tokens": usage["output"]})
@@ -233,7 +215,7 @@ class TestUnpriced:
                 assert "x-gateway-cost-usd" not in raw.headers
                 usage = orjson.loads(await raw.read())["usage"]
                 totals += usage["input_tokens"] + usage["output_tokens"]
-            records = await access_record(caplog, "/v1/messages", 3)
+            records = await access_lines(caplog, path="/v1/messages", count=3)
         after = REGISTRY.get_sample_value("claude_gateway_unpriced_tokens_total", {"model": "other"}) or 0.0
         assert after - before == totals
         warnings = [

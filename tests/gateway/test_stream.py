@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from claude_gateway.server.http_protocol import GatewayHttpProtocol
 from tests.conftest import Gateway
 from tests.gateway.sse_client import collect, data_events
+from tests.support.access_log import access_lines
 from tests.support.servers import Process
 
 # How long a left client's upstream stream may go on: a bound for "closed, not relayed to nobody" (the streams in
@@ -178,7 +179,7 @@ class TestClientDisconnect:
             ):
                 for _ in range(3):
                     await anext(events)
-            record = await _wait_for_access_record(caplog, "/chat/stream")
+            (record,) = await access_lines(caplog, path="/chat/stream")
         after = REGISTRY.get_sample_value("claude_gateway_client_disconnects_total", {"route": "/chat/stream"})
         assert after == before + 1
         assert record.disconnected is True  # type: ignore[attr-defined]
@@ -191,13 +192,3 @@ async def _wait_until(condition: Callable[[], bool], failure: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, failure
         await asyncio.sleep(0.01)
-
-
-async def _wait_for_access_record(caplog: pytest.LogCaptureFixture, path: str) -> logging.LogRecord:
-    deadline = time.monotonic() + EVENT_DEADLINE_S
-    while time.monotonic() < deadline:
-        for record in caplog.records:
-            if record.name == "claude_gateway.access" and getattr(record, "path", None) == path:
-                return record
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no access log line for {path}")

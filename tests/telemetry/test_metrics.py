@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from claude_gateway.admission.keys import short_name
 from tests.conftest import CLIENT_KEY, Gateway
 from tests.gateway.sse_client import collect, data_events
-from tests.gateway.test_cost import logged
+from tests.support.access_log import access_lines, logged
 
 MODEL = "claude-sonnet-4-6"
 CLIENT = short_name(CLIENT_KEY)
@@ -29,16 +29,6 @@ async def settled_value(name: str, expected: float, **labels: str) -> float:
             break
         await asyncio.sleep(0.02)
     return value(name, **labels)
-
-
-async def access_line(caplog: pytest.LogCaptureFixture, request_id: str) -> logging.LogRecord:
-    """The access log line of one request, once it is written (just after its last byte left)."""
-    for _ in range(200):
-        for record in caplog.records:
-            if record.name == "claude_gateway.access" and getattr(record, "request_id", None) == request_id:
-                return record
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no access log line for request {request_id}")
 
 
 class TestRequestMetrics:
@@ -83,9 +73,8 @@ class TestRequestMetrics:
                 refused = await http.post("/v1/messages", json=body, headers={"x-api-key": "not-a-key"})
             # By request id, not order: the answered request's line is written after its settlement, which may
             # come after the refusal's.
-            answered_line, refused_line = [
-                await access_line(caplog, response.headers["x-request-id"]) for response in (answered, refused)
-            ]
+            (answered_line,) = await access_lines(caplog, request_id=answered.headers["x-request-id"])
+            (refused_line,) = await access_lines(caplog, request_id=refused.headers["x-request-id"])
         assert (answered.status_code, refused.status_code) == (200, 403)
         duration_ms, overhead_ms = logged(answered_line, "duration_ms"), logged(answered_line, "overhead_ms")
         assert 0 < overhead_ms <= duration_ms - 300
